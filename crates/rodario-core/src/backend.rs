@@ -1,0 +1,280 @@
+//! The three traits a backend implements, and the [`Backend`] bundle a node runs on.
+//!
+//! A backend is an adapter: it moves bytes ([`Transport`]), keeps expiring sets
+//! ([`Registry`]) and leases ([`LockStore`]). It holds no actor logic; all of that is in
+//! this crate, written once over these traits.
+//!
+//! The traits are object safe (`async_trait`) and held as `Arc<dyn ..>`, so user-facing
+//! types stay simple (`ActorProxy`, not `ActorProxy<RedisTransport, ..>`). A virtual call
+//! costs nothing next to a network hop, and nothing measurable next to encoding a frame.
+//!
+//! Every backend must pass the conformance suite in [`crate::testkit`] (feature `testkit`).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::future::BoxFuture;
+
+use crate::error::BackendError;
+use crate::name::{ActorId, ClusterName, NodeId};
+
+/// A logical channel. Backends map it to their own names; [`Channel::default_name`] is the
+/// Python library's layout (`actor:{uuid}`, `proxy:{proxyid}`, `cluster:{channel}`), which
+/// the memory and Redis backends use behind their prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Channel {
+    /// An actor's own channel: calls to that actor.
+    Actor(ActorId),
+    /// A node's reply channel: replies to calls made by that node's proxies.
+    Reply(NodeId),
+    /// A cluster channel: broadcast calls to the actors that joined it.
+    Cluster(ClusterName),
+}
+
+impl Channel {
+    /// The Python library's name for this channel, without any prefix.
+    pub fn default_name(&self) -> String {
+        match self {
+            Channel::Actor(id) => format!("actor:{id}"),
+            Channel::Reply(id) => format!("proxy:{id}"),
+            Channel::Cluster(name) => format!("cluster:{name}"),
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.default_name())
+    }
+}
+
+/// What a broker knows about who received a published message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The broker counted exactly this many subscribing connections (Redis `PUBLISH`
+    /// replies with it). A connection that subscribed to the channel counts once, however
+    /// many local actors it serves.
+    Exact(usize),
+    /// At least one connection received it, but the broker cannot say how many.
+    AtLeastOne,
+    /// The broker cannot tell whether anyone received it (core NATS publish).
+    Unknown,
+}
+
+/// A subscription: a stream of the raw frames published to one channel.
+///
+/// The stream ends when the subscription is closed or the backend gives up on the
+/// connection for good; a backend that reconnects keeps the stream open across the outage
+/// (messages published meanwhile are lost: pub/sub is at most once).
+pub struct Subscription {
+    frames: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
+    close: Option<BoxFuture<'static, ()>>,
+}
+
+impl Subscription {
+    /// Wraps a backend's stream of frames. `close` runs when [`Subscription::close`] is
+    /// awaited (after the stream is dropped) and unsubscribes at the broker; a subscription
+    /// dropped without `close` must still stop delivery, lazily if need be.
+    pub fn new(
+        frames: impl Stream<Item = Bytes> + Send + 'static,
+        close: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        Subscription {
+            frames: Box::pin(frames),
+            close: Some(Box::pin(close)),
+        }
+    }
+
+    /// Unsubscribes and waits until the broker has been told.
+    pub async fn close(mut self) {
+        // Drop the receiving side first so no frame is handed out after this returns.
+        self.frames = Box::pin(futures_util::stream::empty());
+        if let Some(close) = self.close.take() {
+            close.await;
+        }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.frames.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+/// Publish/subscribe of raw frames on [`Channel`]s.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Publishes `frame` on `channel` and says what the broker knows of its receivers.
+    async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError>;
+
+    /// Subscribes to `channel`. When this returns, the subscription is active at the broker:
+    /// a frame published afterwards is delivered.
+    async fn subscribe(&self, channel: &Channel) -> Result<Subscription, BackendError>;
+
+    /// Whether [`Transport::publish`] on a cluster channel reports [`Delivery::Exact`].
+    /// When it does not, nodes record their cluster memberships in the [`Registry`] under
+    /// [`Group::Members`] so that a cluster proxy can count them.
+    fn counts_receivers(&self) -> bool;
+
+    /// The largest payload the broker accepts, when it has a limit of its own (NATS
+    /// `max_payload`). Nodes refuse to build a larger frame and say which limit it broke.
+    fn max_payload(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// A set whose members expire unless renewed: who is alive, and who joined a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Group<'a> {
+    /// The registered actors (Python: the SET `{prefix}actors`).
+    Actors,
+    /// The nodes subscribed to a cluster channel (kept only for transports that cannot
+    /// count receivers).
+    Members(&'a ClusterName),
+}
+
+/// Registered names with liveness: members are held by an owner and expire after their
+/// TTL unless the owner renews them, so a crashed process's actors disappear on their own.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Adds `member` to `group`, held by `owner` for `ttl`. Atomic: of two racing inserts of
+    /// one member, exactly one returns `true`. Returns `false` when a live entry exists
+    /// (even one held by the same owner); an expired entry is replaced.
+    async fn insert(
+        &self,
+        group: Group<'_>,
+        member: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, BackendError>;
+
+    /// Extends the entries of `members` held by `owner` to `ttl` from now. Returns, for each
+    /// member in order, whether it was still held by `owner` (an entry that expired and was
+    /// taken by another owner is not renewed).
+    async fn renew(
+        &self,
+        group: Group<'_>,
+        members: &[&str],
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Vec<bool>, BackendError>;
+
+    /// Removes `member` if `owner` holds it; returns whether it did. With `owner` `None`,
+    /// removes it whoever holds it (the Python library's `unregister`).
+    async fn remove(
+        &self,
+        group: Group<'_>,
+        member: &str,
+        owner: Option<&str>,
+    ) -> Result<bool, BackendError>;
+
+    /// Whether `member` is in `group` and not expired.
+    async fn contains(&self, group: Group<'_>, member: &str) -> Result<bool, BackendError>;
+
+    /// The live members of `group`.
+    async fn members(&self, group: Group<'_>) -> Result<BTreeSet<String>, BackendError>;
+}
+
+/// A lock's name within its context; backends store it as `{context}:{name}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LockKey {
+    /// The context (the Python library's default is `global.lock`).
+    pub context: String,
+    /// The lock's name.
+    pub name: String,
+}
+
+impl LockKey {
+    /// The Python library's key, `{context}:{name}`, without any prefix.
+    pub fn default_name(&self) -> String {
+        format!("{}:{}", self.context, self.name)
+    }
+}
+
+/// Leases: a named lock held by whoever presents its token, until it expires.
+#[async_trait]
+pub trait LockStore: Send + Sync + 'static {
+    /// Takes `key` with `token` for `ttl` if nobody holds it (an expired lease counts as
+    /// free). Atomic: of racing acquirers exactly one gets `true`.
+    async fn acquire(&self, key: &LockKey, token: &str, ttl: Duration)
+        -> Result<bool, BackendError>;
+
+    /// Releases `key` if `token` holds it; returns whether it did.
+    async fn release(&self, key: &LockKey, token: &str) -> Result<bool, BackendError>;
+
+    /// Extends `key` to `ttl` from now if `token` holds it; returns whether it did.
+    async fn renew(&self, key: &LockKey, token: &str, ttl: Duration)
+        -> Result<bool, BackendError>;
+}
+
+/// One connection's worth of backend: the three traits a [`crate::Node`] runs on.
+///
+/// Each backend crate builds one (for example `MemoryBroker::backend`, `RedisBackend::connect`).
+/// Give every node its own `Backend`: receiver counts are per connection.
+#[derive(Clone)]
+pub struct Backend {
+    name: &'static str,
+    transport: Arc<dyn Transport>,
+    registry: Arc<dyn Registry>,
+    locks: Arc<dyn LockStore>,
+}
+
+impl Backend {
+    /// Bundles a backend's three parts under its `name` (used in diagnostics).
+    pub fn new(
+        name: &'static str,
+        transport: Arc<dyn Transport>,
+        registry: Arc<dyn Registry>,
+        locks: Arc<dyn LockStore>,
+    ) -> Self {
+        Backend {
+            name,
+            transport,
+            registry,
+            locks,
+        }
+    }
+
+    /// The backend's name, such as `"memory"` or `"redis"`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The pub/sub transport.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// The registry of live names.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
+    /// The lease store.
+    pub fn locks(&self) -> &Arc<dyn LockStore> {
+        &self.locks
+    }
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend").field("name", &self.name).finish_non_exhaustive()
+    }
+}

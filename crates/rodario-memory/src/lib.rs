@@ -1,0 +1,355 @@
+//! The in-process backend for rodario: a broker that lives in memory.
+//!
+//! It is what you unit-test actors with: no server, deterministic, and the same observable
+//! semantics as Redis: publishes report the exact number of receiving connections, names
+//! carry the backend's prefix, registrations and leases expire (on tokio's clock, so
+//! `tokio::time::pause` works), and frames are encoded and decoded exactly as over a wire.
+//!
+//! A [`MemoryBroker`] is the "server". Each call to [`MemoryBroker::backend`] opens a new
+//! "connection" to it, as another process would: give each node its own.
+//!
+//! ```
+//! use rodario_memory::MemoryBroker;
+//!
+//! let broker = MemoryBroker::new();
+//! let for_node_a = broker.backend();
+//! let for_node_b = broker.backend();
+//! let other_tenant = broker.backend_with_prefix("tenant2:");
+//! # drop((for_node_a, for_node_b, other_tenant));
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rodario_core::backend::{
+    Backend, Channel, Delivery, Group, LockKey, LockStore, Registry, Subscription, Transport,
+};
+use rodario_core::error::BackendError;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+const NAME: &str = "memory";
+
+/// Frames a subscriber may have queued before further ones are dropped (and not counted
+/// as delivered), as a broker drops frames for a slow consumer. rodario's nodes read their
+/// subscriptions continuously, so this is reached only when a process is starved.
+pub const SUBSCRIBER_QUEUE: usize = 8192;
+
+/// An in-memory broker shared by the backends made from it. Cloning it shares the broker.
+#[derive(Clone, Default)]
+pub struct MemoryBroker {
+    state: Arc<BrokerState>,
+}
+
+#[derive(Default)]
+struct BrokerState {
+    next_connection: AtomicU64,
+    channels: Mutex<HashMap<String, Vec<Subscriber>>>,
+    groups: Mutex<HashMap<String, HashMap<String, Entry>>>,
+    locks: Mutex<Leases>,
+}
+
+/// Lease entries, purged of expired ones whenever the map has doubled since the last purge
+/// (singular calls take a lease per call and leave it to expire).
+#[derive(Default)]
+struct Leases {
+    entries: HashMap<String, Entry>,
+    purge_above: usize,
+}
+
+impl Leases {
+    fn purge_if_grown(&mut self, now: Instant) {
+        if self.entries.len() > self.purge_above.max(1024) {
+            self.entries.retain(|_, e| e.live(now));
+            self.purge_above = self.entries.len() * 2;
+        }
+    }
+}
+
+struct Subscriber {
+    connection: u64,
+    id: u64,
+    frames: mpsc::Sender<Bytes>,
+}
+
+/// A registry member or a lease: who holds it, until when.
+struct Entry {
+    holder: String,
+    expires: Instant,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires > now
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves no half-made update behind (every
+    // critical section is a single map operation), so a poisoned lock is safe to reuse.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MemoryBroker {
+    /// A new, empty broker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new connection to this broker with no prefix.
+    pub fn backend(&self) -> Backend {
+        self.backend_with_prefix("")
+    }
+
+    /// A new connection whose every name (channels, registry sets, lock keys) starts with
+    /// `prefix`; connections with different prefixes do not see each other.
+    pub fn backend_with_prefix(&self, prefix: &str) -> Backend {
+        let connection = Arc::new(MemoryConnection {
+            state: self.state.clone(),
+            id: self.state.next_connection.fetch_add(1, Ordering::Relaxed),
+            prefix: prefix.to_owned(),
+        });
+        Backend::new(NAME, connection.clone(), connection.clone(), connection)
+    }
+
+    /// The number of live subscriptions on the wire-level channel `name` (prefix included),
+    /// for tests that check what a node subscribed to.
+    pub fn subscriptions(&self, name: &str) -> usize {
+        lock(&self.state.channels)
+            .get(name)
+            .map_or(0, |subs| subs.iter().filter(|s| !s.frames.is_closed()).count())
+    }
+}
+
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker").finish_non_exhaustive()
+    }
+}
+
+/// One connection to a [`MemoryBroker`]; implements the three backend traits.
+struct MemoryConnection {
+    state: Arc<BrokerState>,
+    id: u64,
+    prefix: String,
+}
+
+impl MemoryConnection {
+    fn channel_name(&self, channel: &Channel) -> String {
+        format!("{}{}", self.prefix, channel.default_name())
+    }
+
+    fn group_name(&self, group: Group<'_>) -> String {
+        match group {
+            Group::Actors => format!("{}actors", self.prefix),
+            Group::Members(channel) => format!("{}members:{channel}", self.prefix),
+            other => format!("{}{other:?}", self.prefix),
+        }
+    }
+
+    fn lock_name(&self, key: &LockKey) -> String {
+        format!("{}{}", self.prefix, key.default_name())
+    }
+}
+
+#[async_trait]
+impl Transport for MemoryConnection {
+    async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError> {
+        let name = self.channel_name(channel);
+        let mut channels = lock(&self.state.channels);
+        let Some(subscribers) = channels.get_mut(&name) else {
+            return Ok(Delivery::Exact(0));
+        };
+        subscribers.retain(|s| !s.frames.is_closed());
+        let mut receivers: Vec<u64> = Vec::with_capacity(subscribers.len());
+        for subscriber in subscribers.iter() {
+            match subscriber.frames.try_send(frame.clone()) {
+                Ok(()) => receivers.push(subscriber.connection),
+                Err(_) => tracing::warn!(
+                    channel = %name,
+                    "memory broker dropped a frame for a subscriber whose queue is full"
+                ),
+            }
+        }
+        if subscribers.is_empty() {
+            channels.remove(&name);
+        }
+        // Count connections, as Redis does, not subscriptions.
+        receivers.sort_unstable();
+        receivers.dedup();
+        Ok(Delivery::Exact(receivers.len()))
+    }
+
+    async fn subscribe(&self, channel: &Channel) -> Result<Subscription, BackendError> {
+        let name = self.channel_name(channel);
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let id = self.state.next_connection.fetch_add(1, Ordering::Relaxed);
+        lock(&self.state.channels)
+            .entry(name.clone())
+            .or_default()
+            .push(Subscriber {
+                connection: self.id,
+                id,
+                frames: tx,
+            });
+        let state = self.state.clone();
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|frame| (frame, rx))
+        });
+        Ok(Subscription::new(frames, async move {
+            let mut channels = lock(&state.channels);
+            if let Some(subscribers) = channels.get_mut(&name) {
+                subscribers.retain(|s| s.id != id);
+                if subscribers.is_empty() {
+                    channels.remove(&name);
+                }
+            }
+        }))
+    }
+
+    fn counts_receivers(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl Registry for MemoryConnection {
+    async fn insert(
+        &self,
+        group: Group<'_>,
+        member: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let mut groups = lock(&self.state.groups);
+        let entries = groups.entry(self.group_name(group)).or_default();
+        if entries.get(member).is_some_and(|e| e.live(now)) {
+            return Ok(false);
+        }
+        entries.insert(
+            member.to_owned(),
+            Entry {
+                holder: owner.to_owned(),
+                expires: now + ttl,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn renew(
+        &self,
+        group: Group<'_>,
+        members: &[&str],
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Vec<bool>, BackendError> {
+        let now = Instant::now();
+        let mut groups = lock(&self.state.groups);
+        let entries = groups.entry(self.group_name(group)).or_default();
+        Ok(members
+            .iter()
+            .map(|member| match entries.get_mut(*member) {
+                Some(entry) if entry.holder == owner && entry.live(now) => {
+                    entry.expires = now + ttl;
+                    true
+                }
+                _ => false,
+            })
+            .collect())
+    }
+
+    async fn remove(
+        &self,
+        group: Group<'_>,
+        member: &str,
+        owner: Option<&str>,
+    ) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let mut groups = lock(&self.state.groups);
+        let Some(entries) = groups.get_mut(&self.group_name(group)) else {
+            return Ok(false);
+        };
+        let held = entries
+            .get(member)
+            .is_some_and(|e| e.live(now) && owner.is_none_or(|o| o == e.holder));
+        if held {
+            entries.remove(member);
+        }
+        Ok(held)
+    }
+
+    async fn contains(&self, group: Group<'_>, member: &str) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        Ok(lock(&self.state.groups)
+            .get(&self.group_name(group))
+            .and_then(|entries| entries.get(member))
+            .is_some_and(|e| e.live(now)))
+    }
+
+    async fn members(&self, group: Group<'_>) -> Result<BTreeSet<String>, BackendError> {
+        let now = Instant::now();
+        let mut groups = lock(&self.state.groups);
+        let Some(entries) = groups.get_mut(&self.group_name(group)) else {
+            return Ok(BTreeSet::new());
+        };
+        entries.retain(|_, e| e.live(now));
+        Ok(entries.keys().cloned().collect())
+    }
+}
+
+#[async_trait]
+impl LockStore for MemoryConnection {
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let mut leases = lock(&self.state.locks);
+        leases.purge_if_grown(now);
+        let name = self.lock_name(key);
+        if leases.entries.get(&name).is_some_and(|e| e.live(now)) {
+            return Ok(false);
+        }
+        leases.entries.insert(
+            name,
+            Entry {
+                holder: token.to_owned(),
+                expires: now + ttl,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn release(&self, key: &LockKey, token: &str) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let mut leases = lock(&self.state.locks);
+        let name = self.lock_name(key);
+        let held = leases
+            .entries
+            .get(&name)
+            .is_some_and(|e| e.live(now) && e.holder == token);
+        if held {
+            leases.entries.remove(&name);
+        }
+        Ok(held)
+    }
+
+    async fn renew(&self, key: &LockKey, token: &str, ttl: Duration) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let mut leases = lock(&self.state.locks);
+        match leases.entries.get_mut(&self.lock_name(key)) {
+            Some(entry) if entry.live(now) && entry.holder == token => {
+                entry.expires = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! rodario
+pub use rodario_core::*;
