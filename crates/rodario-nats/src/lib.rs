@@ -1,0 +1,1 @@
+//! NATS backend for rodario (under construction).
