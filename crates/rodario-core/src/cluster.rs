@@ -1,0 +1,320 @@
+//! Cluster proxies: one call broadcast to every actor on a channel, replies gathered.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+
+use crate::backend::{Channel, Delivery, Group};
+use crate::error::{Error, Result};
+use crate::frame::{decode_value, encode_value, Call, Frame, Outcome, Reply};
+use crate::name::ClusterName;
+use crate::node::{GatherEvent, Node, PendingSlot};
+use crate::proxy::PendingRegistration;
+
+/// A cluster proxy type: [`ClusterProxy`] itself, or the typed one `#[actor]` generates
+/// (`GreeterCluster` for `Greeter`).
+pub trait TypedCluster: Sized + Send + Sync + 'static {
+    /// Wraps an untyped cluster proxy.
+    fn from_cluster(cluster: ClusterProxy) -> Self;
+
+    /// The untyped cluster proxy inside.
+    fn untyped(&self) -> &ClusterProxy;
+}
+
+/// Broadcasts calls to the actors that joined a channel (`cluster:{channel}`) and gathers
+/// their replies. Make one with [`Node::cluster`].
+#[derive(Clone)]
+pub struct ClusterProxy {
+    node: Node,
+    channel: ClusterName,
+    timeout: Duration,
+}
+
+impl TypedCluster for ClusterProxy {
+    fn from_cluster(cluster: ClusterProxy) -> Self {
+        cluster
+    }
+
+    fn untyped(&self) -> &ClusterProxy {
+        self
+    }
+}
+
+impl fmt::Debug for ClusterProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterProxy")
+            .field("channel", &self.channel)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ClusterProxy {
+    /// A cluster proxy for `channel` on `node`.
+    pub fn new(node: Node, channel: &str) -> Result<Self> {
+        let channel = ClusterName::new(channel)?;
+        let timeout = node.call_timeout();
+        Ok(ClusterProxy {
+            node,
+            channel,
+            timeout,
+        })
+    }
+
+    /// The cluster channel.
+    pub fn channel(&self) -> &ClusterName {
+        &self.channel
+    }
+
+    /// The same proxy with another deadline for gathering each call's replies.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Broadcasts a call of `method` with `args` (a tuple) to every member of the channel.
+    ///
+    /// Fails at once with [`Error::EmptyCluster`] when nobody has joined the channel.
+    pub async fn call<R: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &str,
+        args: impl Serialize,
+    ) -> Result<Gather<R>> {
+        let args = encode_value(&args, "arguments")?;
+        self.call_encoded(method, args).await
+    }
+
+    /// Like [`ClusterProxy::call`], with the argument tuple already encoded.
+    pub async fn call_encoded<R: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &str,
+        args: Vec<u8>,
+    ) -> Result<Gather<R>> {
+        let node = &self.node.inner;
+        node.ensure_reply_channel().await?;
+        let id = node.next_call_id();
+        let frame = node.encode(&Frame::Call(Call {
+            id,
+            reply_to: node.id.to_string(),
+            method: method.to_owned(),
+            args,
+            deadline_ms: node.deadline_ms(self.timeout),
+        }))?;
+        let deadline = Instant::now() + self.timeout;
+        // Unbounded: at most one expect frame per node and one reply per member arrive.
+        let (tx, rx) = mpsc::unbounded_channel();
+        node.add_pending(id, PendingSlot::Gather(tx));
+        let registration = PendingRegistration {
+            node: node.clone(),
+            id,
+        };
+        let delivery = node
+            .publish(&Channel::Cluster(self.channel.clone()), frame)
+            .await?;
+        let nodes = match delivery {
+            Delivery::Exact(n) => n,
+            Delivery::AtLeastOne | Delivery::Unknown => node
+                .backend
+                .registry()
+                .members(Group::Members(&self.channel))
+                .await?
+                .len(),
+        };
+        if nodes == 0 {
+            return Err(self.empty());
+        }
+        Ok(Gather {
+            events: rx,
+            _registration: registration,
+            nodes,
+            acks: 0,
+            expected: 0,
+            answered: 0,
+            declined: 0,
+            early: VecDeque::new(),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            timeout: self.timeout,
+            finished: false,
+            method: method.into(),
+            channel: self.channel.clone(),
+            _value: PhantomData,
+        })
+    }
+
+    fn empty(&self) -> Error {
+        Error::EmptyCluster {
+            channel: self.channel.to_string(),
+        }
+    }
+}
+
+/// The replies to one cluster call: the Python library's cluster `Future`, as a [`Stream`].
+///
+/// It first learns how many replies to expect ([`Gather::expected`]): every node that got
+/// the call says how many of its actors did. Then it yields each reply as it arrives
+/// (`Ok(value)`, or `Err` for a member that failed), skipping members that declined a
+/// `singular` call (counted in [`Gather::declined`]). At the deadline it yields one
+/// [`Error::Timeout`] and ends.
+#[must_use = "streams do nothing unless polled"]
+pub struct Gather<T> {
+    events: mpsc::UnboundedReceiver<GatherEvent>,
+    _registration: PendingRegistration,
+    nodes: usize,
+    acks: usize,
+    expected: usize,
+    answered: usize,
+    declined: usize,
+    early: VecDeque<Reply>,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+    finished: bool,
+    method: Box<str>,
+    channel: ClusterName,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Gather<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gather")
+            .field("method", &self.method)
+            .field("channel", &self.channel)
+            .field("expected", &self.expected)
+            .field("answered", &self.answered)
+            .field("declined", &self.declined)
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> Gather<T> {
+    /// How many replies to expect (declines included): waits until every node that got the
+    /// call has said how many of its actors did. Fails with [`Error::EmptyCluster`] if none
+    /// did, or [`Error::Timeout`] at the deadline.
+    pub async fn expected(&mut self) -> Result<usize> {
+        while self.acks < self.nodes {
+            let event = tokio::select! {
+                event = self.events.recv() => event,
+                _ = &mut self.deadline => return Err(self.timeout_error()),
+            };
+            match event {
+                Some(GatherEvent::Expect(count)) => self.count(count),
+                Some(GatherEvent::Reply(reply)) => self.early.push_back(reply),
+                None => return Err(Error::Closed("the node was shut down")),
+            }
+        }
+        if self.expected == 0 {
+            return Err(Error::EmptyCluster {
+                channel: self.channel.to_string(),
+            });
+        }
+        Ok(self.expected)
+    }
+
+    /// How many members declined the call so far (another member ran a `singular` call).
+    pub fn declined(&self) -> usize {
+        self.declined
+    }
+
+    /// How many members have answered so far, declines included.
+    pub fn answered(&self) -> usize {
+        self.answered
+    }
+
+    /// Waits for every reply and returns the values; fails on the first member error, or
+    /// with [`Error::Timeout`] if some member has not answered by the deadline.
+    pub async fn all(mut self) -> Result<Vec<T>> {
+        let mut values = Vec::new();
+        while let Some(value) = self.next().await {
+            values.push(value?);
+        }
+        Ok(values)
+    }
+
+    fn count(&mut self, count: u32) {
+        self.acks += 1;
+        self.expected += count as usize;
+    }
+
+    fn timeout_error(&self) -> Error {
+        Error::Timeout {
+            method: self.method.to_string(),
+            after: self.timeout,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.acks >= self.nodes && self.answered >= self.expected
+    }
+
+    /// Counts a reply; `None` for a decline, which is not yielded.
+    fn take(&mut self, reply: Reply) -> Option<Result<T>> {
+        self.answered += 1;
+        match reply.outcome {
+            Outcome::Ok(bytes) => Some(decode_value(&bytes, "return value").map_err(Error::from)),
+            Outcome::Err(error) => Some(Err(error.into_error(&self.method, &reply.from))),
+            Outcome::Declined => {
+                self.declined += 1;
+                None
+            }
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> Stream for Gather<T> {
+    type Item = Result<T>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T>>> {
+        let this = &mut *self;
+        loop {
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            if let Some(reply) = this.early.pop_front() {
+                match this.take(reply) {
+                    Some(item) => return Poll::Ready(Some(item)),
+                    None => continue,
+                }
+            }
+            if this.done() {
+                this.finished = true;
+                if this.expected == 0 {
+                    return Poll::Ready(Some(Err(Error::EmptyCluster {
+                        channel: this.channel.to_string(),
+                    })));
+                }
+                return Poll::Ready(None);
+            }
+            match this.events.poll_recv(cx) {
+                Poll::Ready(Some(GatherEvent::Expect(count))) => this.count(count),
+                Poll::Ready(Some(GatherEvent::Reply(reply))) => {
+                    if let Some(item) = this.take(reply) {
+                        return Poll::Ready(Some(item));
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.finished = true;
+                    return Poll::Ready(Some(Err(Error::Closed("the node was shut down"))));
+                }
+                Poll::Pending => {
+                    return match this.deadline.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            this.finished = true;
+                            Poll::Ready(Some(Err(this.timeout_error())))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
+        }
+    }
+}

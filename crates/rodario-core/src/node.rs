@@ -1,0 +1,698 @@
+//! A node: one process's connection to a broker, hosting actors and proxies.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch, OnceCell};
+use tokio::task::JoinHandle;
+
+use crate::actor::{Actor, ActorBuilder, ActorShared, Envelope, Via};
+use crate::backend::{Backend, Channel, Delivery, Group, Subscription};
+use crate::cluster::{ClusterProxy, TypedCluster};
+use crate::error::{Error, RemoteError, RemoteErrorKind, Result};
+use crate::frame::{decode_frame, encode_frame, Call, Expect, Frame, Outcome, Reply, DEFAULT_MAX_FRAME};
+use crate::lock::Locks;
+use crate::name::{ActorId, ClusterName, NodeId};
+use crate::registry::ActorRegistry;
+
+/// The default deadline of a call.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default liveness TTL: a process that stops renewing its registrations for this long
+/// (because it crashed) loses them. Renewals run every third of it.
+pub const DEFAULT_LIVENESS_TTL: Duration = Duration::from_secs(10);
+
+/// The default number of calls an actor may have queued before new ones are shed.
+pub const DEFAULT_MAILBOX: usize = 1024;
+
+/// A process's connection to a broker: it hosts actors, makes proxies, and holds the
+/// settings they share. Cheap to clone; clones share everything.
+///
+/// A node owns no global state: two nodes in one process (on different backends or
+/// prefixes) are as isolated as two processes.
+///
+/// ```
+/// # async fn demo(backend: rodario_core::backend::Backend) -> rodario_core::Result<()> {
+/// use std::time::Duration;
+/// use rodario_core::Node;
+/// let node = Node::builder(backend).call_timeout(Duration::from_secs(2)).build();
+/// println!("{} actors registered", node.registry().actors().await?.len());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+/// Settings for a [`Node`]; start with [`Node::builder`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct NodeBuilder {
+    backend: Backend,
+    config: NodeConfig,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct NodeConfig {
+    pub(crate) call_timeout: Duration,
+    pub(crate) liveness_ttl: Duration,
+    pub(crate) max_frame: usize,
+    pub(crate) mailbox: usize,
+}
+
+impl NodeBuilder {
+    /// The default deadline of every call made through this node's proxies (default 10 s).
+    /// A proxy can override it with `with_timeout`.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.config.call_timeout = timeout;
+        self
+    }
+
+    /// How long this node's registrations outlive it if it dies without stopping its actors
+    /// (default 10 s). They are renewed every third of it.
+    pub fn liveness_ttl(mut self, ttl: Duration) -> Self {
+        self.config.liveness_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// The largest frame this node sends or accepts, in bytes (default 1 MiB, the smallest
+    /// default limit of the supported brokers). Lowered to the broker's own limit if smaller.
+    pub fn max_frame_bytes(mut self, limit: usize) -> Self {
+        self.config.max_frame = limit;
+        self
+    }
+
+    /// How many calls each actor may have queued before further ones are shed with
+    /// [`Error::Overloaded`] (default 1024).
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.config.mailbox = capacity.max(1);
+        self
+    }
+
+    /// Builds the node. Nothing is sent to the broker until an actor starts or a call is made.
+    pub fn build(self) -> Node {
+        let mut config = self.config;
+        if let Some(broker_limit) = self.backend.transport().max_payload() {
+            config.max_frame = config.max_frame.min(broker_limit);
+        }
+        let (shutdown, _) = watch::channel(false);
+        Node {
+            inner: Arc::new(NodeInner {
+                id: NodeId::generate(),
+                locks: Locks::new(self.backend.locks().clone()),
+                backend: self.backend,
+                config,
+                next_call: AtomicU64::new(1),
+                pending: Mutex::new(HashMap::new()),
+                reply_channel: OnceCell::new(),
+                heartbeat: OnceCell::new(),
+                owned: Mutex::new(Owned::default()),
+                actors: Mutex::new(HashMap::new()),
+                clusters: tokio::sync::Mutex::new(HashMap::new()),
+                shutdown,
+            }),
+        }
+    }
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) id: NodeId,
+    pub(crate) backend: Backend,
+    pub(crate) config: NodeConfig,
+    pub(crate) locks: Locks,
+    next_call: AtomicU64,
+    pending: Mutex<HashMap<u64, PendingSlot>>,
+    reply_channel: OnceCell<()>,
+    heartbeat: OnceCell<()>,
+    owned: Mutex<Owned>,
+    actors: Mutex<HashMap<ActorId, Arc<ActorShared>>>,
+    clusters: tokio::sync::Mutex<HashMap<ClusterName, ClusterEntry>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// What this node keeps alive in the registry.
+#[derive(Default)]
+struct Owned {
+    actors: BTreeSet<ActorId>,
+    memberships: BTreeSet<ClusterName>,
+}
+
+/// Where a reply to one of this node's calls goes.
+pub(crate) enum PendingSlot {
+    Single(oneshot::Sender<Reply>),
+    Gather(mpsc::UnboundedSender<GatherEvent>),
+}
+
+/// What a cluster call's gatherer receives.
+pub(crate) enum GatherEvent {
+    Expect(u32),
+    Reply(Reply),
+}
+
+/// One cluster channel this node subscribed to, and its local members.
+struct ClusterEntry {
+    members: Arc<Mutex<Vec<ClusterMember>>>,
+    stop: oneshot::Sender<()>,
+    reader: JoinHandle<()>,
+}
+
+#[derive(Clone)]
+pub(crate) struct ClusterMember {
+    pub(crate) actor: ActorId,
+    pub(crate) mailbox: mpsc::Sender<Envelope>,
+    pub(crate) handler: Option<Arc<dyn ClusterHandler>>,
+}
+
+/// A custom handler for an actor's cluster messages (the Python library's
+/// `join(channel, func)`): it gets every call on the channel instead of the actor's methods.
+#[async_trait::async_trait]
+pub trait ClusterHandler: Send + Sync + 'static {
+    /// Handles a call of `method` with encoded `args`; returns the encoded reply.
+    async fn handle(&self, method: &str, args: &[u8]) -> Result<Vec<u8>, RemoteError>;
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a single map or set operation, so a poisoned lock
+    // holds consistent data.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Node {
+    /// Starts configuring a node on `backend`.
+    pub fn builder(backend: Backend) -> NodeBuilder {
+        NodeBuilder {
+            backend,
+            config: NodeConfig {
+                call_timeout: DEFAULT_CALL_TIMEOUT,
+                liveness_ttl: DEFAULT_LIVENESS_TTL,
+                max_frame: DEFAULT_MAX_FRAME,
+                mailbox: DEFAULT_MAILBOX,
+            },
+        }
+    }
+
+    /// A node on `backend` with the default settings.
+    pub fn new(backend: Backend) -> Node {
+        Node::builder(backend).build()
+    }
+
+    /// This node's id: the `proxyid` of its reply channel, shared by all its proxies.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    /// The backend this node runs on.
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// The registry: which actors exist, and proxies to them.
+    pub fn registry(&self) -> ActorRegistry {
+        ActorRegistry::new(self.clone())
+    }
+
+    /// The broker's leases.
+    pub fn locks(&self) -> &Locks {
+        &self.inner.locks
+    }
+
+    /// Prepares `actor` to run on this node; set its UUID and start it.
+    pub fn spawn<A: Actor>(&self, actor: A) -> ActorBuilder<A> {
+        ActorBuilder::new(self.clone(), actor)
+    }
+
+    /// A cluster proxy (typed, as generated by `#[actor]`, or [`ClusterProxy`]) that
+    /// broadcasts calls to the actors that joined `channel`.
+    pub fn cluster<C: TypedCluster>(&self, channel: &str) -> Result<C> {
+        Ok(C::from_cluster(ClusterProxy::new(self.clone(), channel)?))
+    }
+
+    /// The default call deadline of this node's proxies.
+    pub fn call_timeout(&self) -> Duration {
+        self.inner.config.call_timeout
+    }
+
+    /// The largest frame this node sends or accepts, in bytes.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.inner.config.max_frame
+    }
+
+    /// Stops every actor started on this node (unregistering them) and ends its background
+    /// tasks. Calls still waiting for replies fail with [`Error::Closed`].
+    pub async fn shutdown(&self) {
+        let actors: Vec<Arc<ActorShared>> = lock(&self.inner.actors).values().cloned().collect();
+        for actor in actors {
+            actor.stop().await;
+        }
+        let _ = self.inner.shutdown.send(true);
+        lock(&self.inner.pending).clear();
+    }
+
+    /// Ends this node's tasks without unregistering anything, as if its process crashed: its
+    /// registrations stay until their liveness TTL runs out. For tests of liveness.
+    #[cfg(feature = "testkit")]
+    pub async fn simulate_crash(&self) {
+        let actors: Vec<Arc<ActorShared>> = lock(&self.inner.actors).drain().map(|(_, a)| a).collect();
+        for actor in actors {
+            actor.abort();
+        }
+        for (_, entry) in self.inner.clusters.lock().await.drain() {
+            entry.reader.abort();
+        }
+        let _ = self.inner.shutdown.send(true);
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .field("backend", &self.inner.backend.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeInner {
+    pub(crate) fn next_call_id(&self) -> u64 {
+        self.next_call.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn deadline_ms(&self, timeout: Duration) -> u64 {
+        unix_ms(SystemTime::now() + timeout)
+    }
+
+    pub(crate) fn add_pending(&self, id: u64, slot: PendingSlot) {
+        lock(&self.pending).insert(id, slot);
+    }
+
+    pub(crate) fn remove_pending(&self, id: u64) {
+        lock(&self.pending).remove(&id);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Subscribes this node's reply channel once, before its first call is published.
+    pub(crate) async fn ensure_reply_channel(self: &Arc<Self>) -> Result<()> {
+        if self.is_shut_down() {
+            return Err(Error::Closed("the node was shut down"));
+        }
+        self.reply_channel
+            .get_or_try_init(|| async {
+                let subscription = self
+                    .backend
+                    .transport()
+                    .subscribe(&Channel::Reply(self.id.clone()))
+                    .await?;
+                tokio::spawn(route_replies(
+                    Arc::downgrade(self),
+                    subscription,
+                    self.shutdown_signal(),
+                ));
+                Ok::<(), Error>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Starts renewing this node's registrations, once.
+    async fn ensure_heartbeat(self: &Arc<Self>) {
+        self.heartbeat
+            .get_or_init(|| async {
+                tokio::spawn(heartbeat(Arc::downgrade(self), self.shutdown_signal()));
+            })
+            .await;
+    }
+
+    pub(crate) fn encode(&self, frame: &Frame) -> Result<Bytes> {
+        encode_frame(frame, self.config.max_frame)
+    }
+
+    pub(crate) async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery> {
+        Ok(self.backend.transport().publish(channel, frame).await?)
+    }
+
+    /// Sends `outcome` for `call` on behalf of `from`; failures are logged, since the caller
+    /// will time out either way.
+    pub(crate) async fn reply(&self, to: &NodeId, id: u64, from: &ActorId, outcome: Outcome) {
+        let frame = Frame::Reply(Reply {
+            id,
+            from: from.to_string(),
+            outcome,
+        });
+        let sent = match self.encode(&frame) {
+            Ok(bytes) => self.publish(&Channel::Reply(to.clone()), bytes).await,
+            Err(Error::Frame(too_large)) => {
+                // Tell the caller why instead of letting it time out.
+                let message = format!("the reply could not be sent: {too_large}");
+                let fallback = Frame::Reply(Reply {
+                    id,
+                    from: from.to_string(),
+                    outcome: Outcome::Err(RemoteError::new(RemoteErrorKind::Handler, message)),
+                });
+                match self.encode(&fallback) {
+                    Ok(bytes) => self.publish(&Channel::Reply(to.clone()), bytes).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(actor = %from, call = id, error = %e, "could not send a reply");
+        }
+    }
+
+    /// Registers `id` as an actor held by this node and keeps it alive.
+    pub(crate) async fn register_actor(self: &Arc<Self>, id: &ActorId) -> Result<()> {
+        let inserted = self
+            .backend
+            .registry()
+            .insert(Group::Actors, id.as_str(), self.id.as_str(), self.config.liveness_ttl)
+            .await
+            .map_err(|source| Error::Registration {
+                uuid: id.to_string(),
+                source,
+            })?;
+        if !inserted {
+            return Err(Error::UuidInUse {
+                uuid: id.to_string(),
+            });
+        }
+        lock(&self.owned).actors.insert(id.clone());
+        self.ensure_heartbeat().await;
+        Ok(())
+    }
+
+    /// Unregisters `id` if this node holds it (or anyone does, when `any_owner`).
+    pub(crate) async fn unregister_actor(&self, id: &ActorId, any_owner: bool) -> Result<bool> {
+        lock(&self.owned).actors.remove(id);
+        let owner = (!any_owner).then_some(self.id.as_str());
+        Ok(self
+            .backend
+            .registry()
+            .remove(Group::Actors, id.as_str(), owner)
+            .await?)
+    }
+
+    pub(crate) fn track_actor(&self, shared: Arc<ActorShared>) {
+        lock(&self.actors).insert(shared.id.clone(), shared);
+    }
+
+    pub(crate) fn untrack_actor(&self, id: &ActorId) {
+        lock(&self.actors).remove(id);
+    }
+
+    /// Adds `member` to this node's local members of `channel`, subscribing the node to the
+    /// channel if it is the first.
+    pub(crate) async fn join_cluster(
+        self: &Arc<Self>,
+        channel: &ClusterName,
+        member: ClusterMember,
+    ) -> Result<()> {
+        let mut clusters = self.clusters.lock().await;
+        if let Some(entry) = clusters.get(channel) {
+            let mut members = lock(&entry.members);
+            members.retain(|m| m.actor != member.actor);
+            members.push(member);
+            return Ok(());
+        }
+        let transport = self.backend.transport();
+        if !transport.counts_receivers() {
+            self.backend
+                .registry()
+                .insert(
+                    Group::Members(channel),
+                    self.id.as_str(),
+                    self.id.as_str(),
+                    self.config.liveness_ttl,
+                )
+                .await?;
+            lock(&self.owned).memberships.insert(channel.clone());
+            self.ensure_heartbeat().await;
+        }
+        let subscription = transport.subscribe(&Channel::Cluster(channel.clone())).await?;
+        let members = Arc::new(Mutex::new(vec![member]));
+        let (stop, stopped) = oneshot::channel();
+        let reader = tokio::spawn(fan_out_cluster(
+            Arc::downgrade(self),
+            channel.clone(),
+            subscription,
+            members.clone(),
+            stopped,
+        ));
+        clusters.insert(
+            channel.clone(),
+            ClusterEntry {
+                members,
+                stop,
+                reader,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes `actor` from this node's members of `channel`, unsubscribing when it was the
+    /// last. Returns whether it was a member.
+    pub(crate) async fn part_cluster(&self, channel: &ClusterName, actor: &ActorId) -> Result<bool> {
+        let mut clusters = self.clusters.lock().await;
+        let Some(entry) = clusters.get(channel) else {
+            return Ok(false);
+        };
+        let (was_member, now_empty) = {
+            let mut members = lock(&entry.members);
+            let before = members.len();
+            members.retain(|m| &m.actor != actor);
+            (members.len() != before, members.is_empty())
+        };
+        if now_empty {
+            if let Some(entry) = clusters.remove(channel) {
+                let _ = entry.stop.send(());
+                let _ = entry.reader.await;
+            }
+            if lock(&self.owned).memberships.remove(channel) {
+                self.backend
+                    .registry()
+                    .remove(Group::Members(channel), self.id.as_str(), Some(self.id.as_str()))
+                    .await?;
+            }
+        }
+        Ok(was_member)
+    }
+}
+
+/// Delivers frames on the node's reply channel to the calls waiting for them.
+async fn route_replies(
+    node: Weak<NodeInner>,
+    mut subscription: Subscription,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let bytes = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|down| *down) => break,
+            next = subscription.next() => match next {
+                Some(bytes) => bytes,
+                None => {
+                    tracing::error!("the node's reply subscription ended; calls will time out");
+                    break;
+                }
+            },
+        };
+        let Some(node) = node.upgrade() else { break };
+        let frame = match decode_frame(&bytes, node.config.max_frame) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropped a malformed frame on the reply channel");
+                continue;
+            }
+        };
+        let mut pending = lock(&node.pending);
+        match frame {
+            Frame::Reply(reply) => match pending.get(&reply.id) {
+                Some(PendingSlot::Single(_)) => {
+                    if let Some(PendingSlot::Single(tx)) = pending.remove(&reply.id) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                Some(PendingSlot::Gather(tx)) => {
+                    let _ = tx.send(GatherEvent::Reply(reply));
+                }
+                None => tracing::debug!(call = reply.id, "reply for a call nobody awaits"),
+            },
+            Frame::Expect(Expect { id, count }) => {
+                if let Some(PendingSlot::Gather(tx)) = pending.get(&id) {
+                    let _ = tx.send(GatherEvent::Expect(count));
+                }
+            }
+            Frame::Call(_) => tracing::warn!("dropped a call frame sent to a reply channel"),
+        }
+    }
+    subscription.close().await;
+}
+
+/// Renews the node's registrations every third of the liveness TTL, and re-registers what
+/// the broker lost (a restarted Redis forgets everything).
+async fn heartbeat(node: Weak<NodeInner>, mut shutdown: watch::Receiver<bool>) {
+    let period = match node.upgrade() {
+        Some(node) => node.config.liveness_ttl / 3,
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|down| *down) => break,
+            _ = ticks.tick() => {}
+        }
+        let Some(node) = node.upgrade() else { break };
+        let (actors, memberships) = {
+            let owned = lock(&node.owned);
+            (
+                owned.actors.iter().cloned().collect::<Vec<_>>(),
+                owned.memberships.iter().cloned().collect::<Vec<_>>(),
+            )
+        };
+        renew_group(&node, Group::Actors, &actors).await;
+        for channel in &memberships {
+            renew_group(&node, Group::Members(channel), std::slice::from_ref(&node.id)).await;
+        }
+    }
+}
+
+async fn renew_group<N: AsRef<str>>(node: &NodeInner, group: Group<'_>, members: &[N]) {
+    if members.is_empty() {
+        return;
+    }
+    let registry = node.backend.registry();
+    let ttl = node.config.liveness_ttl;
+    let owner = node.id.as_str();
+    let names: Vec<&str> = members.iter().map(AsRef::as_ref).collect();
+    let held = match registry.renew(group, &names, owner, ttl).await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(error = %e, ?group, "could not renew registrations; will retry");
+            return;
+        }
+    };
+    for (name, held) in names.iter().zip(held) {
+        if held {
+            continue;
+        }
+        match registry.insert(group, name, owner, ttl).await {
+            Ok(true) => tracing::info!(?group, member = %name, "re-registered after the broker lost it"),
+            Ok(false) => tracing::error!(
+                ?group,
+                member = %name,
+                "registration lost to another process; calls may reach that process instead"
+            ),
+            Err(e) => tracing::warn!(error = %e, ?group, member = %name, "could not re-register"),
+        }
+    }
+}
+
+/// Reads a cluster channel, tells each caller how many local members got its call, and
+/// hands the call to each member's mailbox (shedding with an error when one is full).
+async fn fan_out_cluster(
+    node: Weak<NodeInner>,
+    channel: ClusterName,
+    mut subscription: Subscription,
+    members: Arc<Mutex<Vec<ClusterMember>>>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        let bytes = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            next = subscription.next() => match next {
+                Some(bytes) => bytes,
+                None => {
+                    tracing::error!(channel = %channel, "cluster subscription ended");
+                    break;
+                }
+            },
+        };
+        let Some(node) = node.upgrade() else { break };
+        let Some((call, reply_to)) = decode_call(&node, &bytes, &channel) else {
+            continue;
+        };
+        if node.deadline_ms(Duration::ZERO) > call.deadline_ms {
+            tracing::debug!(call = call.id, "skipped a cluster call whose caller gave up");
+            continue;
+        }
+        let members: Vec<ClusterMember> = lock(&members).clone();
+        let expect = Frame::Expect(Expect {
+            id: call.id,
+            count: members.len() as u32,
+        });
+        match node.encode(&expect) {
+            Ok(bytes) => {
+                if let Err(e) = node.publish(&Channel::Reply(reply_to.clone()), bytes).await {
+                    tracing::warn!(error = %e, "could not tell a cluster caller what to expect");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not encode an expect frame"),
+        }
+        let call = Arc::new(call);
+        for member in members {
+            let envelope = Envelope {
+                call: call.clone(),
+                reply_to: reply_to.clone(),
+                via: Via::Cluster {
+                    channel: channel.clone(),
+                    handler: member.handler.clone(),
+                },
+            };
+            if let Err(refused) = member.mailbox.try_send(envelope) {
+                let kind = match refused {
+                    mpsc::error::TrySendError::Full(_) => RemoteErrorKind::Overloaded,
+                    mpsc::error::TrySendError::Closed(_) => RemoteErrorKind::Stopped,
+                };
+                let error = RemoteError::new(kind, "the call was not queued");
+                node.reply(&reply_to, call.id, &member.actor, Outcome::Err(error))
+                    .await;
+            }
+        }
+    }
+    subscription.close().await;
+}
+
+/// Decodes a frame that must be a call, logging (not failing) on anything else.
+pub(crate) fn decode_call(
+    node: &NodeInner,
+    bytes: &[u8],
+    channel: &dyn fmt::Display,
+) -> Option<(Call, NodeId)> {
+    match decode_frame(bytes, node.config.max_frame) {
+        Ok(Frame::Call(call)) => match NodeId::new(&call.reply_to) {
+            Ok(reply_to) => Some((call, reply_to)),
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "dropped a call with an invalid reply channel");
+                None
+            }
+        },
+        Ok(other) => {
+            tracing::warn!(%channel, kind = other.kind(), "dropped a frame that is not a call");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%channel, error = %e, "dropped a malformed frame");
+            None
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Proxies to one actor, and the pending replies their calls return.
+
+use std::fmt;
+use std::future::IntoFuture;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::backend::{Channel, Delivery, Group};
+use crate::error::{Error, Result};
+use crate::frame::{decode_value, encode_value, Call, Frame, Outcome, Reply};
+use crate::name::ActorId;
+use crate::node::{Node, NodeInner, PendingSlot};
+
+/// A proxy type for one actor: [`ActorProxy`] itself, or the typed proxy `#[actor]`
+/// generates (`GreeterProxy` for `Greeter`), which wraps one.
+pub trait TypedProxy: Sized + Send + Sync + 'static {
+    /// The methods this proxy calls; a proxy built from a UUID checks that the actor serves
+    /// them all.
+    const METHODS: &'static [&'static str];
+
+    /// Wraps an untyped proxy.
+    fn from_proxy(proxy: ActorProxy) -> Self;
+
+    /// The untyped proxy inside.
+    fn untyped(&self) -> &ActorProxy;
+}
+
+/// A proxy to one actor, calling methods by name. Cheap to clone.
+///
+/// Its calls go out on the actor's channel `actor:{uuid}`; replies come back on the node's
+/// reply channel `proxy:{node id}`, which all of a node's proxies share (the Python library
+/// opened one per proxy).
+#[derive(Clone)]
+pub struct ActorProxy {
+    node: Node,
+    target: ActorId,
+    methods: Arc<[String]>,
+    timeout: Duration,
+}
+
+impl TypedProxy for ActorProxy {
+    const METHODS: &'static [&'static str] = &[];
+
+    fn from_proxy(proxy: ActorProxy) -> Self {
+        proxy
+    }
+
+    fn untyped(&self) -> &ActorProxy {
+        self
+    }
+}
+
+impl fmt::Debug for ActorProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorProxy")
+            .field("uuid", &self.target)
+            .field("methods", &self.methods)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ActorProxy {
+    pub(crate) fn new(node: Node, target: ActorId, methods: Vec<String>) -> Self {
+        let timeout = node.call_timeout();
+        ActorProxy {
+            node,
+            target,
+            methods: methods.into(),
+            timeout,
+        }
+    }
+
+    /// The UUID of the actor this proxy calls.
+    pub fn uuid(&self) -> &ActorId {
+        &self.target
+    }
+
+    /// The id of the reply channel (the node's) that this proxy's replies come back on.
+    pub fn proxy_id(&self) -> &crate::name::NodeId {
+        self.node.id()
+    }
+
+    /// The actor's public methods, as it listed them (or as its type declares them, for a
+    /// proxy made from a live actor).
+    pub fn methods(&self) -> &[String] {
+        &self.methods
+    }
+
+    /// The deadline given to each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The same proxy with another call deadline.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Calls `method` with `args` (a tuple of the method's parameters: `("x",)`, `(1, 2)`, or
+    /// `()` for none) and returns the pending reply once the call is published.
+    ///
+    /// Fails at once with [`Error::InvalidActor`] if no actor receives the call, and with
+    /// [`Error::Frame`] if the arguments make a frame over the size limit.
+    pub async fn call<R: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &str,
+        args: impl Serialize,
+    ) -> Result<Pending<R>> {
+        let args = encode_value(&args, "arguments")?;
+        self.call_encoded(method, args).await
+    }
+
+    /// Like [`ActorProxy::call`], with the argument tuple already encoded.
+    pub async fn call_encoded<R: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &str,
+        args: Vec<u8>,
+    ) -> Result<Pending<R>> {
+        let node = &self.node.inner;
+        node.ensure_reply_channel().await?;
+        let id = node.next_call_id();
+        let frame = node.encode(&Frame::Call(Call {
+            id,
+            reply_to: node.id.to_string(),
+            method: method.to_owned(),
+            args,
+            deadline_ms: node.deadline_ms(self.timeout),
+        }))?;
+        let deadline = Instant::now() + self.timeout;
+        let (tx, rx) = oneshot::channel();
+        node.add_pending(id, PendingSlot::Single(tx));
+        let registration = PendingRegistration {
+            node: node.clone(),
+            id,
+        };
+        let delivery = node
+            .publish(&Channel::Actor(self.target.clone()), frame)
+            .await?;
+        let received = match delivery {
+            Delivery::Exact(n) => n > 0,
+            Delivery::AtLeastOne => true,
+            Delivery::Unknown => {
+                node.backend
+                    .registry()
+                    .contains(Group::Actors, self.target.as_str())
+                    .await?
+            }
+        };
+        if !received {
+            return Err(Error::InvalidActor {
+                uuid: self.target.to_string(),
+            });
+        }
+        Ok(Pending {
+            reply: rx,
+            resolved: None,
+            _registration: registration,
+            deadline,
+            timeout: self.timeout,
+            method: method.into(),
+            target: self.target.clone(),
+            _value: PhantomData,
+        })
+    }
+}
+
+/// Removes a call's reply slot when its pending reply is dropped.
+pub(crate) struct PendingRegistration {
+    pub(crate) node: Arc<NodeInner>,
+    pub(crate) id: u64,
+}
+
+impl Drop for PendingRegistration {
+    fn drop(&mut self) {
+        self.node.remove_pending(self.id);
+    }
+}
+
+/// The reply to a published call: the Python library's `Future`.
+///
+/// Check it without waiting with [`Pending::ready`], wait a bounded time with
+/// [`Pending::get`], or `.await` it to wait until the call's deadline. Pending replies
+/// resolve independently: await them in any order. Dropping one abandons the reply.
+#[must_use = "the reply is lost unless awaited"]
+pub struct Pending<T> {
+    reply: oneshot::Receiver<Reply>,
+    resolved: Option<Result<Reply, Error>>,
+    _registration: PendingRegistration,
+    deadline: Instant,
+    timeout: Duration,
+    method: Box<str>,
+    target: ActorId,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending")
+            .field("method", &self.method)
+            .field("uuid", &self.target)
+            .field("resolved", &self.resolved.is_some())
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> Pending<T> {
+    /// Whether the reply has arrived (or the call has failed), without waiting.
+    pub fn ready(&mut self) -> bool {
+        if self.resolved.is_some() {
+            return true;
+        }
+        match self.reply.try_recv() {
+            Ok(reply) => self.resolved = Some(Ok(reply)),
+            Err(oneshot::error::TryRecvError::Empty) => {
+                if Instant::now() < self.deadline {
+                    return false;
+                }
+                self.resolved = Some(Err(self.timeout_error()));
+            }
+            Err(oneshot::error::TryRecvError::Closed) => {
+                self.resolved = Some(Err(Error::Closed("the node was shut down")));
+            }
+        }
+        true
+    }
+
+    /// Waits up to `timeout` (and never past the call's deadline) for the value.
+    pub async fn get(mut self, timeout: Duration) -> Result<T> {
+        let until = self.deadline.min(Instant::now() + timeout);
+        let reply = match self.resolved.take() {
+            Some(resolved) => resolved?,
+            None => match tokio::time::timeout_at(until, &mut self.reply).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(_)) => return Err(Error::Closed("the node was shut down")),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        method: self.method.to_string(),
+                        after: timeout.min(self.timeout),
+                    })
+                }
+            },
+        };
+        self.value(reply)
+    }
+
+    fn timeout_error(&self) -> Error {
+        Error::Timeout {
+            method: self.method.to_string(),
+            after: self.timeout,
+        }
+    }
+
+    fn value(&self, reply: Reply) -> Result<T> {
+        match reply.outcome {
+            Outcome::Ok(bytes) => Ok(decode_value(&bytes, "return value")?),
+            Outcome::Err(error) => Err(error.into_error(&self.method, self.target.as_str())),
+            Outcome::Declined => Err(Error::Declined {
+                method: self.method.to_string(),
+            }),
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> IntoFuture for Pending<T> {
+    type Output = Result<T>;
+    type IntoFuture = BoxFuture<'static, Result<T>>;
+
+    /// Waits until the call's deadline.
+    fn into_future(self) -> Self::IntoFuture {
+        let timeout = self.timeout;
+        Box::pin(self.get(timeout))
+    }
+}

@@ -1,0 +1,91 @@
+//! The user-facing registry: which actors exist, and proxies to them by UUID.
+
+use std::collections::BTreeSet;
+
+use crate::actor::{MethodInfo, METHODS_METHOD};
+use crate::backend::Group;
+use crate::error::{Error, Result};
+use crate::name::ActorId;
+use crate::node::Node;
+use crate::proxy::{ActorProxy, TypedProxy};
+
+/// The actor registry of a node's backend (the Python library's `Registry`), scoped by the
+/// backend's prefix. Get one with [`Node::registry`].
+#[derive(Clone, Debug)]
+pub struct ActorRegistry {
+    node: Node,
+}
+
+fn invalid_proxy(error: Error) -> Error {
+    Error::InvalidProxy {
+        reason: error.to_string(),
+    }
+}
+
+impl ActorRegistry {
+    pub(crate) fn new(node: Node) -> Self {
+        ActorRegistry { node }
+    }
+
+    /// The UUIDs of the live registered actors.
+    pub async fn actors(&self) -> Result<BTreeSet<String>> {
+        Ok(self
+            .node
+            .backend()
+            .registry()
+            .members(Group::Actors)
+            .await?)
+    }
+
+    /// Whether a live actor is registered under `uuid`.
+    pub async fn exists(&self, uuid: &str) -> Result<bool> {
+        Ok(self
+            .node
+            .backend()
+            .registry()
+            .contains(Group::Actors, uuid)
+            .await?)
+    }
+
+    /// Registers `uuid` without starting an actor (starting an actor does this itself). The
+    /// node keeps the registration alive until [`ActorRegistry::unregister`] or shutdown.
+    /// Fails with [`Error::UuidInUse`] if it is taken.
+    pub async fn register(&self, uuid: &str) -> Result<()> {
+        let id = ActorId::new(uuid)?;
+        self.node.inner.register_actor(&id).await
+    }
+
+    /// Removes `uuid` from the registry, whichever process registered it; returns whether it
+    /// was registered. A running actor keeps running but can no longer be found by UUID.
+    pub async fn unregister(&self, uuid: &str) -> Result<bool> {
+        let id = ActorId::new(uuid)?;
+        self.node.inner.unregister_actor(&id, true).await
+    }
+
+    /// A proxy to the actor `uuid`, typed (`GreeterProxy`) or untyped ([`ActorProxy`]).
+    ///
+    /// As in the Python library, it first asks the actor for its public methods. Fails with
+    /// [`Error::InvalidProxy`] if `uuid` is not a valid name or the actor lacks a method the
+    /// proxy type calls, and with [`Error::InvalidActor`] if no actor answers.
+    pub async fn get_proxy<P: TypedProxy>(&self, uuid: &str) -> Result<P> {
+        let id = ActorId::new(uuid).map_err(invalid_proxy)?;
+        let probe = ActorProxy::new(self.node.clone(), id.clone(), Vec::new());
+        let infos: Vec<MethodInfo> = probe.call(METHODS_METHOD, ()).await?.await?;
+        let names: Vec<String> = infos.into_iter().map(|m| m.name).collect();
+        let missing: Vec<&str> = P::METHODS
+            .iter()
+            .copied()
+            .filter(|m| !names.iter().any(|n| n == m))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::InvalidProxy {
+                reason: format!(
+                    "actor {id} does not serve {} that {} calls",
+                    missing.join(", "),
+                    std::any::type_name::<P>()
+                ),
+            });
+        }
+        Ok(P::from_proxy(ActorProxy::new(self.node.clone(), id, names)))
+    }
+}
