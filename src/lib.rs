@@ -74,9 +74,9 @@ impl NodeExt for Node {
 /// What most programs need: `use rodario::prelude::*;`.
 pub mod prelude {
     pub use crate::NodeExt;
+    pub use futures_util::StreamExt as _;
     pub use rodario_core::{
         actor, Actor, ActorHandle, ActorProxy, ClusterProxy, Error, Gather, Node, Pending, Result,
         TypedCluster, TypedProxy,
     };
-    pub use futures_util::StreamExt as _;
 }

@@ -354,7 +354,10 @@ impl<A: Actor> ActorHandle<A> {
     pub async fn part(&self, channel: &str) -> Result<bool> {
         let channel = ClusterName::new(channel)?;
         lock(&self.shared.joined).retain(|c| c != &channel);
-        self.shared.node.part_cluster(&channel, &self.shared.id).await
+        self.shared
+            .node
+            .part_cluster(&channel, &self.shared.id)
+            .await
     }
 
     /// Stops the actor: unregisters it, parts its channels, lets the call being handled
@@ -398,8 +401,13 @@ async fn read_direct(
         if let Err(mpsc::error::TrySendError::Full(envelope)) = mailbox.try_send(envelope) {
             tracing::warn!(actor = %id, "mailbox full: shedding a call");
             let error = RemoteError::new(RemoteErrorKind::Overloaded, "mailbox full");
-            node.reply(&envelope.reply_to, envelope.call.id, &id, Outcome::Err(error))
-                .await;
+            node.reply(
+                &envelope.reply_to,
+                envelope.call.id,
+                &id,
+                Outcome::Err(error),
+            )
+            .await;
         }
     }
     subscription.close().await;
@@ -444,7 +452,12 @@ async fn run_worker<A: Actor>(
         let error = RemoteError::new(RemoteErrorKind::Stopped, "the actor stopped");
         worker
             .node
-            .reply(&envelope.reply_to, envelope.call.id, &worker.id, Outcome::Err(error))
+            .reply(
+                &envelope.reply_to,
+                envelope.call.id,
+                &worker.id,
+                Outcome::Err(error),
+            )
             .await;
     }
 }
@@ -556,7 +569,10 @@ impl<A: Actor> Worker<A> {
             .await;
         let mut result = ran.unwrap_or_else(|panic| {
             tracing::error!(actor = %id, method = %call.method, "method panicked");
-            Err(RemoteError::new(RemoteErrorKind::Panic, panic_message(panic)))
+            Err(RemoteError::new(
+                RemoteErrorKind::Panic,
+                panic_message(panic),
+            ))
         });
         for hook in &spec.hooks {
             result = AssertUnwindSafe(hook.after(&context, result))

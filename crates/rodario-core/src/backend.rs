@@ -213,15 +213,18 @@ impl LockKey {
 pub trait LockStore: Send + Sync + 'static {
     /// Takes `key` with `token` for `ttl` if nobody holds it (an expired lease counts as
     /// free). Atomic: of racing acquirers exactly one gets `true`.
-    async fn acquire(&self, key: &LockKey, token: &str, ttl: Duration)
-        -> Result<bool, BackendError>;
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, BackendError>;
 
     /// Releases `key` if `token` holds it; returns whether it did.
     async fn release(&self, key: &LockKey, token: &str) -> Result<bool, BackendError>;
 
     /// Extends `key` to `ttl` from now if `token` holds it; returns whether it did.
-    async fn renew(&self, key: &LockKey, token: &str, ttl: Duration)
-        -> Result<bool, BackendError>;
+    async fn renew(&self, key: &LockKey, token: &str, ttl: Duration) -> Result<bool, BackendError>;
 }
 
 /// One connection's worth of backend: the three traits a [`crate::Node`] runs on.
@@ -275,6 +278,8 @@ impl Backend {
 
 impl fmt::Debug for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Backend").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }

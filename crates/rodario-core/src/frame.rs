@@ -193,7 +193,10 @@ pub fn encode_value<T: Serialize + ?Sized>(
 }
 
 /// Decodes a value encoded by [`encode_value`] (or by any MessagePack writer).
-pub fn decode_value<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, CodecError> {
+pub fn decode_value<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, CodecError> {
     rmp_serde::from_slice(bytes).map_err(|e| CodecError::Decode {
         what,
         message: e.to_string(),

@@ -1,7 +1,7 @@
 //! Locks as leases in the broker: the Python library's `acquire_lock`, with tokens.
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,10 +92,7 @@ impl IntoFuture for LockRequest {
                 });
             }
             let token = uuid::Uuid::new_v4().simple().to_string();
-            let won = self
-                .store
-                .acquire(&self.key, &token, self.expiry)
-                .await?;
+            let won = self.store.acquire(&self.key, &token, self.expiry).await?;
             Ok(won.then(|| Lease {
                 store: self.store,
                 key: self.key,
@@ -128,8 +125,8 @@ impl Lease {
     }
 
     /// Extends the lease to `expiry` from now; `false` if it had already expired and was lost.
-    pub fn renew(&self, expiry: Duration) -> impl Future<Output = Result<bool>> + Send + '_ {
-        async move { Ok(self.store.renew(&self.key, &self.token, expiry).await?) }
+    pub async fn renew(&self, expiry: Duration) -> Result<bool> {
+        Ok(self.store.renew(&self.key, &self.token, expiry).await?)
     }
 
     /// Releases the lease; `false` if it had already expired (and may be someone else's).

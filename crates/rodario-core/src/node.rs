@@ -15,7 +15,9 @@ use crate::actor::{Actor, ActorBuilder, ActorShared, Envelope, Via};
 use crate::backend::{Backend, Channel, Delivery, Group, Subscription};
 use crate::cluster::{ClusterProxy, TypedCluster};
 use crate::error::{Error, RemoteError, RemoteErrorKind, Result};
-use crate::frame::{decode_frame, encode_frame, Call, Expect, Frame, Outcome, Reply, DEFAULT_MAX_FRAME};
+use crate::frame::{
+    decode_frame, encode_frame, Call, Expect, Frame, Outcome, Reply, DEFAULT_MAX_FRAME,
+};
 use crate::lock::Locks;
 use crate::name::{ActorId, ClusterName, NodeId};
 use crate::registry::ActorRegistry;
@@ -179,11 +181,14 @@ pub trait ClusterHandler: Send + Sync + 'static {
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a single map or set operation, so a poisoned lock
     // holds consistent data.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub(crate) fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Node {
@@ -261,7 +266,8 @@ impl Node {
     /// registrations stay until their liveness TTL runs out. For tests of liveness.
     #[cfg(feature = "testkit")]
     pub async fn simulate_crash(&self) {
-        let actors: Vec<Arc<ActorShared>> = lock(&self.inner.actors).drain().map(|(_, a)| a).collect();
+        let actors: Vec<Arc<ActorShared>> =
+            lock(&self.inner.actors).drain().map(|(_, a)| a).collect();
         for actor in actors {
             actor.abort();
         }
@@ -381,7 +387,12 @@ impl NodeInner {
         let inserted = self
             .backend
             .registry()
-            .insert(Group::Actors, id.as_str(), self.id.as_str(), self.config.liveness_ttl)
+            .insert(
+                Group::Actors,
+                id.as_str(),
+                self.id.as_str(),
+                self.config.liveness_ttl,
+            )
             .await
             .map_err(|source| Error::Registration {
                 uuid: id.to_string(),
@@ -444,7 +455,9 @@ impl NodeInner {
             lock(&self.owned).memberships.insert(channel.clone());
             self.ensure_heartbeat().await;
         }
-        let subscription = transport.subscribe(&Channel::Cluster(channel.clone())).await?;
+        let subscription = transport
+            .subscribe(&Channel::Cluster(channel.clone()))
+            .await?;
         let members = Arc::new(Mutex::new(vec![member]));
         let (stop, stopped) = oneshot::channel();
         let reader = tokio::spawn(fan_out_cluster(
@@ -467,7 +480,11 @@ impl NodeInner {
 
     /// Removes `actor` from this node's members of `channel`, unsubscribing when it was the
     /// last. Returns whether it was a member.
-    pub(crate) async fn part_cluster(&self, channel: &ClusterName, actor: &ActorId) -> Result<bool> {
+    pub(crate) async fn part_cluster(
+        &self,
+        channel: &ClusterName,
+        actor: &ActorId,
+    ) -> Result<bool> {
         let mut clusters = self.clusters.lock().await;
         let Some(entry) = clusters.get(channel) else {
             return Ok(false);
@@ -486,7 +503,11 @@ impl NodeInner {
             if lock(&self.owned).memberships.remove(channel) {
                 self.backend
                     .registry()
-                    .remove(Group::Members(channel), self.id.as_str(), Some(self.id.as_str()))
+                    .remove(
+                        Group::Members(channel),
+                        self.id.as_str(),
+                        Some(self.id.as_str()),
+                    )
                     .await?;
             }
         }
@@ -570,7 +591,12 @@ async fn heartbeat(node: Weak<NodeInner>, mut shutdown: watch::Receiver<bool>) {
         };
         renew_group(&node, Group::Actors, &actors).await;
         for channel in &memberships {
-            renew_group(&node, Group::Members(channel), std::slice::from_ref(&node.id)).await;
+            renew_group(
+                &node,
+                Group::Members(channel),
+                std::slice::from_ref(&node.id),
+            )
+            .await;
         }
     }
 }
@@ -595,7 +621,9 @@ async fn renew_group<N: AsRef<str>>(node: &NodeInner, group: Group<'_>, members:
             continue;
         }
         match registry.insert(group, name, owner, ttl).await {
-            Ok(true) => tracing::info!(?group, member = %name, "re-registered after the broker lost it"),
+            Ok(true) => {
+                tracing::info!(?group, member = %name, "re-registered after the broker lost it")
+            }
             Ok(false) => tracing::error!(
                 ?group,
                 member = %name,
@@ -632,7 +660,10 @@ async fn fan_out_cluster(
             continue;
         };
         if node.deadline_ms(Duration::ZERO) > call.deadline_ms {
-            tracing::debug!(call = call.id, "skipped a cluster call whose caller gave up");
+            tracing::debug!(
+                call = call.id,
+                "skipped a cluster call whose caller gave up"
+            );
             continue;
         }
         let members: Vec<ClusterMember> = lock(&members).clone();

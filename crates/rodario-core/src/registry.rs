@@ -56,7 +56,9 @@ impl ActorRegistry {
     }
 
     /// Removes `uuid` from the registry, whichever process registered it; returns whether it
-    /// was registered. A running actor keeps running but can no longer be found by UUID.
+    /// was registered. A registration this node holds stays removed; one that another live
+    /// node holds comes back at that node's next renewal (the same mechanism that restores
+    /// registrations after a broker restart): stop an actor to remove it for good.
     pub async fn unregister(&self, uuid: &str) -> Result<bool> {
         let id = ActorId::new(uuid)?;
         self.node.inner.unregister_actor(&id, true).await

@@ -91,7 +91,9 @@ impl Entry {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves no half-made update behind (every
     // critical section is a single map operation), so a poisoned lock is safe to reuse.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemoryBroker {
@@ -119,9 +121,9 @@ impl MemoryBroker {
     /// The number of live subscriptions on the wire-level channel `name` (prefix included),
     /// for tests that check what a node subscribed to.
     pub fn subscriptions(&self, name: &str) -> usize {
-        lock(&self.state.channels)
-            .get(name)
-            .map_or(0, |subs| subs.iter().filter(|s| !s.frames.is_closed()).count())
+        lock(&self.state.channels).get(name).map_or(0, |subs| {
+            subs.iter().filter(|s| !s.frames.is_closed()).count()
+        })
     }
 }
 

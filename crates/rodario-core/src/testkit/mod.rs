@@ -1,13 +1,26 @@
 //! The conformance suite every backend must pass, and helpers for backend tests.
 //!
-//! A backend crate implements [`TestBroker`] for its test setup and calls
-//! [`conformance_suite!`](crate::conformance_suite) once; that expands to one
-//! `#[tokio::test]` per behaviour, so a failure names the behaviour that broke.
+//! A backend crate implements [`TestBroker`] for its test setup and invokes
+//! [`conformance_suite!`](crate::conformance_suite) once in an integration test; that
+//! expands to one `#[tokio::test]` per behaviour in [`cases`], so a failure names the
+//! behaviour that broke. The calling crate needs `tokio` (features `macros`,
+//! `rt-multi-thread`) as a dev-dependency.
+//!
+//! ```ignore
+//! struct MyBroker { /* a server, a unique prefix */ }
+//! #[async_trait::async_trait]
+//! impl rodario_core::testkit::TestBroker for MyBroker {
+//!     async fn connect(&self, namespace: &str) -> rodario_core::backend::Backend { todo!() }
+//! }
+//! rodario_core::conformance_suite!(async { MyBroker::start().await });
+//! ```
 
 use async_trait::async_trait;
 
 use crate::backend::Backend;
 
+pub mod actors;
+pub mod cases;
 pub mod server;
 
 /// A backend under test: hands out connections to one isolated namespace per test.
@@ -17,4 +30,50 @@ pub trait TestBroker: Send + Sync + 'static {
     /// `namespace`. Connections with the same namespace see each other; different
     /// namespaces (different prefixes) must not.
     async fn connect(&self, namespace: &str) -> Backend;
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each running on a broker made by
+/// `$broker` (an expression yielding a future of an `impl TestBroker`, evaluated per test).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($broker:expr) => {
+        $crate::conformance_suite!(@cases $broker;
+            registry_register_exists_unregister,
+            taken_uuid_is_refused,
+            concurrent_registration_has_one_winner,
+            generated_uuid_is_v4,
+            calls_resolve_out_of_order,
+            pending_ready_and_get_timeout,
+            proxy_from_uuid_checks_methods,
+            missing_actor_fails_fast,
+            stop_unregisters,
+            remote_failures_are_reported_and_survived,
+            slow_actor_times_out,
+            calls_run_in_order,
+            malformed_frames_are_survived,
+            oversize_arguments_are_refused,
+            cluster_gathers_every_member,
+            cluster_custom_handler,
+            part_and_empty_cluster,
+            singular_runs_once_per_call,
+            singular_late_member_declines,
+            hooks_short_circuit_and_replace,
+            locks_are_leases,
+            lock_contention_has_one_holder,
+            prefixes_isolate,
+            crashed_process_actors_expire,
+            shutdown_stops_actors,
+            full_mailbox_sheds_calls,
+            live_actors_stay_registered
+        );
+    };
+    (@cases $broker:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let broker = $broker.await;
+                $crate::testkit::cases::$case(&broker).await;
+            }
+        )*
+    };
 }

@@ -16,9 +16,8 @@ pub fn free_port() -> std::io::Result<u16> {
 
 /// Whether `program` can be run from `PATH`.
 pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// A server child process listening on a loopback port. Killed (and reaped) on drop.

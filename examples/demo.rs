@@ -1,0 +1,65 @@
+//! The story of the Python library's demo, on rodario.
+//!
+//! Two actors, one with a chosen UUID; a method called on a proxy from the live actor and
+//! on a proxy built from the UUID; two pending replies resolved out of order; and a cluster
+//! broadcast whose receiver count is printed before the replies.
+//!
+//! ```text
+//! cargo run --example demo
+//! ```
+
+use std::time::Duration;
+
+use rodario::prelude::*;
+
+/// An actor that introduces itself.
+struct Greeter {
+    name: String,
+}
+
+#[rodario::actor]
+impl Greeter {
+    /// A greeting with the caller's choice of title.
+    pub async fn greeting(&mut self, prefix: String) -> String {
+        format!("Hello! My name is {prefix} {}", self.name)
+    }
+}
+
+#[tokio::main]
+async fn main() -> rodario::Result<()> {
+    let node = Node::memory();
+
+    // Two actors: one under a UUID we choose, one under a generated UUID.
+    let rodario = node
+        .spawn(Greeter { name: "Rodario".into() })
+        .uuid("rodario")
+        .start()
+        .await?;
+    let eve = node.spawn(Greeter { name: "Eve".into() }).start().await?;
+    println!("actors: {:?}", node.registry().actors().await?);
+
+    // A proxy from the live actor, and one built from the UUID alone (it asks the actor
+    // for its methods first, as the original does).
+    let direct = rodario.proxy();
+    println!("{}", direct.greeting("The Elegant".into()).await?.await?);
+    let by_uuid: GreeterProxy = node.registry().get_proxy("rodario").await?;
+
+    // Two calls in flight; the second is read first.
+    let first = by_uuid.greeting("The Great".into()).await?;
+    let second = eve.proxy().greeting("The Magnificent".into()).await?;
+    println!("{}", second.get(Duration::from_secs(1)).await?);
+    println!("{}", first.await?);
+
+    // A cluster broadcast: the gatherer learns how many replies to expect, then yields each.
+    rodario.join("greeters").await?;
+    eve.join("greeters").await?;
+    let cluster: GreeterCluster = node.cluster("greeters")?;
+    let mut replies = cluster.greeting("cluster member".into()).await?;
+    println!("receivers: {}", replies.expected().await?);
+    while let Some(reply) = replies.next().await {
+        println!("{}", reply?);
+    }
+
+    node.shutdown().await;
+    Ok(())
+}
