@@ -31,7 +31,9 @@ async fn main() -> rodario::Result<()> {
 
     // Two actors: one under a UUID we choose, one under a generated UUID.
     let rodario = node
-        .spawn(Greeter { name: "Rodario".into() })
+        .spawn(Greeter {
+            name: "Rodario".into(),
+        })
         .uuid("rodario")
         .start()
         .await?;

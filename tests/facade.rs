@@ -79,13 +79,21 @@ async fn typed_proxies_carry_structs_results_and_errors() {
 #[tokio::test]
 async fn private_methods_are_not_served() {
     let node = Node::memory();
-    let plotter = node.spawn(Plotter::default()).uuid("plotter").start().await.unwrap();
+    let plotter = node
+        .spawn(Plotter::default())
+        .uuid("plotter")
+        .start()
+        .await
+        .unwrap();
     let untyped: ActorProxy = node.registry().get_proxy("plotter").await.unwrap();
     let mut methods = untyped.methods().to_vec();
     methods.sort();
     assert_eq!(methods, vec!["clear", "plot", "shifted"]);
     let secret = untyped.call::<usize>("secret", ()).await.unwrap().await;
-    assert!(matches!(secret, Err(Error::UnknownMethod { .. })), "{secret:?}");
+    assert!(
+        matches!(secret, Err(Error::UnknownMethod { .. })),
+        "{secret:?}"
+    );
     plotter.stop().await;
 }
 
@@ -95,10 +103,21 @@ async fn nodes_on_one_memory_broker_see_each_other_and_others_do_not() {
     let host = Node::new(broker.backend());
     let caller = Node::new(broker.backend());
     let stranger = Node::memory();
-    let _plotter = host.spawn(Plotter::default()).uuid("shared").start().await.unwrap();
+    let _plotter = host
+        .spawn(Plotter::default())
+        .uuid("shared")
+        .start()
+        .await
+        .unwrap();
     let proxy: PlotterProxy = caller.registry().get_proxy("shared").await.unwrap();
     let reply = proxy.plot(Point { x: 0, y: 0 }).await.unwrap();
     assert_eq!(reply.get(Duration::from_secs(1)).await.unwrap(), 1);
-    let missing = stranger.registry().get_proxy::<PlotterProxy>("shared").await;
-    assert!(matches!(missing, Err(Error::InvalidActor { .. })), "{missing:?}");
+    let missing = stranger
+        .registry()
+        .get_proxy::<PlotterProxy>("shared")
+        .await;
+    assert!(
+        matches!(missing, Err(Error::InvalidActor { .. })),
+        "{missing:?}"
+    );
 }
