@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::future::BoxFuture;
+use tokio::sync::watch;
 
 use crate::error::BackendError;
 use crate::name::{ActorId, ClusterName, NodeId};
@@ -137,6 +138,23 @@ pub trait Transport: Send + Sync + 'static {
     fn max_payload(&self) -> Option<usize> {
         None
     }
+
+    /// The state of the connection, for backends that can watch it. When it turns to
+    /// [`ConnectionState::Disconnected`], nodes fail the calls waiting for replies with a
+    /// connection error at once (a reply published while the connection is down is lost)
+    /// instead of letting them run to their deadline. `None`: the backend cannot tell.
+    fn connection_state(&self) -> Option<watch::Receiver<ConnectionState>> {
+        None
+    }
+}
+
+/// Whether a backend's connection to its broker is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Connected (or reconnected).
+    Connected,
+    /// The connection dropped; the backend is trying to reconnect.
+    Disconnected,
 }
 
 /// A set whose members expire unless renewed: who is alive, and who joined a channel.

@@ -209,6 +209,10 @@ impl<T: DeserializeOwned + Send + 'static> Gather<T> {
             match event {
                 Some(GatherEvent::Expect(count)) => self.count(count),
                 Some(GatherEvent::Reply(reply)) => self.early.push_back(reply),
+                Some(GatherEvent::Failed(error)) => {
+                    self.finished = true;
+                    return Err(error);
+                }
                 None => return Err(Error::Closed("the node was shut down")),
             }
         }
@@ -300,6 +304,10 @@ impl<T: DeserializeOwned + Send + 'static> Stream for Gather<T> {
                     if let Some(item) = this.take(reply) {
                         return Poll::Ready(Some(item));
                     }
+                }
+                Poll::Ready(Some(GatherEvent::Failed(error))) => {
+                    this.finished = true;
+                    return Poll::Ready(Some(Err(error)));
                 }
                 Poll::Ready(None) => {
                     this.finished = true;

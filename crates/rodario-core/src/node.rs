@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, oneshot, watch, OnceCell};
 use tokio::task::JoinHandle;
 
 use crate::actor::{Actor, ActorBuilder, ActorShared, Envelope, Via};
-use crate::backend::{Backend, Channel, Delivery, Group, Subscription};
+use crate::backend::{Backend, Channel, ConnectionState, Delivery, Group, Subscription};
 use crate::cluster::{ClusterProxy, TypedCluster};
-use crate::error::{Error, RemoteError, RemoteErrorKind, Result};
+use crate::error::{BackendError, BackendErrorKind, Error, RemoteError, RemoteErrorKind, Result};
 use crate::frame::{
     decode_frame, encode_frame, Call, Expect, Frame, Outcome, Reply, DEFAULT_MAX_FRAME,
 };
@@ -146,7 +146,7 @@ struct Owned {
 
 /// Where a reply to one of this node's calls goes.
 pub(crate) enum PendingSlot {
-    Single(oneshot::Sender<Reply>),
+    Single(oneshot::Sender<Result<Reply>>),
     Gather(mpsc::UnboundedSender<GatherEvent>),
 }
 
@@ -154,6 +154,7 @@ pub(crate) enum PendingSlot {
 pub(crate) enum GatherEvent {
     Expect(u32),
     Reply(Reply),
+    Failed(Error),
 }
 
 /// One cluster channel this node subscribed to, and its local members.
@@ -304,6 +305,37 @@ impl NodeInner {
         lock(&self.pending).remove(&id);
     }
 
+    /// Fails every call waiting for a reply: the connection dropped, so their replies are
+    /// lost (pub/sub does not keep messages for a disconnected subscriber).
+    fn fail_pending_on_disconnect(&self) {
+        let drained: Vec<PendingSlot> = lock(&self.pending).drain().map(|(_, slot)| slot).collect();
+        if drained.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            calls = drained.len(),
+            "connection lost: failing the calls in flight"
+        );
+        let lost = || {
+            Error::Backend(BackendError::new(
+                self.backend.name(),
+                BackendErrorKind::Connection,
+                "the connection to the broker dropped while the call waited for its reply; \
+                 the actor may or may not have run it",
+            ))
+        };
+        for slot in drained {
+            match slot {
+                PendingSlot::Single(tx) => {
+                    let _ = tx.send(Err(lost()));
+                }
+                PendingSlot::Gather(tx) => {
+                    let _ = tx.send(GatherEvent::Failed(lost()));
+                }
+            }
+        }
+    }
+
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
@@ -328,6 +360,7 @@ impl NodeInner {
                     Arc::downgrade(self),
                     subscription,
                     self.shutdown_signal(),
+                    self.backend.transport().connection_state(),
                 ));
                 Ok::<(), Error>(())
             })
@@ -520,11 +553,20 @@ async fn route_replies(
     node: Weak<NodeInner>,
     mut subscription: Subscription,
     mut shutdown: watch::Receiver<bool>,
+    mut connection: Option<watch::Receiver<ConnectionState>>,
 ) {
     loop {
         let bytes = tokio::select! {
             biased;
             _ = shutdown.wait_for(|down| *down) => break,
+            Some(state) = connection_change(&mut connection) => {
+                if state == ConnectionState::Disconnected {
+                    if let Some(node) = node.upgrade() {
+                        node.fail_pending_on_disconnect();
+                    }
+                }
+                continue;
+            }
             next = subscription.next() => match next {
                 Some(bytes) => bytes,
                 None => {
@@ -546,7 +588,7 @@ async fn route_replies(
             Frame::Reply(reply) => match pending.get(&reply.id) {
                 Some(PendingSlot::Single(_)) => {
                     if let Some(PendingSlot::Single(tx)) = pending.remove(&reply.id) {
-                        let _ = tx.send(reply);
+                        let _ = tx.send(Ok(reply));
                     }
                 }
                 Some(PendingSlot::Gather(tx)) => {
@@ -563,6 +605,22 @@ async fn route_replies(
         }
     }
     subscription.close().await;
+}
+
+/// The next connection state, or never when the backend cannot tell (or stopped telling).
+async fn connection_change(
+    connection: &mut Option<watch::Receiver<ConnectionState>>,
+) -> Option<ConnectionState> {
+    match connection {
+        Some(receiver) => match receiver.changed().await {
+            Ok(()) => Some(*receiver.borrow_and_update()),
+            Err(_) => {
+                *connection = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Renews the node's registrations every third of the liveness TTL, and re-registers what

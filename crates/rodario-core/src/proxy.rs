@@ -192,8 +192,8 @@ impl Drop for PendingRegistration {
 /// resolve independently: await them in any order. Dropping one abandons the reply.
 #[must_use = "the reply is lost unless awaited"]
 pub struct Pending<T> {
-    reply: oneshot::Receiver<Reply>,
-    resolved: Option<Result<Reply, Error>>,
+    reply: oneshot::Receiver<Result<Reply>>,
+    resolved: Option<Result<Reply>>,
     _registration: PendingRegistration,
     deadline: Instant,
     timeout: Duration,
@@ -219,7 +219,7 @@ impl<T: DeserializeOwned + Send + 'static> Pending<T> {
             return true;
         }
         match self.reply.try_recv() {
-            Ok(reply) => self.resolved = Some(Ok(reply)),
+            Ok(reply) => self.resolved = Some(reply),
             Err(oneshot::error::TryRecvError::Empty) => {
                 if Instant::now() < self.deadline {
                     return false;
@@ -239,7 +239,7 @@ impl<T: DeserializeOwned + Send + 'static> Pending<T> {
         let reply = match self.resolved.take() {
             Some(resolved) => resolved?,
             None => match tokio::time::timeout_at(until, &mut self.reply).await {
-                Ok(Ok(reply)) => reply,
+                Ok(Ok(reply)) => reply?,
                 Ok(Err(_)) => return Err(Error::Closed("the node was shut down")),
                 Err(_) => {
                     return Err(Error::Timeout {

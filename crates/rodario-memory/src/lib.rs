@@ -18,6 +18,8 @@
 //! # drop((for_node_a, for_node_b, other_tenant));
 //! ```
 
+#![warn(missing_docs)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
