@@ -1,16 +1,17 @@
 //! Proxies to one actor, and the pending replies their calls return.
 
 use std::fmt;
-use std::future::IntoFuture;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
@@ -165,6 +166,7 @@ impl ActorProxy {
             resolved: None,
             _registration: registration,
             deadline,
+            sleep: None,
             timeout: self.timeout,
             method: method.into(),
             target: self.target.clone(),
@@ -188,7 +190,7 @@ impl Drop for PendingRegistration {
 /// The reply to a published call: the Python library's `Future`.
 ///
 /// Check it without waiting with [`Pending::ready`], wait a bounded time with
-/// [`Pending::get`], or `.await` it to wait until the call's deadline. Pending replies
+/// [`Pending::get`], or `.await` it (it is a [`Future`]) to wait until the call's deadline. Pending replies
 /// resolve independently: await them in any order. Dropping one abandons the reply.
 #[must_use = "the reply is lost unless awaited"]
 pub struct Pending<T> {
@@ -196,6 +198,7 @@ pub struct Pending<T> {
     resolved: Option<Result<Reply>>,
     _registration: PendingRegistration,
     deadline: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
     timeout: Duration,
     method: Box<str>,
     target: ActorId,
@@ -212,7 +215,7 @@ impl<T> fmt::Debug for Pending<T> {
     }
 }
 
-impl<T: DeserializeOwned + Send + 'static> Pending<T> {
+impl<T: DeserializeOwned> Pending<T> {
     /// Whether the reply has arrived (or the call has failed), without waiting.
     pub fn ready(&mut self) -> bool {
         if self.resolved.is_some() {
@@ -224,7 +227,7 @@ impl<T: DeserializeOwned + Send + 'static> Pending<T> {
                 if Instant::now() < self.deadline {
                     return false;
                 }
-                self.resolved = Some(Err(self.timeout_error()));
+                self.resolved = Some(Err(self.timeout_error(self.timeout)));
             }
             Err(oneshot::error::TryRecvError::Closed) => {
                 self.resolved = Some(Err(Error::Closed("the node was shut down")));
@@ -234,33 +237,26 @@ impl<T: DeserializeOwned + Send + 'static> Pending<T> {
     }
 
     /// Waits up to `timeout` (and never past the call's deadline) for the value.
-    pub async fn get(mut self, timeout: Duration) -> Result<T> {
-        let until = self.deadline.min(Instant::now() + timeout);
-        let reply = match self.resolved.take() {
-            Some(resolved) => resolved?,
-            None => match tokio::time::timeout_at(until, &mut self.reply).await {
-                Ok(Ok(reply)) => reply?,
-                Ok(Err(_)) => return Err(Error::Closed("the node was shut down")),
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        method: self.method.to_string(),
-                        after: timeout.min(self.timeout),
-                    })
-                }
-            },
-        };
-        self.value(reply)
-    }
-
-    fn timeout_error(&self) -> Error {
-        Error::Timeout {
-            method: self.method.to_string(),
-            after: self.timeout,
+    pub async fn get(self, timeout: Duration) -> Result<T> {
+        let method = self.method.clone();
+        match tokio::time::timeout(timeout, self).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                method: method.into(),
+                after: timeout,
+            }),
         }
     }
 
-    fn value(&self, reply: Reply) -> Result<T> {
-        match reply.outcome {
+    fn timeout_error(&self, after: Duration) -> Error {
+        Error::Timeout {
+            method: self.method.to_string(),
+            after,
+        }
+    }
+
+    fn value(&self, reply: Result<Reply>) -> Result<T> {
+        match reply?.outcome {
             Outcome::Ok(bytes) => Ok(decode_value(&bytes, "return value")?),
             Outcome::Err(error) => Err(error.into_error(&self.method, self.target.as_str())),
             Outcome::Declined => Err(Error::Declined {
@@ -270,13 +266,29 @@ impl<T: DeserializeOwned + Send + 'static> Pending<T> {
     }
 }
 
-impl<T: DeserializeOwned + Send + 'static> IntoFuture for Pending<T> {
+/// Awaiting a pending reply waits until the call's deadline.
+impl<T: DeserializeOwned> Future for Pending<T> {
     type Output = Result<T>;
-    type IntoFuture = BoxFuture<'static, Result<T>>;
 
-    /// Waits until the call's deadline.
-    fn into_future(self) -> Self::IntoFuture {
-        let timeout = self.timeout;
-        Box::pin(self.get(timeout))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let this = self.get_mut();
+        if let Some(resolved) = this.resolved.take() {
+            return Poll::Ready(this.value(resolved));
+        }
+        match Pin::new(&mut this.reply).poll(cx) {
+            Poll::Ready(Ok(reply)) => return Poll::Ready(this.value(reply)),
+            Poll::Ready(Err(_)) => {
+                return Poll::Ready(Err(Error::Closed("the node was shut down")))
+            }
+            Poll::Pending => {}
+        }
+        let deadline = this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(this.timeout_error(this.timeout))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }

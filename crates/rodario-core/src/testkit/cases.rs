@@ -464,7 +464,10 @@ pub async fn singular_late_member_declines(broker: &dyn TestBroker) {
     let busy = counter(&node, "busy").await;
     quick.join("late").await.unwrap();
     busy.join("late").await.unwrap();
-    let busy_now = busy.proxy().sleep_ms(700).await.unwrap();
+    // Keep `busy` in a long call; its direct channel and the cluster channel are read by
+    // different tasks, so give the long call a head start before broadcasting.
+    let busy_now = busy.proxy().sleep_ms(900).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let cluster: CounterCluster = node.cluster("late").unwrap();
     let mut gather = cluster.claim().await.unwrap();
     let first = gather.next().await.unwrap().unwrap();
