@@ -377,10 +377,14 @@ async fn read_direct(
     mailbox: mpsc::Sender<Envelope>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // One registration for the whole loop, not one per message.
+    let stopped = stop.wait_for(|stop| *stop);
+    tokio::pin!(stopped);
+    let mut last_caller = None;
     loop {
         let bytes = tokio::select! {
             biased;
-            _ = stop.wait_for(|stop| *stop) => break,
+            _ = &mut stopped => break,
             next = subscription.next() => match next {
                 Some(bytes) => bytes,
                 None => {
@@ -390,7 +394,7 @@ async fn read_direct(
             },
         };
         let Some(node) = node.upgrade() else { break };
-        let Some((call, reply_to)) = decode_call(&node, &bytes, &id) else {
+        let Some((call, reply_to)) = decode_call(&node, &bytes, &id, &mut last_caller) else {
             continue;
         };
         let envelope = Envelope {
@@ -436,10 +440,12 @@ async fn run_worker<A: Actor>(
     alive: Arc<AtomicBool>,
 ) {
     let _alive = AliveGuard(alive);
+    let stopped = stop.wait_for(|stop| *stop);
+    tokio::pin!(stopped);
     loop {
         let envelope = tokio::select! {
             biased;
-            _ = stop.wait_for(|stop| *stop) => break,
+            _ = &mut stopped => break,
             next = inbox.recv() => match next {
                 Some(envelope) => envelope,
                 None => break,

@@ -555,10 +555,13 @@ async fn route_replies(
     mut shutdown: watch::Receiver<bool>,
     mut connection: Option<watch::Receiver<ConnectionState>>,
 ) {
+    // One registration for the whole loop, not one per message.
+    let stopped = shutdown.wait_for(|down| *down);
+    tokio::pin!(stopped);
     loop {
         let bytes = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|down| *down) => break,
+            _ = &mut stopped => break,
             Some(state) = connection_change(&mut connection) => {
                 if state == ConnectionState::Disconnected {
                     if let Some(node) = node.upgrade() {
@@ -633,10 +636,12 @@ async fn heartbeat(node: Weak<NodeInner>, mut shutdown: watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
+    let stopped = shutdown.wait_for(|down| *down);
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.wait_for(|down| *down) => break,
+            _ = &mut stopped => break,
             _ = ticks.tick() => {}
         }
         let Some(node) = node.upgrade() else { break };
@@ -701,6 +706,7 @@ async fn fan_out_cluster(
     members: Arc<Mutex<Vec<ClusterMember>>>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let mut last_caller = None;
     loop {
         let bytes = tokio::select! {
             biased;
@@ -714,7 +720,7 @@ async fn fan_out_cluster(
             },
         };
         let Some(node) = node.upgrade() else { break };
-        let Some((call, reply_to)) = decode_call(&node, &bytes, &channel) else {
+        let Some((call, reply_to)) = decode_call(&node, &bytes, &channel, &mut last_caller) else {
             continue;
         };
         if node.deadline_ms(Duration::ZERO) > call.deadline_ms {
@@ -762,18 +768,30 @@ async fn fan_out_cluster(
 }
 
 /// Decodes a frame that must be a call, logging (not failing) on anything else.
+/// `last_caller` keeps the previous caller's validated id: most calls on a channel come from
+/// the same few nodes, so this skips re-validating and re-allocating it.
 pub(crate) fn decode_call(
     node: &NodeInner,
     bytes: &[u8],
     channel: &dyn fmt::Display,
+    last_caller: &mut Option<NodeId>,
 ) -> Option<(Call, NodeId)> {
     match decode_frame(bytes, node.config.max_frame) {
-        Ok(Frame::Call(call)) => match NodeId::new(&call.reply_to) {
-            Ok(reply_to) => Some((call, reply_to)),
-            Err(e) => {
-                tracing::warn!(%channel, error = %e, "dropped a call with an invalid reply channel");
-                None
+        Ok(Frame::Call(call)) => match last_caller {
+            Some(caller) if caller.as_str() == call.reply_to => {
+                let caller = caller.clone();
+                Some((call, caller))
             }
+            _ => match NodeId::new(&call.reply_to) {
+                Ok(reply_to) => {
+                    *last_caller = Some(reply_to.clone());
+                    Some((call, reply_to))
+                }
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e, "dropped a call with an invalid reply channel");
+                    None
+                }
+            },
         },
         Ok(other) => {
             tracing::warn!(%channel, kind = other.kind(), "dropped a frame that is not a call");

@@ -50,7 +50,7 @@ pub struct MemoryBroker {
 #[derive(Default)]
 struct BrokerState {
     next_connection: AtomicU64,
-    channels: Mutex<HashMap<String, Vec<Subscriber>>>,
+    channels: Mutex<HashMap<ChannelKey, Vec<Subscriber>>>,
     groups: Mutex<HashMap<String, HashMap<String, Entry>>>,
     locks: Mutex<Leases>,
 }
@@ -71,6 +71,10 @@ impl Leases {
         }
     }
 }
+
+/// A channel as the broker names it: the connection's prefix and the logical channel
+/// (kept apart rather than formatted into one string, so publishing allocates nothing).
+type ChannelKey = (Arc<str>, Channel);
 
 struct Subscriber {
     connection: u64,
@@ -115,17 +119,19 @@ impl MemoryBroker {
         let connection = Arc::new(MemoryConnection {
             state: self.state.clone(),
             id: self.state.next_connection.fetch_add(1, Ordering::Relaxed),
-            prefix: prefix.to_owned(),
+            prefix: Arc::from(prefix),
         });
         Backend::new(NAME, connection.clone(), connection.clone(), connection)
     }
 
-    /// The number of live subscriptions on the wire-level channel `name` (prefix included),
-    /// for tests that check what a node subscribed to.
-    pub fn subscriptions(&self, name: &str) -> usize {
-        lock(&self.state.channels).get(name).map_or(0, |subs| {
-            subs.iter().filter(|s| !s.frames.is_closed()).count()
-        })
+    /// The number of live subscriptions to `channel` under `prefix`, for tests that check
+    /// what a node subscribed to and that it cleans up after itself.
+    pub fn subscriptions(&self, prefix: &str, channel: &Channel) -> usize {
+        lock(&self.state.channels)
+            .get(&(Arc::from(prefix), channel.clone()))
+            .map_or(0, |subs| {
+                subs.iter().filter(|s| !s.frames.is_closed()).count()
+            })
     }
 }
 
@@ -139,12 +145,12 @@ impl std::fmt::Debug for MemoryBroker {
 struct MemoryConnection {
     state: Arc<BrokerState>,
     id: u64,
-    prefix: String,
+    prefix: Arc<str>,
 }
 
 impl MemoryConnection {
-    fn channel_name(&self, channel: &Channel) -> String {
-        format!("{}{}", self.prefix, channel.default_name())
+    fn channel_key(&self, channel: &Channel) -> ChannelKey {
+        (self.prefix.clone(), channel.clone())
     }
 
     fn group_name(&self, group: Group<'_>) -> String {
@@ -163,33 +169,39 @@ impl MemoryConnection {
 #[async_trait]
 impl Transport for MemoryConnection {
     async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError> {
-        let name = self.channel_name(channel);
+        let key = self.channel_key(channel);
         let mut channels = lock(&self.state.channels);
-        let Some(subscribers) = channels.get_mut(&name) else {
+        let Some(subscribers) = channels.get_mut(&key) else {
             return Ok(Delivery::Exact(0));
         };
         subscribers.retain(|s| !s.frames.is_closed());
-        let mut receivers: Vec<u64> = Vec::with_capacity(subscribers.len());
-        for subscriber in subscribers.iter() {
+        let mut delivered = 0;
+        for (index, subscriber) in subscribers.iter().enumerate() {
             match subscriber.frames.try_send(frame.clone()) {
-                Ok(()) => receivers.push(subscriber.connection),
+                // Count connections, as Redis does, not subscriptions: a connection counts
+                // once, at its first subscription that took the frame.
+                Ok(()) => {
+                    let counted = subscribers[..index]
+                        .iter()
+                        .any(|earlier| earlier.connection == subscriber.connection);
+                    if !counted {
+                        delivered += 1;
+                    }
+                }
                 Err(_) => tracing::warn!(
-                    channel = %name,
+                    %channel,
                     "memory broker dropped a frame for a subscriber whose queue is full"
                 ),
             }
         }
         if subscribers.is_empty() {
-            channels.remove(&name);
+            channels.remove(&key);
         }
-        // Count connections, as Redis does, not subscriptions.
-        receivers.sort_unstable();
-        receivers.dedup();
-        Ok(Delivery::Exact(receivers.len()))
+        Ok(Delivery::Exact(delivered))
     }
 
     async fn subscribe(&self, channel: &Channel) -> Result<Subscription, BackendError> {
-        let name = self.channel_name(channel);
+        let name = self.channel_key(channel);
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         let id = self.state.next_connection.fetch_add(1, Ordering::Relaxed);
         lock(&self.state.channels)
