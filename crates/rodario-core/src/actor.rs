@@ -249,7 +249,11 @@ impl ActorShared {
         }
         let _ = self.stop.send(true);
         let _ = reader.await;
-        let _ = worker.await;
+        // An actor stopping itself from one of its own methods must not wait for that
+        // method to end: the worker ends right after it.
+        if tokio::task::try_id() != Some(worker.id()) {
+            let _ = worker.await;
+        }
         self.node.untrack_actor(&self.id);
     }
 

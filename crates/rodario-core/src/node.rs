@@ -252,12 +252,21 @@ impl Node {
         self.inner.config.max_frame
     }
 
-    /// Stops every actor started on this node (unregistering them) and ends its background
-    /// tasks. Calls still waiting for replies fail with [`Error::Closed`].
+    /// Stops every actor started on this node, removes every registration it holds, and
+    /// ends its background tasks. Calls still waiting for replies fail with
+    /// [`Error::Closed`].
     pub async fn shutdown(&self) {
         let actors: Vec<Arc<ActorShared>> = lock(&self.inner.actors).values().cloned().collect();
         for actor in actors {
             actor.stop().await;
+        }
+        let registered: Vec<ActorId> = std::mem::take(&mut lock(&self.inner.owned).actors)
+            .into_iter()
+            .collect();
+        for id in registered {
+            if let Err(e) = self.inner.unregister_actor(&id, false).await {
+                tracing::warn!(uuid = %id, error = %e, "could not unregister at shutdown");
+            }
         }
         let _ = self.inner.shutdown.send(true);
         lock(&self.inner.pending).clear();

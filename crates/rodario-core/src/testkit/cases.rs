@@ -669,9 +669,11 @@ pub async fn shutdown_stops_actors(broker: &dyn TestBroker) {
     let other = node(broker, "a").await;
     let one = counter(&host, "sd1").await;
     let two = counter(&host, "sd2").await;
+    host.registry().register("sd-placeholder").await.unwrap();
     host.shutdown().await;
     assert!(!one.is_alive() && !two.is_alive());
     assert!(!other.registry().exists("sd1").await.unwrap());
+    assert!(!other.registry().exists("sd-placeholder").await.unwrap());
     let result = other.registry().get_proxy::<ActorProxy>("sd2").await;
     assert!(
         matches!(result, Err(Error::InvalidActor { .. })),
