@@ -3,15 +3,27 @@
 //! Backend crates use this to start `redis-server` or `nats-server` per test binary or per
 //! test (see DESIGN.md, "Servers in tests"), and fault tests stop and restart it.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Mutex;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1, as the OS hands it out. Another process could take it
-/// before the server binds it; [`ServerProcess::start`] reports that as a start failure.
+/// A free TCP port on 127.0.0.1, as the OS hands it out, and never one this process was
+/// handed before (the OS may hand a just-closed port out again, and two servers started in
+/// parallel on one port would look like one). Another process could still take it before
+/// the server binds it; [`ServerProcess::start`] reports that as a start failure.
 pub fn free_port() -> std::io::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..100 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = listener.local_addr()?.port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other("no port this process has not used before"))
 }
 
 /// Whether `program` can be run from `PATH`.
@@ -55,16 +67,12 @@ impl ServerProcess {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
+            // Whoever answers must be our child: a server that failed to bind the port (it
+            // was taken) exits, and the port may answer for someone else.
+            self.check_running()?;
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!(
-                        "{} exited with {status} before listening on port {} (port taken?)",
-                        self.program, self.port
-                    ));
-                }
+                std::thread::sleep(Duration::from_millis(50));
+                return self.check_running();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -72,6 +80,20 @@ impl ServerProcess {
             "{} did not listen on port {} within 10 s",
             self.program, self.port
         ))
+    }
+
+    fn check_running(&mut self) -> Result<(), String> {
+        let exited = match self.child.as_mut() {
+            Some(child) => child.try_wait().ok().flatten(),
+            None => return Err(format!("{} is not running", self.program)),
+        };
+        match exited {
+            Some(status) => Err(format!(
+                "{} exited with {status} instead of listening on port {} (port taken?)",
+                self.program, self.port
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The port the server listens on.

@@ -1,0 +1,326 @@
+//! Subscriptions multiplexed over the backend's one RESP3 connection.
+//!
+//! The connection's reader hands every push message to [`Dispatch::on_push`], which copies
+//! the frame into the bounded queue of each local subscription to that channel without
+//! ever waiting: the socket is read continuously, so a slow subscriber cannot make Redis's
+//! output buffer for this client grow; it loses frames instead (with a warning).
+//!
+//! Redis keeps one subscription per channel per connection, so several local
+//! subscriptions to one channel share it: the first sends `SUBSCRIBE`, the last to leave
+//! sends `UNSUBSCRIBE`. Both run under a per-channel lock so they reach the server in order.
+//! A subscription dropped without [`Subscription::close`](rodario_core::backend::Subscription::close)
+//! is unsubscribed by a background task, as is a channel the server still delivers but
+//! nobody here listens to.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use bytes::Bytes;
+use redis::{PushInfo, PushKind, Value};
+use rodario_core::backend::ConnectionState;
+use tokio::sync::{mpsc, watch};
+
+use crate::Inner;
+
+/// Pause between pings while the connection is down.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One local subscription's queue.
+struct Local {
+    id: u64,
+    frames: mpsc::Sender<Bytes>,
+}
+
+/// Work for the background task.
+pub(crate) enum Chore {
+    /// Check whether `channel` should be unsubscribed.
+    Reap(String),
+    /// The connection dropped: report [`ConnectionState::Connected`] once commands work again.
+    Probe,
+}
+
+/// Why a channel should be checked for unsubscribing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Reap {
+    /// A local subscription was dropped without being closed.
+    Dropped,
+    /// The server delivered a frame on a channel nobody here subscribes to.
+    Stray,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Local subscriptions per channel name (prefix included). A channel is in this map
+    /// exactly while this connection is subscribed to it at the server.
+    channels: HashMap<String, Vec<Local>>,
+    /// Channels waiting for the reaper, so that a burst of stray frames asks once.
+    pending: HashMap<String, Reap>,
+}
+
+/// Routes push messages from the connection to local subscriptions.
+pub(crate) struct Dispatch {
+    table: Mutex<Table>,
+    reaper: mpsc::UnboundedSender<Chore>,
+    state: watch::Sender<ConnectionState>,
+    next_id: AtomicU64,
+    queue: usize,
+    addr: String,
+}
+
+fn lock(mutex: &Mutex<Table>) -> MutexGuard<'_, Table> {
+    // Every critical section is a handful of map operations that cannot leave the table
+    // half updated, so a poisoned lock is safe to keep using.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Dispatch {
+    /// A dispatch table whose unsubscribe requests go to `reaper`, with queues of `queue`
+    /// frames per subscription.
+    pub(crate) fn new(reaper: mpsc::UnboundedSender<Chore>, queue: usize, addr: String) -> Self {
+        Dispatch {
+            table: Mutex::new(Table::default()),
+            reaper,
+            state: watch::Sender::new(ConnectionState::Connected),
+            next_id: AtomicU64::new(0),
+            queue: queue.max(1),
+            addr,
+        }
+    }
+
+    /// Handles one push message from the connection. Never blocks.
+    pub(crate) fn on_push(&self, push: PushInfo) {
+        match push.kind {
+            PushKind::Message => self.on_message(push.data),
+            PushKind::Disconnection => self.on_disconnected(),
+            PushKind::Subscribe => self.on_subscribed(push.data),
+            _ => {}
+        }
+    }
+
+    /// The connection dropped; the connection manager is already reconnecting.
+    fn on_disconnected(&self) {
+        let changed = self.state.send_if_modified(|state| {
+            let was_connected = *state == ConnectionState::Connected;
+            *state = ConnectionState::Disconnected;
+            was_connected
+        });
+        if changed {
+            tracing::warn!(
+                addr = %self.addr,
+                "redis connection lost; reconnecting (subscriptions are restored on reconnect, \
+                 frames published meanwhile are lost)"
+            );
+            let _ = self.reaper.send(Chore::Probe);
+        }
+    }
+
+    /// Watches the connection's state.
+    pub(crate) fn connection_state(&self) -> watch::Receiver<ConnectionState> {
+        self.state.subscribe()
+    }
+
+    /// A `SUBSCRIBE` confirmation: ours (the channel is in the table from before the command
+    /// was sent), or the resubscription after a reconnect of a channel that was closed
+    /// while the server was unreachable, which is unsubscribed now.
+    fn on_subscribed(&self, data: Vec<Value>) {
+        let Some(channel) = data.into_iter().next().and_then(channel_name) else {
+            return;
+        };
+        tracing::trace!(addr = %self.addr, %channel, "subscription confirmed");
+        let mut table = lock(&self.table);
+        if !table.channels.contains_key(&channel) {
+            Self::request(&mut table, &self.reaper, channel, Reap::Stray);
+        }
+    }
+
+    fn on_message(&self, data: Vec<Value>) {
+        let mut data = data.into_iter();
+        let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+            tracing::debug!(addr = %self.addr, "ignoring a pub/sub message without channel and payload");
+            return;
+        };
+        let Some(channel) = channel_name(channel) else {
+            return;
+        };
+        let payload = match payload {
+            Value::BulkString(bytes) => Bytes::from(bytes),
+            Value::SimpleString(text) => Bytes::from(text),
+            other => {
+                tracing::debug!(addr = %self.addr, %channel, reply = ?other, "ignoring a pub/sub message with a non-string payload");
+                return;
+            }
+        };
+        let mut table = lock(&self.table);
+        let reap = match table.channels.get_mut(&channel) {
+            None => Some(Reap::Stray),
+            Some(locals) => {
+                locals.retain(|local| match local.frames.try_send(payload.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(
+                            addr = %self.addr,
+                            %channel,
+                            capacity = self.queue,
+                            "dropped a frame for a subscription whose queue is full (slow consumer)"
+                        );
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                });
+                locals.is_empty().then_some(Reap::Dropped)
+            }
+        };
+        if let Some(reason) = reap {
+            Self::request(&mut table, &self.reaper, channel, reason);
+        }
+    }
+
+    fn request(
+        table: &mut Table,
+        reaper: &mpsc::UnboundedSender<Chore>,
+        channel: String,
+        reason: Reap,
+    ) {
+        match table.pending.entry(channel) {
+            Entry::Occupied(mut pending) => {
+                if reason > *pending.get() {
+                    pending.insert(reason);
+                }
+            }
+            Entry::Vacant(vacant) => {
+                // The reaper is gone only when the backend is; then nothing needs reaping.
+                let _ = reaper.send(Chore::Reap(vacant.key().clone()));
+                vacant.insert(reason);
+            }
+        }
+    }
+
+    /// Asks the reaper to unsubscribe `channel` if nobody here listens to it any more.
+    pub(crate) fn request_reap(&self, channel: &str, reason: Reap) {
+        let mut table = lock(&self.table);
+        Self::request(&mut table, &self.reaper, channel.to_owned(), reason);
+    }
+
+    /// Adds a local subscription to `channel`. Returns its id, its queue, and whether the
+    /// connection must subscribe at the server (nobody here was subscribed yet).
+    /// Call with the channel's lock held.
+    pub(crate) fn add(&self, channel: &str) -> (u64, mpsc::Receiver<Bytes>, bool) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.queue);
+        let mut table = lock(&self.table);
+        let locals = table.channels.entry(channel.to_owned()).or_default();
+        let first = locals.is_empty();
+        locals.push(Local { id, frames: tx });
+        (id, rx, first)
+    }
+
+    /// Removes local subscription `id` (when given) and the dropped ones from `channel`.
+    /// Returns whether the connection should unsubscribe at the server: nobody here listens
+    /// any more, and either the channel is known as subscribed or `stray` says the server
+    /// may still deliver it. The channel's entry stays until [`Dispatch::forget`], so frames
+    /// still in flight are not taken for stray ones. Call with the channel's lock held.
+    pub(crate) fn remove(&self, channel: &str, id: Option<u64>, stray: bool) -> bool {
+        let mut table = lock(&self.table);
+        match table.channels.get_mut(channel) {
+            Some(locals) => {
+                locals.retain(|local| Some(local.id) != id && !local.frames.is_closed());
+                locals.is_empty()
+            }
+            None => stray,
+        }
+    }
+
+    /// Forgets `channel` if nobody here listens to it (after unsubscribing, or after a
+    /// failed subscribe). Call with the channel's lock held.
+    pub(crate) fn forget(&self, channel: &str) {
+        let mut table = lock(&self.table);
+        if table.channels.get(channel).is_some_and(Vec::is_empty) {
+            table.channels.remove(channel);
+        }
+    }
+
+    /// Takes `channel`'s pending reap request, if any.
+    fn take_pending(&self, channel: &str) -> Option<Reap> {
+        lock(&self.table).pending.remove(channel)
+    }
+}
+
+/// The channel name in a push message (every channel this backend uses is UTF-8).
+fn channel_name(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(name) => String::from_utf8(name).ok(),
+        Value::SimpleString(name) => Some(name),
+        _ => None,
+    }
+}
+
+/// Asks for a reap when a subscription is dropped without being closed.
+pub(crate) struct CloseGuard {
+    pub(crate) dispatch: Arc<Dispatch>,
+    pub(crate) channel: String,
+    pub(crate) closed: bool,
+}
+
+impl CloseGuard {
+    /// The subscription was closed: nothing left to reap.
+    pub(crate) fn disarm(&mut self) {
+        self.closed = true;
+    }
+}
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.dispatch.request_reap(&self.channel, Reap::Dropped);
+        }
+    }
+}
+
+/// Unsubscribes channels that nobody here listens to any more, and tells when a lost
+/// connection works again, until the backend is gone.
+pub(crate) async fn reaper(inner: Weak<Inner>, mut chores: mpsc::UnboundedReceiver<Chore>) {
+    while let Some(chore) = chores.recv().await {
+        match chore {
+            Chore::Reap(channel) => {
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let Some(reason) = inner.dispatch.take_pending(&channel) else {
+                    continue;
+                };
+                inner
+                    .unsubscribe_local(&channel, None, reason == Reap::Stray)
+                    .await;
+            }
+            Chore::Probe => {
+                if !probe(&inner).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Pings until the connection answers (the connection manager resubscribes every channel
+/// before it serves a command), then reports it connected. False when the backend is gone.
+async fn probe(inner: &Weak<Inner>) -> bool {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return false;
+        };
+        if strong.ping().await.is_ok() {
+            strong
+                .dispatch
+                .state
+                .send_replace(ConnectionState::Connected);
+            tracing::info!(addr = %strong.addr, "redis connection restored");
+            return true;
+        }
+        drop(strong);
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}

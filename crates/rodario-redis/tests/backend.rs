@@ -1,0 +1,688 @@
+//! The three backend traits against a real Redis server, plus the wire layout (checked with
+//! a plain client), authentication and connection failures.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{eventually, RedisServer};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use rodario_core::backend::{Backend, Channel, Delivery, Group, LockKey, Subscription};
+use rodario_core::error::BackendErrorKind;
+use rodario_core::name::{ActorId, ClusterName, NodeId};
+use rodario_redis::{RedisBackend, RedisConfig};
+
+fn actor(name: &str) -> Channel {
+    Channel::Actor(ActorId::new(name).unwrap())
+}
+
+async fn next_frame(sub: &mut Subscription) -> Bytes {
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("a frame within 5 s")
+        .expect("the subscription is still open")
+}
+
+async fn no_frame(sub: &mut Subscription) {
+    if let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+        panic!("unexpected frame {frame:?}");
+    }
+}
+
+async fn publish(backend: &Backend, channel: &Channel, frame: &'static [u8]) -> Delivery {
+    backend
+        .transport()
+        .publish(channel, Bytes::from_static(frame))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_counts_exact_receiving_connections() {
+    let server = RedisServer::start();
+    let a = server.backend("count").await;
+    let b = server.backend("count").await;
+    let c = server.backend("count").await;
+    let channel = actor("counted");
+    assert!(c.transport().counts_receivers());
+    assert_eq!(publish(&c, &channel, b"nobody").await, Delivery::Exact(0));
+
+    let mut sub_a = a.transport().subscribe(&channel).await.unwrap();
+    let mut sub_b = b.transport().subscribe(&channel).await.unwrap();
+    assert_eq!(publish(&c, &channel, b"one").await, Delivery::Exact(2));
+    assert_eq!(next_frame(&mut sub_a).await, "one");
+    assert_eq!(next_frame(&mut sub_b).await, "one");
+
+    // A second subscription on the same connection: Redis counts connections, once each.
+    let mut sub_a2 = a.transport().subscribe(&channel).await.unwrap();
+    assert_eq!(publish(&c, &channel, b"two").await, Delivery::Exact(2));
+    assert_eq!(next_frame(&mut sub_a).await, "two");
+    assert_eq!(next_frame(&mut sub_a2).await, "two");
+    assert_eq!(next_frame(&mut sub_b).await, "two");
+
+    // Closing one of a's two subscriptions keeps a subscribed.
+    sub_a.close().await;
+    assert_eq!(publish(&c, &channel, b"three").await, Delivery::Exact(2));
+    assert_eq!(next_frame(&mut sub_a2).await, "three");
+    sub_b.close().await;
+    assert_eq!(publish(&c, &channel, b"four").await, Delivery::Exact(1));
+    assert_eq!(next_frame(&mut sub_a2).await, "four");
+    sub_a2.close().await;
+    assert_eq!(publish(&c, &channel, b"five").await, Delivery::Exact(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_published_right_after_subscribe_returns_is_delivered() {
+    let server = RedisServer::start();
+    let a = server.backend("ready").await;
+    let b = server.backend("ready").await;
+    for round in 0..50 {
+        let channel = actor(&format!("ready-{round}"));
+        let mut sub = a.transport().subscribe(&channel).await.unwrap();
+        assert_eq!(publish(&b, &channel, b"hello").await, Delivery::Exact(1));
+        assert_eq!(next_frame(&mut sub).await, "hello");
+        sub.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_and_drop_unsubscribe_at_the_server() {
+    let server = RedisServer::start();
+    let a = server.backend("close").await;
+    let b = server.backend("close").await;
+    let channel = Channel::Cluster(ClusterName::new("workers").unwrap());
+    let wire = format!("{}cluster:workers", server.prefix("close"));
+    let plain = server.plain().await;
+    let numsub = |plain: &redis::aio::MultiplexedConnection| {
+        let mut plain = plain.clone();
+        let wire = wire.clone();
+        async move {
+            let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&wire)
+                .query_async(&mut plain)
+                .await
+                .unwrap();
+            counts[0].1
+        }
+    };
+
+    let sub = a.transport().subscribe(&channel).await.unwrap();
+    assert_eq!(numsub(&plain).await, 1);
+    sub.close().await;
+    // close returns once the server was told.
+    assert_eq!(numsub(&plain).await, 0);
+    assert_eq!(publish(&b, &channel, b"late").await, Delivery::Exact(0));
+
+    // Dropped without close: delivery stops, lazily but promptly.
+    let sub = a.transport().subscribe(&channel).await.unwrap();
+    assert_eq!(numsub(&plain).await, 1);
+    drop(sub);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            numsub(&plain).await == 0
+        })
+        .await,
+        "a dropped subscription was not unsubscribed"
+    );
+    assert_eq!(publish(&b, &channel, b"late").await, Delivery::Exact(0));
+
+    // A subscription that stops reading loses frames past its queue but the others keep
+    // receiving, and the connection stays subscribed.
+    let small = server
+        .config("close")
+        .subscriber_queue(4)
+        .connect()
+        .await
+        .unwrap();
+    let mut slow = small.transport().subscribe(&channel).await.unwrap();
+    let mut fast = a.transport().subscribe(&channel).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(publish(&b, &channel, b"flood").await, Delivery::Exact(2));
+    }
+    for _ in 0..20 {
+        assert_eq!(next_frame(&mut fast).await, "flood");
+    }
+    // Frames reach a connection in order: once a marker published after the flood has
+    // arrived on `small`, so has the whole flood.
+    let marker = actor("marker");
+    let mut marker_sub = small.transport().subscribe(&marker).await.unwrap();
+    assert_eq!(publish(&b, &marker, b"mark").await, Delivery::Exact(1));
+    assert_eq!(next_frame(&mut marker_sub).await, "mark");
+    for _ in 0..4 {
+        assert_eq!(next_frame(&mut slow).await, "flood");
+    }
+    no_frame(&mut slow).await;
+    assert_eq!(publish(&b, &channel, b"after").await, Delivery::Exact(2));
+    assert_eq!(next_frame(&mut slow).await, "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_inserts_have_exactly_one_winner() {
+    let server = RedisServer::start();
+    let handles: Vec<Backend> =
+        futures_util::future::join_all((0..4).map(|_| server.backend("race"))).await;
+    for round in 0..20 {
+        let member = format!("contested-{round}");
+        let tasks: Vec<_> = (0..16)
+            .map(|task| {
+                let registry = handles[task % handles.len()].registry().clone();
+                let member = member.clone();
+                tokio::spawn(async move {
+                    registry
+                        .insert(
+                            Group::Actors,
+                            &member,
+                            &format!("owner-{task}"),
+                            Duration::from_secs(30),
+                        )
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            winners += usize::from(task.await.unwrap());
+        }
+        assert_eq!(winners, 1, "round {round}: {winners} inserts won");
+    }
+    let members = handles[0].registry().members(Group::Actors).await.unwrap();
+    assert_eq!(members.len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_only_by_owner_and_expired_members_vanish() {
+    let server = RedisServer::start();
+    let backend = server.backend("live").await;
+    let registry = backend.registry();
+    let ttl = Duration::from_millis(1000);
+    assert!(registry
+        .insert(Group::Actors, "a", "node1", ttl)
+        .await
+        .unwrap());
+    assert!(registry
+        .insert(Group::Actors, "b", "node1", ttl)
+        .await
+        .unwrap());
+    assert!(registry
+        .insert(Group::Actors, "c", "node2", ttl)
+        .await
+        .unwrap());
+    // Taken, even by the same owner.
+    assert!(!registry
+        .insert(Group::Actors, "a", "node1", ttl)
+        .await
+        .unwrap());
+    assert!(!registry
+        .insert(Group::Actors, "a", "node2", ttl)
+        .await
+        .unwrap());
+
+    // One round trip renews many; only the owner's entries.
+    assert_eq!(
+        registry
+            .renew(Group::Actors, &["a", "b", "c", "missing"], "node1", ttl)
+            .await
+            .unwrap(),
+        vec![true, true, false, false]
+    );
+    assert_eq!(
+        registry
+            .renew(Group::Actors, &[], "node1", ttl)
+            .await
+            .unwrap(),
+        Vec::<bool>::new()
+    );
+
+    // Keep a and b alive past their first TTL; c (node2's) expires.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            registry
+                .renew(Group::Actors, &["a", "b"], "node1", ttl)
+                .await
+                .unwrap(),
+            vec![true, true]
+        );
+    }
+    assert!(registry.contains(Group::Actors, "a").await.unwrap());
+    assert!(!registry.contains(Group::Actors, "c").await.unwrap());
+    assert_eq!(
+        registry.members(Group::Actors).await.unwrap(),
+        BTreeSet::from(["a".to_owned(), "b".to_owned()])
+    );
+    // The dead member was removed from the SET itself.
+    let mut plain = server.plain().await;
+    let set = format!("{}actors", server.prefix("live"));
+    let in_set: bool = plain.sismember(&set, "c").await.unwrap();
+    assert!(!in_set);
+
+    // Stop renewing: all vanish, and an expired entry can be taken by another owner.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(registry.members(Group::Actors).await.unwrap().is_empty());
+    assert!(!registry.contains(Group::Actors, "a").await.unwrap());
+    assert!(registry
+        .insert(Group::Actors, "a", "node3", ttl)
+        .await
+        .unwrap());
+    assert_eq!(
+        registry
+            .renew(Group::Actors, &["a"], "node1", ttl)
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        registry
+            .renew(Group::Actors, &["a"], "node3", ttl)
+            .await
+            .unwrap(),
+        vec![true]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_by_owner_or_by_anyone() {
+    let server = RedisServer::start();
+    let backend = server.backend("remove").await;
+    let registry = backend.registry();
+    let cluster = ClusterName::new("workers").unwrap();
+    let group = Group::Members(&cluster);
+    let ttl = Duration::from_secs(30);
+    assert!(registry.insert(group, "m", "node1", ttl).await.unwrap());
+    assert!(!registry.remove(group, "m", Some("node2")).await.unwrap());
+    assert!(registry.contains(group, "m").await.unwrap());
+    assert!(registry.remove(group, "m", Some("node1")).await.unwrap());
+    assert!(!registry.contains(group, "m").await.unwrap());
+    assert!(!registry.remove(group, "m", Some("node1")).await.unwrap());
+
+    assert!(registry.insert(group, "m", "node1", ttl).await.unwrap());
+    assert!(registry.remove(group, "m", None).await.unwrap());
+    assert!(!registry.remove(group, "m", None).await.unwrap());
+    assert!(registry.members(group).await.unwrap().is_empty());
+    // Groups are separate.
+    assert!(registry
+        .insert(Group::Actors, "m", "node1", ttl)
+        .await
+        .unwrap());
+    assert!(!registry.contains(group, "m").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contended_lock_never_has_two_holders() {
+    let server = RedisServer::start();
+    let handles: Vec<Backend> =
+        futures_util::future::join_all((0..4).map(|_| server.backend("lock"))).await;
+    let key = LockKey {
+        context: "global.lock".into(),
+        name: "contended".into(),
+    };
+    let holders = Arc::new(AtomicUsize::new(0));
+    let taken = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..16)
+        .map(|task| {
+            let locks = handles[task % handles.len()].locks().clone();
+            let key = key.clone();
+            let holders = holders.clone();
+            let taken = taken.clone();
+            tokio::spawn(async move {
+                for round in 0..40 {
+                    let token = format!("task{task}-round{round}");
+                    if locks
+                        .acquire(&key, &token, Duration::from_secs(30))
+                        .await
+                        .unwrap()
+                    {
+                        assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                        taken.fetch_add(1, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        holders.fetch_sub(1, Ordering::SeqCst);
+                        assert!(locks.release(&key, &token).await.unwrap());
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(taken.load(Ordering::SeqCst) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_release_and_renew_only_by_holder_and_expire() {
+    let server = RedisServer::start();
+    let backend = server.backend("lease").await;
+    let locks = backend.locks();
+    let key = LockKey {
+        context: "global.lock".into(),
+        name: "method".into(),
+    };
+    let ttl = Duration::from_millis(1000);
+    assert!(locks.acquire(&key, "t1", ttl).await.unwrap());
+    assert!(!locks.acquire(&key, "t2", ttl).await.unwrap());
+    assert!(!locks.acquire(&key, "t1", ttl).await.unwrap());
+    assert!(!locks.release(&key, "t2").await.unwrap());
+    assert!(!locks.renew(&key, "t2", ttl).await.unwrap());
+    assert!(locks
+        .renew(&key, "t1", Duration::from_millis(1000))
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Expired: free for anyone; the old holder can neither release nor renew it.
+    assert!(locks.acquire(&key, "t2", ttl).await.unwrap());
+    assert!(!locks.release(&key, "t1").await.unwrap());
+    assert!(!locks.renew(&key, "t1", ttl).await.unwrap());
+    assert!(locks.release(&key, "t2").await.unwrap());
+    assert!(!locks.release(&key, "t2").await.unwrap());
+    // A zero TTL is accepted (the shortest lease Redis has: 1 ms).
+    assert!(locks.acquire(&key, "t3", Duration::ZERO).await.unwrap());
+}
+
+/// The names on the wire, checked with a plain client.
+async fn check_layout(server: &RedisServer, backend: &Backend, prefix: &str) {
+    let mut plain = server.plain().await;
+    let run = server.prefix("layout-ids");
+    let uuid = format!("{}actor", run.replace(':', ""));
+    let owner = "owner-node";
+
+    // Registry: SET `actors` plus a lease holding the owner.
+    let registry = backend.registry();
+    assert!(registry
+        .insert(Group::Actors, &uuid, owner, Duration::from_secs(30))
+        .await
+        .unwrap());
+    let in_set: bool = plain
+        .sismember(format!("{prefix}actors"), &uuid)
+        .await
+        .unwrap();
+    assert!(in_set, "{uuid} not in SET {prefix}actors");
+    let lease: Option<String> = plain
+        .get(format!("{prefix}actors:lease:{uuid}"))
+        .await
+        .unwrap();
+    assert_eq!(lease.as_deref(), Some(owner));
+    let ttl: i64 = plain
+        .pttl(format!("{prefix}actors:lease:{uuid}"))
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 30_000, "lease PTTL {ttl}");
+
+    let cluster = ClusterName::new(format!("{}workers", run.replace(':', ""))).unwrap();
+    assert!(registry
+        .insert(
+            Group::Members(&cluster),
+            "node-a",
+            owner,
+            Duration::from_secs(30)
+        )
+        .await
+        .unwrap());
+    let in_set: bool = plain
+        .sismember(format!("{prefix}members:{cluster}"), "node-a")
+        .await
+        .unwrap();
+    assert!(in_set);
+    assert!(plain
+        .exists::<_, bool>(format!("{prefix}members:{cluster}:lease:node-a"))
+        .await
+        .unwrap());
+
+    // Locks: `{context}:{name}` holding the token, with a PX expiry.
+    let key = LockKey {
+        context: "global.lock".into(),
+        name: format!("{}method", run.replace(':', "")),
+    };
+    assert!(backend
+        .locks()
+        .acquire(&key, "token-1", Duration::from_secs(3))
+        .await
+        .unwrap());
+    let wire_key = format!("{prefix}global.lock:{}", key.name);
+    let token: Option<String> = plain.get(&wire_key).await.unwrap();
+    assert_eq!(token.as_deref(), Some("token-1"));
+    let ttl: i64 = plain.pttl(&wire_key).await.unwrap();
+    assert!(ttl > 0 && ttl <= 3000, "lock PTTL {ttl}");
+
+    // Channels: our subscriptions are on `actor:`, `proxy:`, `cluster:`; a plain PUBLISH
+    // there reaches them, and our PUBLISH reaches a plain subscriber.
+    let channels = [
+        (actor(&uuid), format!("{prefix}actor:{uuid}")),
+        (
+            Channel::Reply(NodeId::new(format!("{uuid}-proxy")).unwrap()),
+            format!("{prefix}proxy:{uuid}-proxy"),
+        ),
+        (
+            Channel::Cluster(cluster.clone()),
+            format!("{prefix}cluster:{cluster}"),
+        ),
+    ];
+    for (channel, wire) in channels {
+        let mut sub = backend.transport().subscribe(&channel).await.unwrap();
+        let receivers: usize = plain.publish(&wire, "from-plain").await.unwrap();
+        assert_eq!(receivers, 1, "nobody subscribed to {wire}");
+        assert_eq!(next_frame(&mut sub).await, "from-plain");
+        sub.close().await;
+
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub.subscribe(&wire).await.unwrap();
+        assert_eq!(
+            backend
+                .transport()
+                .publish(&channel, Bytes::from_static(b"from-rodario"))
+                .await
+                .unwrap(),
+            Delivery::Exact(1)
+        );
+        let message = tokio::time::timeout(Duration::from_secs(5), pubsub.on_message().next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(message.get_channel_name(), wire);
+        assert_eq!(message.get_payload_bytes(), b"from-rodario");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_without_prefix_is_the_python_librarys() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::connect(server.url()).await.unwrap();
+    check_layout(&server, &backend, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_prefix_every_name_carries_it() {
+    let server = RedisServer::start();
+    let prefix = server.prefix("tenant");
+    let backend = server.backend("tenant").await;
+    check_layout(&server, &backend, &prefix).await;
+    // Nothing outside the prefix was written by it.
+    let mut plain = server.plain().await;
+    let keys: Vec<String> = plain.keys("*").await.unwrap();
+    let run = server.prefix("layout-ids").replace(':', "");
+    for key in keys.iter().filter(|k| k.contains(&run)) {
+        assert!(
+            key.starts_with(&prefix),
+            "key {key} lacks the prefix {prefix}"
+        );
+    }
+    // And another prefix does not see it.
+    let other = server.backend("other-tenant").await;
+    assert!(other
+        .registry()
+        .members(Group::Actors)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requirepass_auth() {
+    let server = RedisServer::private(&["--requirepass", "s3cret"]);
+    let port = server.port();
+    let err = RedisBackend::connect(server.url()).await.unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
+    let err = RedisBackend::connect(&format!("redis://:wrong@127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the password leaked: {err}"
+    );
+    let backend = RedisBackend::connect(&format!("redis://:s3cret@127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let mut sub = backend.transport().subscribe(&actor("auth")).await.unwrap();
+    assert_eq!(
+        publish(&backend, &actor("auth"), b"x").await,
+        Delivery::Exact(1)
+    );
+    assert_eq!(next_frame(&mut sub).await, "x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_user_auth_and_permissions() {
+    let server = RedisServer::private(&[
+        "--user", "alice", "on", ">alicepw", "~*", "&*", "+@all",
+        // bob may only touch keys and channels under `bob:`.
+        "--user", "bob", "on", ">bobpw", "~bob:*", "&bob:*", "+@all", "--user", "default", "off",
+    ]);
+    let err = RedisBackend::connect(&server.url_with("alice", "nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
+    let err = RedisBackend::connect(server.url()).await.unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
+
+    let alice = RedisBackend::connect(&server.url_with("alice", "alicepw"))
+        .await
+        .unwrap();
+    assert!(alice
+        .registry()
+        .insert(Group::Actors, "a", "n", Duration::from_secs(5))
+        .await
+        .unwrap());
+
+    let bob = RedisConfig::new(server.url_with("bob", "bobpw"))
+        .prefix("bob:")
+        .connect()
+        .await
+        .unwrap();
+    assert!(bob
+        .registry()
+        .insert(Group::Actors, "b", "n", Duration::from_secs(5))
+        .await
+        .unwrap());
+    let bob_outside = RedisBackend::connect(&server.url_with("bob", "bobpw"))
+        .await
+        .unwrap();
+    let err = bob_outside
+        .locks()
+        .acquire(
+            &LockKey {
+                context: "global.lock".into(),
+                name: "m".into(),
+            },
+            "t",
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_and_bad_urls_fail_at_connect() {
+    let port = rodario_core::testkit::server::free_port().unwrap();
+    let started = Instant::now();
+    let err = RedisBackend::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+
+    let err = RedisBackend::connect("http://127.0.0.1:1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{err}");
+    let err = RedisBackend::connect("not a url").await.unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{err}");
+}
+
+#[test]
+fn config_debug_hides_the_password() {
+    let config = RedisConfig::new("redis://alice:hunter2@example:6379/0").prefix("p:");
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("alice:***@example:6379/0"), "{shown}");
+    assert_eq!(config.url(), "redis://alice:hunter2@example:6379/0");
+    assert_eq!(config.key_prefix(), "p:");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_per_handle_closed_when_dropped() {
+    let server = RedisServer::private(&[]);
+    let plain = server.plain().await;
+    let clients = || {
+        let mut plain = plain.clone();
+        async move {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut plain)
+                .await
+                .unwrap();
+            list.lines().count()
+        }
+    };
+    let before = clients().await;
+    let backend = server.backend("conns").await;
+    let mut subs = Vec::new();
+    for i in 0..20 {
+        subs.push(
+            backend
+                .transport()
+                .subscribe(&actor(&format!("a{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let registry = backend.registry();
+    assert!(registry
+        .insert(Group::Actors, "x", "n", Duration::from_secs(5))
+        .await
+        .unwrap());
+    // Twenty subscriptions and the commands share one connection.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            clients().await == before + 1
+        })
+        .await,
+        "expected {} connections, found {}",
+        before + 1,
+        clients().await
+    );
+    drop(subs);
+    drop(backend);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            clients().await == before
+        })
+        .await,
+        "the dropped backend's connection is still open"
+    );
+}

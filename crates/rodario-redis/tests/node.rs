@@ -1,0 +1,142 @@
+//! Whole nodes on Redis: a server restart under running actors, and frames published by a
+//! plain Redis client.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::RedisServer;
+use redis::AsyncCommands;
+use rodario_core::error::BackendErrorKind;
+use rodario_core::testkit::actors::{Counter, CounterCluster, CounterProxy};
+use rodario_core::{Error, Node};
+
+async fn node(server: &RedisServer) -> Node {
+    let backend = server
+        .config("node")
+        .command_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    Node::builder(backend)
+        .call_timeout(Duration::from_secs(5))
+        .liveness_ttl(Duration::from_secs(3))
+        .build()
+}
+
+/// Retries `attempt` until it succeeds, for up to `within`.
+async fn until_ok<T, F, Fut>(within: Duration, what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = rodario_core::Result<T>>,
+{
+    let started = Instant::now();
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(e) => assert!(
+                started.elapsed() < within,
+                "{what} still failing after {within:?}: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_proxies_and_clusters_work_again_after_a_restart() {
+    let mut server = RedisServer::private(&[]);
+    let host = node(&server).await;
+    let caller = node(&server).await;
+    let actor = host
+        .spawn(Counter::named("svc"))
+        .uuid("svc")
+        .start()
+        .await
+        .unwrap();
+    actor.join("workers").await.unwrap();
+    let proxy: CounterProxy = caller.registry().get_proxy("svc").await.unwrap();
+    assert_eq!(proxy.add(1).await.unwrap().await.unwrap(), 1);
+
+    // A call in flight when the server dies fails at once with a connection error.
+    let slow = proxy.sleep_ms(3000).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    server.stop();
+    let outcome = slow.await;
+    assert!(
+        matches!(&outcome, Err(Error::Backend(e)) if e.kind() == BackendErrorKind::Connection),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the call in flight took {:?} to fail",
+        started.elapsed()
+    );
+    // New calls fail with a connection error too, within the command timeout.
+    let started = Instant::now();
+    let refused = proxy.add(1).await;
+    assert!(
+        matches!(&refused, Err(Error::Backend(e)) if e.kind() == BackendErrorKind::Connection),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.restart();
+
+    // The restarted server forgot everything; nobody does anything, and all works again.
+    let count = until_ok(Duration::from_secs(20), "the proxy", || async {
+        proxy.add(1).await?.await
+    })
+    .await;
+    assert!(count >= 2, "the actor kept its state: {count}");
+    until_ok(Duration::from_secs(20), "re-registration", || async {
+        caller
+            .registry()
+            .exists("svc")
+            .await?
+            .then_some(())
+            .ok_or(Error::InvalidActor { uuid: "svc".into() })
+    })
+    .await;
+    let fresh: CounterProxy = caller.registry().get_proxy("svc").await.unwrap();
+    assert!(fresh.add(1).await.unwrap().await.unwrap() > count);
+    let cluster: CounterCluster = caller.cluster("workers").unwrap();
+    let names = until_ok(Duration::from_secs(20), "the cluster", || async {
+        cluster.name().await?.all().await
+    })
+    .await;
+    assert_eq!(names, vec!["svc".to_owned()]);
+    assert!(actor.is_alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_from_a_plain_client_are_refused_and_the_actor_keeps_serving() {
+    let server = RedisServer::start();
+    let host = node(&server).await;
+    let actor = host
+        .spawn(Counter::named("target"))
+        .uuid("target")
+        .start()
+        .await
+        .unwrap();
+    let mut plain = server.plain().await;
+    let channel = format!("{}actor:target", server.prefix("node"));
+    let oversize = vec![0x01u8; host.max_frame_bytes() + 1];
+    let garbage: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![1],
+        b"hello".to_vec(),
+        br#"{"method":"add","args":[1]}"#.to_vec(),
+        vec![1, 1, 0xc1, 0xff],
+        vec![0xff; 64],
+        oversize,
+    ];
+    for frame in garbage {
+        let receivers: usize = plain.publish(&channel, frame).await.unwrap();
+        assert_eq!(receivers, 1, "the actor is not subscribed to {channel}");
+    }
+    assert_eq!(actor.proxy().add(2).await.unwrap().await.unwrap(), 2);
+    assert!(actor.is_alive());
+}
