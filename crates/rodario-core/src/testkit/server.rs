@@ -5,8 +5,8 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Mutex;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1, as the OS hands it out, and never one this process was
@@ -23,7 +23,9 @@ pub fn free_port() -> std::io::Result<u16> {
             return Ok(port);
         }
     }
-    Err(std::io::Error::other("no port this process has not used before"))
+    Err(std::io::Error::other(
+        "no port this process has not used before",
+    ))
 }
 
 /// Whether `program` can be run from `PATH`.
