@@ -5,7 +5,8 @@
 //! broadcast whose receiver count is printed before the replies.
 //!
 //! ```text
-//! cargo run --example demo
+//! cargo run --example demo                                    # memory: no server needed
+//! cargo run --example demo --features redis -- --backend redis  # RODARIO_REDIS_URL, else redis://127.0.0.1:6379
 //! ```
 
 use std::time::Duration;
@@ -25,9 +26,39 @@ impl Greeter {
     }
 }
 
+/// The broker URL for `--backend NAME` (default `memory`), taking servers' URLs from the
+/// environment as the backends do.
+fn broker_url() -> Result<String, String> {
+    let mut args = std::env::args().skip(1);
+    let mut backend = "memory".to_owned();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--backend" => backend = args.next().ok_or("--backend needs a name")?,
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; usage: demo [--backend memory|redis]"
+                ))
+            }
+        }
+    }
+    let from_env =
+        |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    match backend.as_str() {
+        "memory" => Ok("memory:".to_owned()),
+        "redis" => Ok(from_env("RODARIO_REDIS_URL", "redis://127.0.0.1:6379")),
+        other => Err(format!(
+            "unknown backend {other:?}; expected memory or redis"
+        )),
+    }
+}
+
 #[tokio::main]
 async fn main() -> rodario::Result<()> {
-    let node = Node::memory();
+    let url = broker_url().unwrap_or_else(|usage| {
+        eprintln!("{usage}");
+        std::process::exit(2)
+    });
+    let node = Node::new(rodario::connect(&url).await?);
 
     // Two actors: one under a UUID we choose, one under a generated UUID.
     let rodario = node

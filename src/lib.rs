@@ -41,6 +41,11 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `memory` | yes | [`memory::MemoryBroker`] and `Node::memory()`: no server needed |
+//! | `redis` | no | `rodario::redis` (the `rodario-redis` crate) and `Node::redis(url)` |
+//! | `redis-tls` | no | `rediss://` URLs for Redis |
+//!
+//! [`connect`] picks the backend from a URL's scheme, for programs that take the broker
+//! from their configuration.
 //!
 //! Everything else is re-exported from [`rodario_core`]; backend authors start at
 //! [`backend`].
@@ -55,19 +60,83 @@ pub mod memory {
     pub use rodario_memory::*;
 }
 
-/// Constructors of nodes on the backends enabled by features: `Node::memory()`.
+/// The Redis backend (feature `redis`).
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use rodario_redis::*;
+}
+
+use rodario_core::backend::Backend;
+use rodario_core::error::{BackendError, BackendErrorKind};
+
+/// Opens a backend connection chosen by the URL's scheme:
+///
+/// | scheme | backend | feature |
+/// |---|---|---|
+/// | `memory:` | a fresh private in-memory broker | `memory` |
+/// | `redis://`, `rediss://` | Redis | `redis` (`redis-tls` for `rediss`) |
+///
+/// Fails with a [`BackendErrorKind::InvalidInput`] error naming the feature to enable when
+/// the scheme's backend is not compiled in, and with the backend's own errors (refused,
+/// authentication) when it cannot connect.
+pub async fn connect(url: &str) -> Result<Backend> {
+    let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+    match scheme {
+        "memory" => {
+            #[cfg(feature = "memory")]
+            return Ok(memory::MemoryBroker::new().backend());
+            #[cfg(not(feature = "memory"))]
+            return Err(not_enabled(url, "memory"));
+        }
+        "redis" | "rediss" => {
+            #[cfg(feature = "redis")]
+            return Ok(redis::RedisBackend::connect(url).await?);
+            #[cfg(not(feature = "redis"))]
+            return Err(not_enabled(url, "redis"));
+        }
+        _ => Err(Error::Backend(BackendError::new(
+            "rodario",
+            BackendErrorKind::InvalidInput,
+            format!("{url:?}: unknown scheme; expected memory:, redis:// or rediss://"),
+        ))),
+    }
+}
+
+#[cfg(any(not(feature = "memory"), not(feature = "redis")))]
+fn not_enabled(url: &str, feature: &str) -> Error {
+    Error::Backend(BackendError::new(
+        "rodario",
+        BackendErrorKind::InvalidInput,
+        format!("{url:?} needs rodario's `{feature}` feature, which is not enabled"),
+    ))
+}
+
+/// Constructors of nodes on the backends enabled by features: `Node::memory()`,
+/// `Node::redis(url)`.
 pub trait NodeExt {
     /// A node on a fresh private in-memory broker (feature `memory`). For several nodes that
     /// see each other, make a [`memory::MemoryBroker`] and give each node its own
     /// `broker.backend()`.
     #[cfg(feature = "memory")]
     fn memory() -> Node;
+
+    /// A node on the Redis server at `url` (feature `redis`), with no key prefix. For a
+    /// prefix or other settings, build a [`redis::RedisConfig`] and pass its backend to
+    /// [`Node::builder`].
+    #[cfg(feature = "redis")]
+    fn redis(url: &str) -> impl std::future::Future<Output = Result<Node>> + Send;
 }
 
 impl NodeExt for Node {
     #[cfg(feature = "memory")]
     fn memory() -> Node {
         Node::new(memory::MemoryBroker::new().backend())
+    }
+
+    #[cfg(feature = "redis")]
+    fn redis(url: &str) -> impl std::future::Future<Output = Result<Node>> + Send {
+        let url = url.to_owned();
+        async move { Ok(Node::new(redis::RedisBackend::connect(&url).await?)) }
     }
 }
 
