@@ -1,1 +1,158 @@
-//! NATS backend for rodario (under construction).
+//! The NATS backend for rodario: core NATS pub/sub for frames, JetStream KV for the
+//! registry and the leases.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), rodario_core::error::BackendError> {
+//! use rodario_nats::{NatsBackend, NatsConfig};
+//!
+//! // RODARIO_NATS_URL, else nats://127.0.0.1:4222; prefix "rodario".
+//! let backend = NatsBackend::connect(NatsConfig::new()).await?;
+//! let other_tenant =
+//!     NatsBackend::connect(NatsConfig::from_url("nats://10.0.0.5:4222").prefix("tenant2")).await?;
+//! # drop((backend, other_tenant));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Each [`NatsBackend::connect`] opens one connection, as one process would: give each node
+//! its own. The server must run JetStream (`nats-server -js`). It works with nats-server 2.9
+//! and newer.
+//!
+//! # Subjects
+//!
+//! With the prefix `{prefix}` (one or more subject tokens, default `rodario`):
+//!
+//! | channel | subject |
+//! |---|---|
+//! | an actor's calls (`Channel::Actor`) | `{prefix}.actor.{uuid}` |
+//! | a node's replies (`Channel::Reply`) | `{prefix}.reply.{node id}` |
+//! | a cluster channel (`Channel::Cluster`) | `{prefix}.cluster.{name}` |
+//!
+//! A name must be one subject token: names that are empty or contain `.`, `*`, `>`,
+//! whitespace or control characters are refused with
+//! [`BackendErrorKind::InvalidInput`](rodario_core::error::BackendErrorKind::InvalidInput),
+//! never rewritten (rewriting could make two names share a subject).
+//!
+//! # KV layout
+//!
+//! Two KV buckets per prefix: one for the registry, one for the leases (kept apart so that
+//! the leases `singular` calls leave behind until they expire do not slow down listing the
+//! registry). Their names are the prefix escaped to the characters bucket names allow:
+//! `[A-Za-z0-9-]` stand for themselves and any other byte of the UTF-8 name is `_` and two
+//! upper-case hex digits (`.` is `_2E`, `_` is `_5F`); the leases bucket adds `_locks`. So
+//! prefix `rodario` has buckets `rodario` and `rodario_locks` (streams `KV_rodario`,
+//! `KV_rodario_locks`), and `shop.orders` has `shop_2Eorders` and `shop_2Eorders_locks`.
+//! Keys, with every name escaped the same way (reversibly, so `members` returns the names
+//! as given, and no two names share a key):
+//!
+//! | bucket | what | key | value |
+//! |---|---|---|---|
+//! | registry | a registered actor (`Group::Actors`) | `a.{uuid}` | `{ttl ms} {owner}` |
+//! | registry | a cluster member (`Group::Members(channel)`) | `m.{channel}.{node id}` | `{ttl ms} {owner}` |
+//! | leases | a lease (`LockKey { context, name }`) | `{context}.{name}` | `{ttl ms} {token}` |
+//!
+//! A bucket is created, when missing, as a KV bucket with history 1 (the stream
+//! `KV_{bucket}` on subjects `$KV.{bucket}.>`, one message per subject, rollups allowed,
+//! deletes through markers, direct gets), created directly rather than through
+//! `create_key_value`, which cannot read nats-server 2.9's account info.
+//!
+//! An entry is live until `ttl` after the server's timestamp of the message that wrote it;
+//! an expired entry counts as absent and is replaced by a revision-checked write. Inserting
+//! and acquiring write with "expected last revision" 0 (or the expired entry's revision),
+//! renewing and releasing read the entry and write or delete with its revision: of racing
+//! writers exactly one wins, the others see a revision conflict and re-read. Each bucket's
+//! `max_age` ([`NatsConfig::kv_max_age`], default 1 hour) makes the server delete the
+//! messages of dead actors and abandoned leases; a TTL longer than it is refused.
+//! `members` reads a group with one ordered consumer over the last message of each key
+//! under the group's root, deleted when done.
+//!
+//! # Delivery
+//!
+//! Core NATS does not say who received a message. With [`NatsConfig::check_delivery`] on
+//! (the default), a publish on an actor or cluster channel carries a reply subject and is
+//! followed by a marker message to this connection's own inbox; the server answers a
+//! message nobody is subscribed to with a "no responders" status on the reply subject,
+//! written to this connection before the marker's echo. When the marker comes back, the
+//! publish returns [`Delivery::Exact(0)`](rodario_core::backend::Delivery::Exact) if that
+//! status came, else [`Delivery::AtLeastOne`](rodario_core::backend::Delivery::AtLeastOne)
+//! (some subscription matched; the server does not say how many). A checked publish costs one
+//! extra small message and one round trip to the server before it returns: measured on
+//! loopback, about 70–90 µs for a publish awaited alone against 1–2 µs unchecked, and
+//! 6–8 µs each with 64 publishes in flight. Publishes on reply channels, and all
+//! publishes with the check off, return
+//! [`Delivery::Unknown`](rodario_core::backend::Delivery::Unknown) at no extra cost. The
+//! backend does not count receivers ([`Transport::counts_receivers`](rodario_core::backend::Transport::counts_receivers) is false), so nodes
+//! record cluster memberships in the registry.
+//!
+//! # What NATS guarantees, compared with Redis
+//!
+//! - Pub/sub is at most once on both: a frame published while a subscriber is disconnected is
+//!   lost. NATS also drops frames for a subscriber whose client-side buffer is full ("slow
+//!   consumer", logged) where Redis disconnects the subscriber.
+//! - Redis counts receivers of a publish; NATS only tells "nobody" from "somebody" (above).
+//! - Redis expires keys on its own clock. Here expiry compares the server's write timestamp
+//!   plus the TTL with the reader's clock, so a client whose clock runs ahead of the server's
+//!   sees entries expire early (and behind, late): keep clocks synchronised (NTP), as for any
+//!   lease. The server itself deletes entries only after the bucket's `max_age`.
+//! - Registry and lease writes are persisted by JetStream (file storage by default, replicated
+//!   with [`NatsConfig::kv_replicas`] in a cluster), so they survive a server restart.
+//! - Frames larger than the server's `max_payload` (1 MiB by default) are refused;
+//!   [`Transport::max_payload`](rodario_core::backend::Transport::max_payload) reports the limit.
+//!
+//! # Connection loss
+//!
+//! The client reconnects forever, with a pause that starts at 50 ms and doubles up to
+//! [`NatsConfig::reconnect_max_delay`], and restores subscriptions on its own: a
+//! subscription's stream stays open across the outage. While the connection is down,
+//! publishes, subscriptions and registry and lease operations fail at once with
+//! [`BackendErrorKind::Connection`](rodario_core::error::BackendErrorKind::Connection); an
+//! operation under way when it drops fails with that kind within [`NatsConfig::timeout`].
+//! At [`NatsBackend::connect`], refused credentials are
+//! [`BackendErrorKind::Auth`](rodario_core::error::BackendErrorKind::Auth) and an unreachable
+//! server [`BackendErrorKind::Connection`](rodario_core::error::BackendErrorKind::Connection).
+
+#![warn(missing_docs)]
+
+mod config;
+mod connection;
+mod kv;
+mod names;
+
+use std::sync::Arc;
+
+use rodario_core::backend::Backend;
+use rodario_core::error::BackendError;
+
+pub use config::{NatsConfig, DEFAULT_PREFIX, DEFAULT_URL, URL_ENV};
+
+/// The backend's name in [`Backend::name`] and in errors.
+pub const NAME: &str = "nats";
+
+/// Connects rodario nodes to NATS. See the [crate docs](crate) for the layout.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct NatsBackend;
+
+impl NatsBackend {
+    /// Opens one connection with `config` and the KV bucket of its prefix (creating it when
+    /// missing), and returns it as a [`Backend`] for one node.
+    ///
+    /// Fails with `BackendErrorKind::Auth` when the server refuses the credentials,
+    /// `BackendErrorKind::Connection` when no server answers or JetStream is not enabled, and
+    /// `BackendErrorKind::InvalidInput` for a bad URL, prefix or credentials file.
+    pub async fn connect(config: NatsConfig) -> Result<Backend, BackendError> {
+        let connection = Arc::new(connection::NatsConnection::connect(config).await?);
+        Ok(Backend::new(
+            NAME,
+            connection.clone(),
+            connection.clone(),
+            connection,
+        ))
+    }
+
+    /// Connects to `url` (or several URLs separated by commas) with the default settings;
+    /// shorthand for `NatsBackend::connect(NatsConfig::from_url(url))`.
+    pub async fn connect_url(url: &str) -> Result<Backend, BackendError> {
+        Self::connect(NatsConfig::from_url(url)).await
+    }
+}

@@ -1,0 +1,568 @@
+//! The registry and the leases, on one JetStream KV bucket per prefix.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::kv::{Entry, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use async_nats::jetstream::{self, ErrorCode};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rodario_core::backend::{Group, LockKey, LockStore, Registry};
+use rodario_core::error::{BackendError, BackendErrorKind};
+
+use crate::config::NatsConfig;
+use crate::connection::{error, timed_out, NatsConnection};
+use crate::names;
+
+/// Attempts of a read-then-compare-and-set before giving up under contention.
+const MAX_ATTEMPTS: usize = 32;
+
+/// Renewals sent to the server at once.
+const RENEW_CONCURRENCY: usize = 16;
+
+/// One KV bucket.
+pub(crate) struct Bucket {
+    name: String,
+    store: Store,
+    /// `$KV.{bucket}.`, the subject prefix of every key.
+    subject_prefix: String,
+    /// The bucket's max_age: the server deletes entries older than this; zero is unlimited.
+    max_age: Duration,
+}
+
+/// The two buckets of one prefix: the registry, and the leases (kept apart so that the
+/// leases `singular` calls leave behind do not slow down listing the registry).
+pub(crate) struct Kv {
+    registry: Bucket,
+    locks: Bucket,
+}
+
+fn kv_error(what: &str, err: impl std::error::Error + Send + Sync + 'static) -> BackendError {
+    error(
+        BackendErrorKind::Connection,
+        format!("NATS KV {what} failed: {err}"),
+    )
+    .with_source(err)
+}
+
+impl Kv {
+    /// Opens the buckets of `config`'s prefix, creating their streams when missing.
+    pub(crate) async fn open(
+        context: jetstream::Context,
+        config: &NatsConfig,
+    ) -> Result<Self, BackendError> {
+        let (registry, locks) = names::buckets(&config.prefix);
+        Ok(Kv {
+            registry: Bucket::open(&context, config, registry).await?,
+            locks: Bucket::open(&context, config, locks).await?,
+        })
+    }
+}
+
+impl Bucket {
+    /// Opens `bucket`, creating its stream when it does not exist.
+    ///
+    /// The stream is created directly instead of with `create_key_value`, which first asks for
+    /// the account info and fails to parse the answer of nats-server 2.9.
+    async fn open(
+        context: &jetstream::Context,
+        config: &NatsConfig,
+        bucket: String,
+    ) -> Result<Self, BackendError> {
+        let stream_name = format!("KV_{bucket}");
+        match context.get_stream(&stream_name).await {
+            Ok(_) => {}
+            Err(err) => match err.kind() {
+                GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    create_stream(context, config, &bucket, &stream_name).await?;
+                }
+                _ => return Err(open_error(&bucket, err)),
+            },
+        }
+        let store = context
+            .get_key_value(bucket.clone())
+            .await
+            .map_err(|err| open_error(&bucket, err))?;
+        let max_age = store.stream.cached_info().config.max_age;
+        Ok(Bucket {
+            subject_prefix: format!("$KV.{bucket}."),
+            name: bucket,
+            store,
+            max_age,
+        })
+    }
+}
+
+fn open_error(bucket: &str, err: impl std::error::Error + Send + Sync + 'static) -> BackendError {
+    error(
+        BackendErrorKind::Connection,
+        format!(
+            "cannot open the NATS KV bucket {bucket:?} (is JetStream enabled, `nats-server -js`?): {err}"
+        ),
+    )
+    .with_source(err)
+}
+
+async fn create_stream(
+    context: &jetstream::Context,
+    config: &NatsConfig,
+    bucket: &str,
+    stream_name: &str,
+) -> Result<(), BackendError> {
+    let max_age = config.kv_max_age;
+    let duplicate_window = if max_age.is_zero() {
+        Duration::from_secs(120)
+    } else {
+        max_age.min(Duration::from_secs(120))
+    };
+    // The settings of a KV bucket with history 1, as the KV clients create it.
+    let stream_config = stream::Config {
+        name: stream_name.to_owned(),
+        description: Some(format!(
+            "rodario {} for prefix {}",
+            if bucket.ends_with(names::LOCKS_SUFFIX) {
+                "leases"
+            } else {
+                "registry"
+            },
+            config.prefix
+        )),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_messages: -1,
+        max_bytes: -1,
+        max_message_size: -1,
+        max_age,
+        duplicate_window,
+        storage: if config.kv_memory_storage {
+            StorageType::Memory
+        } else {
+            StorageType::File
+        },
+        num_replicas: config.kv_replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        discard: DiscardPolicy::New,
+        ..Default::default()
+    };
+    match context.create_stream(stream_config).await {
+        Ok(_) => {
+            tracing::info!(bucket, "created the NATS KV bucket");
+            Ok(())
+        }
+        // Another process created it meanwhile (with other settings); use it as it is.
+        Err(err) => {
+            tracing::debug!(bucket, %err, "creating the KV stream failed; trying to open it");
+            match context.get_stream(stream_name).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(open_error(bucket, err)),
+            }
+        }
+    }
+}
+
+/// A registry entry or lease as stored: `{ttl in ms} {owner}`. It expires `ttl` after the
+/// server stamped the message that wrote it.
+fn encode(owner: &str, ttl: Duration) -> Bytes {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    Bytes::from(format!("{ttl_ms} {owner}"))
+}
+
+/// The owner of a live entry, or `None` when it is deleted, expired or unreadable.
+fn live_owner(value: &[u8], operation: Operation, created_ns: i128, now_ns: i128) -> Option<&str> {
+    if operation != Operation::Put {
+        return None;
+    }
+    let text = std::str::from_utf8(value).ok()?;
+    let (ttl_ms, owner) = text.split_once(' ')?;
+    let ttl_ms: i128 = ttl_ms.parse::<u64>().ok()?.into();
+    (created_ns + ttl_ms * 1_000_000 > now_ns).then_some(owner)
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+}
+
+fn entry_owner(entry: &Entry, now: i128) -> Option<&str> {
+    live_owner(
+        &entry.value,
+        entry.operation,
+        entry.created.unix_timestamp_nanos(),
+        now,
+    )
+}
+
+impl Bucket {
+    fn check_ttl(&self, ttl: Duration) -> Result<(), BackendError> {
+        let max_age = self.max_age;
+        if !max_age.is_zero() && ttl > max_age {
+            return Err(error(
+                BackendErrorKind::InvalidInput,
+                format!(
+                    "a TTL of {ttl:?} is longer than the max_age of the NATS KV bucket {:?} \
+                     ({max_age:?}), after which the server deletes entries (raise \
+                     NatsConfig::kv_max_age for new buckets)",
+                    self.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn entry(&self, key: &str) -> Result<Option<Entry>, BackendError> {
+        self.store
+            .entry(key)
+            .await
+            .map_err(|err| kv_error("read", err))
+    }
+
+    /// Writes `value` at `key` if its last revision is `revision` (0: no message at all).
+    async fn write(&self, key: &str, value: Bytes, revision: u64) -> Result<Cas, BackendError> {
+        match self.store.update(key, value, revision).await {
+            Ok(_) => Ok(Cas::Written),
+            Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => Ok(Cas::Conflict),
+            Err(err) => Err(kv_error("write", err)),
+        }
+    }
+
+    async fn delete(&self, key: &str, revision: u64) -> Result<Cas, BackendError> {
+        match self.store.delete_expect_revision(key, Some(revision)).await {
+            Ok(()) => Ok(Cas::Written),
+            Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => Ok(Cas::Conflict),
+            Err(err) => Err(kv_error("delete", err)),
+        }
+    }
+
+    fn contention(key: &str) -> BackendError {
+        error(
+            BackendErrorKind::Other,
+            format!("NATS KV key {key:?} kept changing under {MAX_ATTEMPTS} attempts to update it"),
+        )
+    }
+
+    /// Creates `key` for `owner` unless a live entry holds it; an expired or deleted entry is
+    /// replaced with a revision-checked write, so of racing writers exactly one wins.
+    async fn insert(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, BackendError> {
+        let value = encode(owner, ttl);
+        let mut revision = 0;
+        for _ in 0..MAX_ATTEMPTS {
+            if let Cas::Written = self.write(key, value.clone(), revision).await? {
+                return Ok(true);
+            }
+            match self.entry(key).await? {
+                None => revision = 0,
+                Some(entry) if entry_owner(&entry, now_ns()).is_some() => return Ok(false),
+                Some(entry) => revision = entry.revision,
+            }
+        }
+        Err(Self::contention(key))
+    }
+
+    /// Extends `key` to `ttl` from now if `owner` holds it live.
+    async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, BackendError> {
+        let value = encode(owner, ttl);
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(entry) = self.entry(key).await? else {
+                return Ok(false);
+            };
+            if entry_owner(&entry, now_ns()) != Some(owner) {
+                return Ok(false);
+            }
+            if let Cas::Written = self.write(key, value.clone(), entry.revision).await? {
+                return Ok(true);
+            }
+        }
+        Err(Self::contention(key))
+    }
+
+    /// Deletes `key` if it is live and (when `owner` is given) held by `owner`.
+    async fn remove(&self, key: &str, owner: Option<&str>) -> Result<bool, BackendError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(entry) = self.entry(key).await? else {
+                return Ok(false);
+            };
+            match entry_owner(&entry, now_ns()) {
+                Some(holder) if owner.is_none_or(|o| o == holder) => {}
+                _ => return Ok(false),
+            }
+            if let Cas::Written = self.delete(key, entry.revision).await? {
+                return Ok(true);
+            }
+        }
+        Err(Self::contention(key))
+    }
+
+    async fn contains(&self, key: &str) -> Result<bool, BackendError> {
+        Ok(self
+            .entry(key)
+            .await?
+            .is_some_and(|entry| entry_owner(&entry, now_ns()).is_some()))
+    }
+
+    /// The live members under `root`, read with one ordered consumer that delivers the last
+    /// message of every key under it (deleted when done, rather than left to expire).
+    async fn list(
+        &self,
+        client: &async_nats::Client,
+        root: &str,
+    ) -> Result<BTreeSet<String>, BackendError> {
+        let key_prefix = format!("{}{root}", self.subject_prefix);
+        let consumer = self
+            .store
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: client.new_inbox(),
+                description: Some("rodario registry listing".to_owned()),
+                filter_subject: format!("{key_prefix}>"),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                replay_policy: ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| kv_error("listing", err))?;
+        let consumer_name = consumer.cached_info().name.clone();
+        let stream = self.store.stream.clone();
+        let _cleanup = scopeguard(move || {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(err) = stream.delete_consumer(&consumer_name).await {
+                        tracing::debug!(%err, "could not delete a registry listing consumer");
+                    }
+                });
+            }
+        });
+        let mut members = BTreeSet::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(members);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|err| kv_error("listing", err))?;
+        let now = now_ns();
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|err| kv_error("listing", err))?;
+            let info = message.info().map_err(|err| {
+                error(
+                    BackendErrorKind::Protocol,
+                    format!("a NATS KV listing message had no JetStream metadata: {err}"),
+                )
+            })?;
+            let pending = info.pending;
+            let created = info.published.unix_timestamp_nanos();
+            let operation = match message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .map(|v| v.as_str())
+            {
+                Some("DEL") => Operation::Delete,
+                Some("PURGE") => Operation::Purge,
+                _ => Operation::Put,
+            };
+            if live_owner(&message.payload, operation, created, now).is_some() {
+                match message
+                    .subject
+                    .strip_prefix(key_prefix.as_str())
+                    .and_then(names::unescape)
+                {
+                    Some(member) => {
+                        members.insert(member);
+                    }
+                    None => tracing::warn!(
+                        subject = %message.subject,
+                        "skipping a NATS KV key rodario did not write"
+                    ),
+                }
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(members)
+    }
+}
+
+/// Runs `f` when dropped (on success, error or cancellation alike).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// The outcome of a revision-checked write.
+enum Cas {
+    Written,
+    Conflict,
+}
+
+impl NatsConnection {
+    /// Runs a KV operation with the connection check and the operation timeout.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        op: impl std::future::Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        self.inner.ensure_connected()?;
+        match tokio::time::timeout(self.inner.timeout, op).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out(what, self.inner.timeout)),
+        }
+    }
+
+    fn registry_bucket(&self) -> &Bucket {
+        &self.inner.kv.registry
+    }
+
+    fn locks_bucket(&self) -> &Bucket {
+        &self.inner.kv.locks
+    }
+}
+
+#[async_trait]
+impl Registry for NatsConnection {
+    async fn insert(
+        &self,
+        group: Group<'_>,
+        member: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        let key = names::member_key(&names::group_root(group)?, member)?;
+        let bucket = self.registry_bucket();
+        bucket.check_ttl(ttl)?;
+        self.bounded("a registry insert", bucket.insert(&key, owner, ttl))
+            .await
+    }
+
+    async fn renew(
+        &self,
+        group: Group<'_>,
+        members: &[&str],
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Vec<bool>, BackendError> {
+        let root = names::group_root(group)?;
+        let bucket = self.registry_bucket();
+        bucket.check_ttl(ttl)?;
+        let keys = members
+            .iter()
+            .map(|member| names::member_key(&root, member))
+            .collect::<Result<Vec<String>, _>>()?;
+        let renewals: Vec<_> = keys
+            .iter()
+            .map(|key| bucket.renew(key, owner, ttl))
+            .collect();
+        self.bounded("a registry renewal", async {
+            futures_util::stream::iter(renewals)
+                .buffered(RENEW_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect()
+        })
+        .await
+    }
+
+    async fn remove(
+        &self,
+        group: Group<'_>,
+        member: &str,
+        owner: Option<&str>,
+    ) -> Result<bool, BackendError> {
+        let key = names::member_key(&names::group_root(group)?, member)?;
+        self.bounded(
+            "a registry removal",
+            self.registry_bucket().remove(&key, owner),
+        )
+        .await
+    }
+
+    async fn contains(&self, group: Group<'_>, member: &str) -> Result<bool, BackendError> {
+        let key = names::member_key(&names::group_root(group)?, member)?;
+        self.bounded("a registry lookup", self.registry_bucket().contains(&key))
+            .await
+    }
+
+    async fn members(&self, group: Group<'_>) -> Result<BTreeSet<String>, BackendError> {
+        let root = names::group_root(group)?;
+        self.bounded(
+            "a registry listing",
+            self.registry_bucket().list(&self.inner.client, &root),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl LockStore for NatsConnection {
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        let bucket = self.locks_bucket();
+        bucket.check_ttl(ttl)?;
+        let key = names::lock_key(key)?;
+        self.bounded("a lease acquire", bucket.insert(&key, token, ttl))
+            .await
+    }
+
+    async fn release(&self, key: &LockKey, token: &str) -> Result<bool, BackendError> {
+        let key = names::lock_key(key)?;
+        self.bounded(
+            "a lease release",
+            self.locks_bucket().remove(&key, Some(token)),
+        )
+        .await
+    }
+
+    async fn renew(&self, key: &LockKey, token: &str, ttl: Duration) -> Result<bool, BackendError> {
+        let bucket = self.locks_bucket();
+        bucket.check_ttl(ttl)?;
+        let key = names::lock_key(key)?;
+        self.bounded("a lease renewal", bucket.renew(&key, token, ttl))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_after_their_ttl() {
+        let value = encode("node 1", Duration::from_millis(1500));
+        assert_eq!(&value[..], b"1500 node 1");
+        let created = 1_000_000_000_000;
+        let live = |now| live_owner(&value, Operation::Put, created, now);
+        assert_eq!(live(created), Some("node 1"));
+        assert_eq!(live(created + 1_499_999_999), Some("node 1"));
+        assert_eq!(live(created + 1_500_000_000), None);
+        assert_eq!(
+            live_owner(&value, Operation::Delete, created, created),
+            None
+        );
+        assert_eq!(
+            live_owner(b"garbage", Operation::Put, created, created),
+            None
+        );
+    }
+}

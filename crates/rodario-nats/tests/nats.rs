@@ -1,0 +1,1003 @@
+//! The NATS backend against real servers: transport, registry, leases, auth, faults.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{config_for, Fixture, PrivateServer};
+use futures_util::StreamExt;
+use rodario_core::backend::{Backend, Channel, Delivery, Group, LockKey, Subscription};
+use rodario_core::error::BackendErrorKind;
+use rodario_core::name::{ActorId, ClusterName, NodeId};
+use rodario_nats::{NatsBackend, NatsConfig};
+
+fn actor(name: &str) -> Channel {
+    Channel::Actor(ActorId::new(name).unwrap())
+}
+
+async fn next_frame(sub: &mut Subscription) -> Bytes {
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("no frame within 5 s")
+        .expect("the subscription ended")
+}
+
+async fn no_frame(sub: &mut Subscription) {
+    if let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+        panic!("unexpected frame {frame:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_subscribe_and_close() {
+    let fx = Fixture::new();
+    let a = fx.backend().await;
+    let b = fx.backend().await;
+    let channel = actor("greeter");
+    assert!(!a.transport().counts_receivers());
+    assert!(a.transport().max_payload().unwrap() >= 1024);
+
+    // Nobody subscribed: the server says "no responders".
+    let delivery = b
+        .transport()
+        .publish(&channel, Bytes::from_static(b"lost"))
+        .await
+        .unwrap();
+    assert_eq!(delivery, Delivery::Exact(0));
+
+    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    let delivery = b
+        .transport()
+        .publish(&channel, Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
+    assert_eq!(delivery, Delivery::AtLeastOne);
+    assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"hello"));
+
+    // The same connection's own subscription counts too.
+    let delivery = a
+        .transport()
+        .publish(&channel, Bytes::from_static(b"self"))
+        .await
+        .unwrap();
+    assert_eq!(delivery, Delivery::AtLeastOne);
+    assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"self"));
+
+    // Reply channels are not checked.
+    let reply = Channel::Reply(NodeId::new("node-1").unwrap());
+    let mut replies = a.transport().subscribe(&reply).await.unwrap();
+    let delivery = b
+        .transport()
+        .publish(&reply, Bytes::from_static(b"r"))
+        .await
+        .unwrap();
+    assert_eq!(delivery, Delivery::Unknown);
+    assert_eq!(next_frame(&mut replies).await, Bytes::from_static(b"r"));
+
+    // Cluster channels are checked.
+    let cluster = Channel::Cluster(ClusterName::new("workers").unwrap());
+    let mut c1 = a.transport().subscribe(&cluster).await.unwrap();
+    let mut c2 = b.transport().subscribe(&cluster).await.unwrap();
+    let delivery = b
+        .transport()
+        .publish(&cluster, Bytes::from_static(b"all"))
+        .await
+        .unwrap();
+    assert_eq!(delivery, Delivery::AtLeastOne);
+    assert_eq!(next_frame(&mut c1).await, Bytes::from_static(b"all"));
+    assert_eq!(next_frame(&mut c2).await, Bytes::from_static(b"all"));
+
+    // After close, nobody receives.
+    sub.close().await;
+    let delivery = b
+        .transport()
+        .publish(&channel, Bytes::from_static(b"gone"))
+        .await
+        .unwrap();
+    assert_eq!(delivery, Delivery::Exact(0));
+
+    // A dropped subscription stops delivery too.
+    drop(c1);
+    drop(c2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let delivery = a
+        .transport()
+        .publish(&cluster, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(delivery, Delivery::Exact(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchecked_publish_is_unknown() {
+    let fx = Fixture::new();
+    let a = NatsBackend::connect(fx.config().check_delivery(false))
+        .await
+        .unwrap();
+    let channel = actor("x");
+    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    let delivery = a
+        .transport()
+        .publish(&channel, Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    assert_eq!(delivery, Delivery::Unknown);
+    assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"1"));
+    let delivery = a
+        .transport()
+        .publish(&actor("nobody"), Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    assert_eq!(delivery, Delivery::Unknown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_are_not_subject_tokens_are_refused() {
+    let fx = Fixture::new();
+    let a = fx.backend().await;
+    for bad in ["a.b", "a*", "*", ">", "a>b", "."] {
+        let channel = actor(bad);
+        let err = a
+            .transport()
+            .publish(&channel, Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{bad}: {err}");
+        assert!(err.to_string().contains(bad), "{err}");
+        let err = a.transport().subscribe(&channel).await.unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{bad}: {err}");
+        let cluster = Channel::Cluster(ClusterName::new(bad).unwrap());
+        let err = a.transport().subscribe(&cluster).await.unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{bad}: {err}");
+    }
+    // A wildcard subscription would otherwise catch another actor's frames.
+    let mut other = a.transport().subscribe(&actor("other")).await.unwrap();
+    no_frame(&mut other).await;
+
+    // The registry and the leases carry any name, reversibly.
+    let weird = ["a.b", "a_2Eb", "*", ">", "ü/=", "global.lock"];
+    for name in weird {
+        assert!(a
+            .registry()
+            .insert(Group::Actors, name, "owner", Duration::from_secs(10))
+            .await
+            .unwrap());
+    }
+    let members = a.registry().members(Group::Actors).await.unwrap();
+    assert_eq!(members, weird.iter().map(|s| s.to_string()).collect());
+    let channel = ClusterName::new("c.with.dots").unwrap();
+    assert!(a
+        .registry()
+        .insert(
+            Group::Members(&channel),
+            "n.1",
+            "n.1",
+            Duration::from_secs(10)
+        )
+        .await
+        .unwrap());
+    let other = ClusterName::new("c").unwrap();
+    assert!(a
+        .registry()
+        .members(Group::Members(&other))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        a.registry()
+            .members(Group::Members(&channel))
+            .await
+            .unwrap(),
+        BTreeSet::from(["n.1".to_owned()])
+    );
+
+    // A bad prefix is refused at connect time.
+    for bad in ["", "a..b", "a.*", "a b", "x."] {
+        let err = NatsBackend::connect(fx.config().prefix(bad))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{bad:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_insert_race_has_one_winner() {
+    let fx = Fixture::new();
+    let backends: Vec<Backend> = futures_util::future::join_all((0..4).map(|_| fx.backend())).await;
+    for round in 0..3 {
+        let member = format!("contested-{round}");
+        let tasks = (0..16).map(|i| {
+            let backend = backends[i % backends.len()].clone();
+            let member = member.clone();
+            tokio::spawn(async move {
+                backend
+                    .registry()
+                    .insert(
+                        Group::Actors,
+                        &member,
+                        &format!("owner-{i}"),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .unwrap()
+            })
+        });
+        let wins = futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .filter(|won| *won.as_ref().unwrap())
+            .count();
+        assert_eq!(wins, 1, "round {round}");
+    }
+    // A live entry held by the same owner is not inserted again.
+    let r = backends[0].registry();
+    assert!(r
+        .insert(Group::Actors, "mine", "me", Duration::from_secs(30))
+        .await
+        .unwrap());
+    assert!(!r
+        .insert(Group::Actors, "mine", "me", Duration::from_secs(30))
+        .await
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_and_remove_are_owner_only() {
+    let fx = Fixture::new();
+    let a = fx.backend().await;
+    let b = fx.backend().await;
+    let ttl = Duration::from_secs(30);
+    let ra = a.registry();
+    let rb = b.registry();
+    assert!(ra.insert(Group::Actors, "x", "A", ttl).await.unwrap());
+    assert!(ra.insert(Group::Actors, "y", "A", ttl).await.unwrap());
+    assert!(rb.insert(Group::Actors, "z", "B", ttl).await.unwrap());
+    assert!(!rb.insert(Group::Actors, "x", "B", ttl).await.unwrap());
+
+    assert_eq!(
+        rb.renew(Group::Actors, &["x", "y", "z", "missing"], "A", ttl)
+            .await
+            .unwrap(),
+        vec![true, true, false, false]
+    );
+    assert!(!rb.remove(Group::Actors, "x", Some("B")).await.unwrap());
+    assert!(rb.contains(Group::Actors, "x").await.unwrap());
+    assert!(rb.remove(Group::Actors, "x", Some("A")).await.unwrap());
+    assert!(!ra.contains(Group::Actors, "x").await.unwrap());
+    assert!(!ra.remove(Group::Actors, "x", Some("A")).await.unwrap());
+    // Without an owner, whoever holds it.
+    assert!(ra.remove(Group::Actors, "z", None).await.unwrap());
+    assert_eq!(
+        ra.members(Group::Actors).await.unwrap(),
+        BTreeSet::from(["y".to_owned()])
+    );
+    // A removed member can be inserted again, by anyone.
+    assert!(rb.insert(Group::Actors, "x", "B", ttl).await.unwrap());
+    assert_eq!(
+        ra.renew(Group::Actors, &["x"], "A", ttl).await.unwrap(),
+        vec![false]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_members_vanish_and_can_be_taken() {
+    let fx = Fixture::new();
+    let a = fx.backend().await;
+    let b = fx.backend().await;
+    let channel = ClusterName::new("jobs").unwrap();
+    let group = Group::Members(&channel);
+    let short = Duration::from_millis(400);
+    assert!(a
+        .registry()
+        .insert(group, "node-a", "node-a", short)
+        .await
+        .unwrap());
+    assert!(a
+        .registry()
+        .insert(group, "node-b", "node-b", Duration::from_secs(30))
+        .await
+        .unwrap());
+    assert!(a
+        .registry()
+        .insert(Group::Actors, "dying", "node-a", short)
+        .await
+        .unwrap());
+    assert_eq!(b.registry().members(group).await.unwrap().len(), 2);
+    // Renewed entries outlive their first TTL.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        a.registry()
+            .renew(group, &["node-a"], "node-a", short)
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(b.registry().contains(group, "node-a").await.unwrap());
+    assert!(!b.registry().contains(Group::Actors, "dying").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!b.registry().contains(group, "node-a").await.unwrap());
+    assert_eq!(
+        b.registry().members(group).await.unwrap(),
+        BTreeSet::from(["node-b".to_owned()])
+    );
+    assert!(b
+        .registry()
+        .members(Group::Actors)
+        .await
+        .unwrap()
+        .is_empty());
+    // Expired: its owner can neither renew nor remove it; anyone can take it.
+    assert_eq!(
+        a.registry()
+            .renew(group, &["node-a"], "node-a", short)
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert!(!a
+        .registry()
+        .remove(group, "node-a", Some("node-a"))
+        .await
+        .unwrap());
+    assert!(b
+        .registry()
+        .insert(group, "node-a", "other", Duration::from_secs(30))
+        .await
+        .unwrap());
+    assert!(b.registry().contains(group, "node-a").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_contention_never_has_two_holders() {
+    let fx = Fixture::new();
+    let backends: Vec<Backend> = futures_util::future::join_all((0..4).map(|_| fx.backend())).await;
+    let key = LockKey {
+        context: "global.lock".to_owned(),
+        name: "critical".to_owned(),
+    };
+    let holders = Arc::new(AtomicUsize::new(0));
+    let taken = Arc::new(AtomicUsize::new(0));
+    let tasks = (0..16).map(|i| {
+        let backend = backends[i % backends.len()].clone();
+        let key = key.clone();
+        let holders = holders.clone();
+        let taken = taken.clone();
+        tokio::spawn(async move {
+            let mut mine = 0;
+            for round in 0..20 {
+                let token = format!("task-{i}-{round}");
+                loop {
+                    if backend
+                        .locks()
+                        .acquire(&key, &token, Duration::from_secs(30))
+                        .await
+                        .unwrap()
+                    {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                holders.fetch_sub(1, Ordering::SeqCst);
+                taken.fetch_add(1, Ordering::SeqCst);
+                mine += 1;
+                assert!(backend.locks().release(&key, &token).await.unwrap());
+            }
+            mine
+        })
+    });
+    let per_task: Vec<usize> = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(per_task.iter().sum::<usize>(), 16 * 20);
+    assert_eq!(taken.load(Ordering::SeqCst), 16 * 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_expire_and_release_only_by_holder() {
+    let fx = Fixture::new();
+    let a = fx.backend().await;
+    let b = fx.backend().await;
+    let key = LockKey {
+        context: "global.lock".to_owned(),
+        name: "method".to_owned(),
+    };
+    let short = Duration::from_millis(300);
+    assert!(a.locks().acquire(&key, "t1", short).await.unwrap());
+    assert!(!b.locks().acquire(&key, "t2", short).await.unwrap());
+    assert!(!b.locks().release(&key, "t2").await.unwrap());
+    assert!(!b.locks().renew(&key, "t2", short).await.unwrap());
+    assert!(a.locks().renew(&key, "t1", short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    // Expired: taken by another; the old holder can neither release nor renew it.
+    assert!(b
+        .locks()
+        .acquire(&key, "t2", Duration::from_secs(30))
+        .await
+        .unwrap());
+    assert!(!a.locks().release(&key, "t1").await.unwrap());
+    assert!(!a.locks().renew(&key, "t1", short).await.unwrap());
+    assert!(b.locks().release(&key, "t2").await.unwrap());
+    assert!(a.locks().acquire(&key, "t3", short).await.unwrap());
+    // Other contexts and names are other locks.
+    let other = LockKey {
+        context: "global".to_owned(),
+        name: "lock:method".to_owned(),
+    };
+    assert!(b.locks().acquire(&other, "t4", short).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_longer_than_max_age_is_refused() {
+    let fx = Fixture::new();
+    let a = NatsBackend::connect(fx.config().kv_max_age(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let err = a
+        .registry()
+        .insert(Group::Actors, "x", "o", Duration::from_secs(61))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{err}");
+    assert!(a
+        .registry()
+        .insert(Group::Actors, "x", "o", Duration::from_secs(60))
+        .await
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_are_isolated() {
+    let fx = Fixture::new();
+    let a = fx.backend().await;
+    let other = NatsBackend::connect(fx.config().prefix(format!("{}.other", fx.prefix)))
+        .await
+        .unwrap();
+    let channel = actor("same");
+    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    let delivery = other
+        .transport()
+        .publish(&channel, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(delivery, Delivery::Exact(0));
+    no_frame(&mut sub).await;
+    assert!(a
+        .registry()
+        .insert(Group::Actors, "same", "o", Duration::from_secs(10))
+        .await
+        .unwrap());
+    assert!(!other
+        .registry()
+        .contains(Group::Actors, "same")
+        .await
+        .unwrap());
+    assert!(other
+        .registry()
+        .members(Group::Actors)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(other
+        .registry()
+        .insert(Group::Actors, "same", "o2", Duration::from_secs(10))
+        .await
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_frames_are_refused_with_the_limit() {
+    let fx = Fixture::new();
+    let a = fx.backend().await;
+    let limit = a.transport().max_payload().unwrap();
+    let channel = actor("big");
+    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    let err = a
+        .transport()
+        .publish(&channel, Bytes::from(vec![0u8; limit + 1]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("max_payload"), "{err}");
+    // The connection still works.
+    a.transport()
+        .publish(&channel, Bytes::from(vec![1u8; 1000]))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut sub).await.len(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth() {
+    let server = PrivateServer::start(&["--auth", "s3cret"]);
+    let ok = NatsBackend::connect(config_for(&server.url, "auth").token("s3cret"))
+        .await
+        .unwrap();
+    let mut sub = ok.transport().subscribe(&actor("a")).await.unwrap();
+    ok.transport()
+        .publish(&actor("a"), Bytes::from_static(b"in"))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"in"));
+    for config in [
+        config_for(&server.url, "auth").token("wrong"),
+        config_for(&server.url, "auth"),
+    ] {
+        let err = NatsBackend::connect(config).await.unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
+        assert!(!err.to_string().contains("wrong"), "leaks the token: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_password_auth() {
+    let server = PrivateServer::start(&["--user", "app", "--pass", "pw"]);
+    let ok = NatsBackend::connect(config_for(&server.url, "auth").user_password("app", "pw"))
+        .await
+        .unwrap();
+    assert!(ok
+        .registry()
+        .insert(Group::Actors, "x", "o", Duration::from_secs(5))
+        .await
+        .unwrap());
+    // Credentials in the URL work too.
+    let in_url = server.url.replace("nats://", "nats://app:pw@");
+    NatsBackend::connect(config_for(&in_url, "auth"))
+        .await
+        .unwrap();
+    let err = NatsBackend::connect(config_for(&server.url, "auth").user_password("app", "nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
+    let err = NatsBackend::connect(config_for(&server.url, "auth"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_is_a_connection_error() {
+    let port = rodario_core::testkit::server::free_port().unwrap();
+    let started = Instant::now();
+    let err = NatsBackend::connect(
+        NatsConfig::from_url(&format!("nats://127.0.0.1:{port}"))
+            .connect_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let err = NatsBackend::connect(NatsConfig::from_url("not a url ::"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{err}");
+    let err = NatsBackend::connect(NatsConfig::new().credentials_file("/nonexistent/x.creds"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{err}");
+}
+
+/// Waits until `backend` can publish again (its client reconnected).
+async fn until_reconnected(backend: &Backend) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match backend
+            .transport()
+            .publish(&actor("probe"), Bytes::new())
+            .await
+        {
+            Ok(_) => return,
+            Err(err) => {
+                assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
+                assert!(Instant::now() < deadline, "did not reconnect: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_server_restart() {
+    let mut server = PrivateServer::start(&[]);
+    let a = NatsBackend::connect(config_for(&server.url, "restart"))
+        .await
+        .unwrap();
+    let b = NatsBackend::connect(config_for(&server.url, "restart"))
+        .await
+        .unwrap();
+    let channel = actor("survivor");
+    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    assert!(a
+        .registry()
+        .insert(Group::Actors, "survivor", "A", Duration::from_secs(60))
+        .await
+        .unwrap());
+
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // While it is down, operations fail promptly with a connection error.
+    let started = Instant::now();
+    let err = b
+        .transport()
+        .publish(&channel, Bytes::from_static(b"lost"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
+    let err = b
+        .registry()
+        .contains(Group::Actors, "survivor")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
+    let err = b
+        .locks()
+        .acquire(
+            &LockKey {
+                context: "c".into(),
+                name: "n".into(),
+            },
+            "t",
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    server.restart();
+    until_reconnected(&a).await;
+    until_reconnected(&b).await;
+    // The existing subscription receives frames published after the restart.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let delivery = b
+            .transport()
+            .publish(&channel, Bytes::from_static(b"after"))
+            .await
+            .unwrap();
+        if delivery == Delivery::AtLeastOne {
+            break;
+        }
+        // The client may not have re-sent its SUB yet.
+        assert!(Instant::now() < deadline, "subscription not restored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"after"));
+    // The registry survived (file storage) and works again.
+    assert!(b
+        .registry()
+        .contains(Group::Actors, "survivor")
+        .await
+        .unwrap());
+    assert!(b
+        .registry()
+        .insert(Group::Actors, "newcomer", "B", Duration::from_secs(60))
+        .await
+        .unwrap());
+    assert_eq!(
+        a.registry().members(Group::Actors).await.unwrap(),
+        BTreeSet::from(["newcomer".to_owned(), "survivor".to_owned()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_groups_are_listed_whole_and_listings_leave_no_consumer() {
+    let fx = Fixture::new();
+    let a = fx.backend().await;
+    let names: BTreeSet<String> = (0..300).map(|i| format!("actor.{i}")).collect();
+    let inserts = names.iter().map(|name| {
+        a.registry()
+            .insert(Group::Actors, name, "owner", Duration::from_secs(60))
+    });
+    for inserted in futures_util::future::join_all(inserts).await {
+        assert!(inserted.unwrap());
+    }
+    // Deleted and expired entries are not listed.
+    assert!(a
+        .registry()
+        .remove(Group::Actors, "actor.7", None)
+        .await
+        .unwrap());
+    assert!(a
+        .registry()
+        .insert(Group::Actors, "brief", "o", Duration::from_millis(50))
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut expected = names.clone();
+    expected.remove("actor.7");
+    for _ in 0..3 {
+        assert_eq!(a.registry().members(Group::Actors).await.unwrap(), expected);
+    }
+
+    let client = async_nats::connect(fx.url.as_str()).await.unwrap();
+    let context = async_nats::jetstream::new(client);
+    let mut stream = context
+        .get_stream(format!("KV_{}", fx.prefix))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let consumers = stream.info().await.unwrap().state.consumer_count;
+        if consumers == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{consumers} listing consumers left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A nats-server that can be frozen (SIGSTOP): the connection stays open, nothing answers.
+struct Freezable {
+    child: std::process::Child,
+    store: std::path::PathBuf,
+    url: String,
+}
+
+impl Freezable {
+    fn start() -> Self {
+        let port = rodario_core::testkit::server::free_port().unwrap();
+        let store = std::env::temp_dir().join(common::unique("rodario-nats-frozen-"));
+        let child = std::process::Command::new(common::server_bin())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Freezable {
+            child,
+            store,
+            url: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Freezable {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresponsive_server_gives_bounded_connection_errors() {
+    let server = Freezable::start();
+    let timeout = Duration::from_secs(1);
+    let a = NatsBackend::connect(config_for(&server.url, "frozen").timeout(timeout))
+        .await
+        .unwrap();
+    let channel = actor("frozen");
+    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    assert!(a
+        .registry()
+        .insert(Group::Actors, "frozen", "o", Duration::from_secs(60))
+        .await
+        .unwrap());
+
+    server.signal("-STOP");
+    let key = LockKey {
+        context: "c".into(),
+        name: "n".into(),
+    };
+    let other = actor("other");
+    let started = Instant::now();
+    let (publish, contains, members, acquire, subscribe) = tokio::join!(
+        a.transport().publish(&channel, Bytes::from_static(b"x")),
+        a.registry().contains(Group::Actors, "frozen"),
+        a.registry().members(Group::Actors),
+        a.locks().acquire(&key, "t", Duration::from_secs(5)),
+        a.transport().subscribe(&other),
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(publish.unwrap_err().kind(), BackendErrorKind::Connection);
+    assert_eq!(contains.unwrap_err().kind(), BackendErrorKind::Connection);
+    assert_eq!(members.unwrap_err().kind(), BackendErrorKind::Connection);
+    assert_eq!(acquire.unwrap_err().kind(), BackendErrorKind::Connection);
+    assert_eq!(subscribe.unwrap_err().kind(), BackendErrorKind::Connection);
+    assert!(elapsed < timeout * 3, "took {elapsed:?}");
+
+    server.signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match a
+            .transport()
+            .publish(&channel, Bytes::from_static(b"back"))
+            .await
+        {
+            Ok(delivery) => {
+                assert_eq!(delivery, Delivery::AtLeastOne);
+                break;
+            }
+            Err(err) => assert!(Instant::now() < deadline, "{err}"),
+        }
+    }
+    // The frame of the failed publish may have been delivered late: skip it.
+    loop {
+        let frame = next_frame(&mut sub).await;
+        if frame == Bytes::from_static(b"back") {
+            break;
+        }
+    }
+    assert!(a
+        .registry()
+        .contains(Group::Actors, "frozen")
+        .await
+        .unwrap());
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with openssl.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the TLS test needs the openssl command");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=rodario test CA",
+    ]);
+    for who in ["server", "client"] {
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{who}.key"),
+            "-out",
+            &format!("{who}.csr"),
+            "-subj",
+            &format!("/CN={who}"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{who}.pem"),
+            "-days",
+            "1",
+            "-extfile",
+            &format!("{who}.ext"),
+        ]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls() {
+    let dir = std::env::temp_dir().join(common::unique("rodario-nats-tls-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certificates(&dir);
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let server = PrivateServer::start(&[
+        "--tls",
+        "--tlscert",
+        &path("server.pem"),
+        "--tlskey",
+        &path("server.key"),
+        "--tlsverify",
+        "--tlscacert",
+        &path("ca.pem"),
+    ]);
+    let tls_url = server.url.replace("nats://", "tls://");
+
+    let ok = NatsBackend::connect(
+        config_for(&tls_url, "tls")
+            .root_certificate(path("ca.pem"))
+            .client_certificate(path("client.pem"), path("client.key")),
+    )
+    .await
+    .unwrap();
+    let mut sub = ok.transport().subscribe(&actor("secure")).await.unwrap();
+    ok.transport()
+        .publish(&actor("secure"), Bytes::from_static(b"s"))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"s"));
+    // require_tls with a nats:// URL upgrades too.
+    NatsBackend::connect(
+        config_for(&server.url, "tls")
+            .require_tls(true)
+            .root_certificate(path("ca.pem"))
+            .client_certificate(path("client.pem"), path("client.key")),
+    )
+    .await
+    .unwrap();
+
+    // An untrusted server certificate, or no client certificate, is refused at connect.
+    let untrusted = NatsBackend::connect(
+        config_for(&tls_url, "tls")
+            .client_certificate(path("client.pem"), path("client.key"))
+            .connect_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        untrusted.kind(),
+        BackendErrorKind::Connection,
+        "{untrusted}"
+    );
+    let anonymous = NatsBackend::connect(
+        config_for(&tls_url, "tls")
+            .root_certificate(path("ca.pem"))
+            .connect_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            anonymous.kind(),
+            BackendErrorKind::Connection | BackendErrorKind::Auth
+        ),
+        "{anonymous}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
