@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --example demo                                    # memory: no server needed
 //! cargo run --example demo --features redis -- --backend redis  # RODARIO_REDIS_URL, else redis://127.0.0.1:6379
+//! cargo run --example demo --features nats -- --backend nats    # RODARIO_NATS_URL, else nats://127.0.0.1:4222
 //! ```
 
 use std::time::Duration;
@@ -36,7 +37,7 @@ fn broker_url() -> Result<String, String> {
             "--backend" => backend = args.next().ok_or("--backend needs a name")?,
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: demo [--backend memory|redis]"
+                    "unknown argument {other:?}; usage: demo [--backend memory|redis|nats]"
                 ))
             }
         }
@@ -46,8 +47,9 @@ fn broker_url() -> Result<String, String> {
     match backend.as_str() {
         "memory" => Ok("memory:".to_owned()),
         "redis" => Ok(from_env("RODARIO_REDIS_URL", "redis://127.0.0.1:6379")),
+        "nats" => Ok(from_env("RODARIO_NATS_URL", "nats://127.0.0.1:4222")),
         other => Err(format!(
-            "unknown backend {other:?}; expected memory or redis"
+            "unknown backend {other:?}; expected memory, redis or nats"
         )),
     }
 }

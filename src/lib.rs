@@ -43,6 +43,7 @@
 //! | `memory` | yes | [`memory::MemoryBroker`] and `Node::memory()`: no server needed |
 //! | `redis` | no | `rodario::redis` (the `rodario-redis` crate) and `Node::redis(url)` |
 //! | `redis-tls` | no | `rediss://` URLs for Redis |
+//! | `nats` | no | `rodario::nats` (the `rodario-nats` crate) and `Node::nats(url)` |
 //!
 //! [`connect`] picks the backend from a URL's scheme, for programs that take the broker
 //! from their configuration.
@@ -66,6 +67,12 @@ pub mod redis {
     pub use rodario_redis::*;
 }
 
+/// The NATS backend (feature `nats`).
+#[cfg(feature = "nats")]
+pub mod nats {
+    pub use rodario_nats::*;
+}
+
 use rodario_core::backend::Backend;
 use rodario_core::error::{BackendError, BackendErrorKind};
 
@@ -75,6 +82,7 @@ use rodario_core::error::{BackendError, BackendErrorKind};
 /// |---|---|---|
 /// | `memory:` | a fresh private in-memory broker | `memory` |
 /// | `redis://`, `rediss://` | Redis | `redis` (`redis-tls` for `rediss`) |
+/// | `nats://`, `tls://` (comma-separated for several servers) | NATS, prefix `rodario` | `nats` |
 ///
 /// Fails with a [`BackendErrorKind::InvalidInput`] error naming the feature to enable when
 /// the scheme's backend is not compiled in, and with the backend's own errors (refused,
@@ -94,15 +102,23 @@ pub async fn connect(url: &str) -> Result<Backend> {
             #[cfg(not(feature = "redis"))]
             return Err(not_enabled(url, "redis"));
         }
+        "nats" | "tls" => {
+            #[cfg(feature = "nats")]
+            return Ok(nats::NatsBackend::connect_url(url).await?);
+            #[cfg(not(feature = "nats"))]
+            return Err(not_enabled(url, "nats"));
+        }
         _ => Err(Error::Backend(BackendError::new(
             "rodario",
             BackendErrorKind::InvalidInput,
-            format!("{url:?}: unknown scheme; expected memory:, redis:// or rediss://"),
+            format!(
+                "{url:?}: unknown scheme; expected memory:, redis://, rediss://, nats:// or tls://"
+            ),
         ))),
     }
 }
 
-#[cfg(any(not(feature = "memory"), not(feature = "redis")))]
+#[cfg(any(not(feature = "memory"), not(feature = "redis"), not(feature = "nats")))]
 fn not_enabled(url: &str, feature: &str) -> Error {
     Error::Backend(BackendError::new(
         "rodario",
@@ -112,7 +128,7 @@ fn not_enabled(url: &str, feature: &str) -> Error {
 }
 
 /// Constructors of nodes on the backends enabled by features: `Node::memory()`,
-/// `Node::redis(url)`.
+/// `Node::redis(url)`, `Node::nats(url)`.
 pub trait NodeExt {
     /// A node on a fresh private in-memory broker (feature `memory`). For several nodes that
     /// see each other, make a [`memory::MemoryBroker`] and give each node its own
@@ -125,6 +141,12 @@ pub trait NodeExt {
     /// [`Node::builder`].
     #[cfg(feature = "redis")]
     fn redis(url: &str) -> impl std::future::Future<Output = Result<Node>> + Send;
+
+    /// A node on the NATS server(s) at `url` (feature `nats`; several URLs separated by
+    /// commas), with the default prefix `rodario`. For other settings, build a
+    /// [`nats::NatsConfig`] and pass its backend to [`Node::builder`].
+    #[cfg(feature = "nats")]
+    fn nats(url: &str) -> impl std::future::Future<Output = Result<Node>> + Send;
 }
 
 impl NodeExt for Node {
@@ -137,6 +159,12 @@ impl NodeExt for Node {
     fn redis(url: &str) -> impl std::future::Future<Output = Result<Node>> + Send {
         let url = url.to_owned();
         async move { Ok(Node::new(redis::RedisBackend::connect(&url).await?)) }
+    }
+
+    #[cfg(feature = "nats")]
+    fn nats(url: &str) -> impl std::future::Future<Output = Result<Node>> + Send {
+        let url = url.to_owned();
+        async move { Ok(Node::new(nats::NatsBackend::connect_url(&url).await?)) }
     }
 }
 
