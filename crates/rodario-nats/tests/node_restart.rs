@@ -44,7 +44,11 @@ async fn actors_work_again_after_a_server_restart() {
         Err(Error::Backend(err)) => assert_eq!(err.kind(), BackendErrorKind::Connection),
         other => panic!("expected a connection error, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 
     // While it is down, a call fails at once with a connection error.
     let started = Instant::now();
