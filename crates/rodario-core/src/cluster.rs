@@ -13,14 +13,14 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
-use crate::frame::{decode_value, encode_value, Call, Frame, Outcome, Reply};
+use crate::frame::{decode_value, encode_value, Outcome, Reply};
 use crate::name::ClusterName;
 use crate::node::{GatherEvent, Node, PendingSlot};
-use crate::proxy::PendingRegistration;
+use crate::proxy::{PendingRegistration, SentCall};
 
 /// A cluster proxy type: [`ClusterProxy`] itself, or the typed one `#[actor]` generates
 /// (`GreeterCluster` for `Greeter`).
@@ -102,25 +102,20 @@ impl ClusterProxy {
         args: Vec<u8>,
     ) -> Result<Gather<R>> {
         let node = &self.node.inner;
-        node.ensure_reply_channel().await?;
-        let id = node.next_call_id();
-        let frame = node.encode(&Frame::Call(Call {
-            id,
-            reply_to: node.id.to_string(),
-            method: method.to_owned(),
-            args,
-            deadline_ms: node.deadline_ms(self.timeout),
-        }))?;
-        let deadline = Instant::now() + self.timeout;
         // Unbounded: at most one expect frame per node and one reply per member arrive.
         let (tx, rx) = mpsc::unbounded_channel();
-        node.add_pending(id, PendingSlot::Gather(tx));
-        let registration = PendingRegistration {
-            node: node.clone(),
-            id,
-        };
-        let delivery = node
-            .publish(&Channel::Cluster(self.channel.clone()), frame)
+        let SentCall {
+            registration,
+            delivery,
+            deadline,
+        } = node
+            .send_call(
+                &Channel::Cluster(self.channel.clone()),
+                method,
+                args,
+                self.timeout,
+                PendingSlot::Gather(tx),
+            )
             .await?;
         let nodes = match delivery {
             Delivery::Exact(n) => n,

@@ -127,24 +127,19 @@ impl ActorProxy {
         args: Vec<u8>,
     ) -> Result<Pending<R>> {
         let node = &self.node.inner;
-        node.ensure_reply_channel().await?;
-        let id = node.next_call_id();
-        let frame = node.encode(&Frame::Call(Call {
-            id,
-            reply_to: node.id.to_string(),
-            method: method.to_owned(),
-            args,
-            deadline_ms: node.deadline_ms(self.timeout),
-        }))?;
-        let deadline = Instant::now() + self.timeout;
         let (tx, rx) = oneshot::channel();
-        node.add_pending(id, PendingSlot::Single(tx));
-        let registration = PendingRegistration {
-            node: node.clone(),
-            id,
-        };
-        let delivery = node
-            .publish(&Channel::Actor(self.target.clone()), frame)
+        let SentCall {
+            registration,
+            delivery,
+            deadline,
+        } = node
+            .send_call(
+                &Channel::Actor(self.target.clone()),
+                method,
+                args,
+                self.timeout,
+                PendingSlot::Single(tx),
+            )
             .await?;
         let received = match delivery {
             Delivery::Exact(n) => n > 0,
@@ -179,6 +174,50 @@ impl ActorProxy {
 pub(crate) struct PendingRegistration {
     pub(crate) node: Arc<NodeInner>,
     pub(crate) id: u64,
+}
+
+/// A call that was published: its reply slot, what the broker knows of its receivers, and
+/// when the caller gives up.
+pub(crate) struct SentCall {
+    pub(crate) registration: PendingRegistration,
+    pub(crate) delivery: Delivery,
+    pub(crate) deadline: Instant,
+}
+
+impl NodeInner {
+    /// Publishes a call of `method` on `channel`, its replies going to `slot`.
+    pub(crate) async fn send_call(
+        self: &Arc<Self>,
+        channel: &Channel,
+        method: &str,
+        args: Vec<u8>,
+        timeout: Duration,
+        slot: PendingSlot,
+    ) -> Result<SentCall> {
+        self.ensure_reply_channel().await?;
+        let id = self.next_call_id();
+        let frame = self.encode(&Frame::Call(Call {
+            id,
+            reply_to: self.id.to_string(),
+            method: method.to_owned(),
+            args,
+            deadline_ms: self.deadline_ms(timeout),
+        }))?;
+        let deadline = Instant::now() + timeout;
+        self.add_pending(id, slot);
+        // Registered before publishing: a reply can arrive before `publish` returns, and a
+        // failed publish removes the slot again when this is dropped.
+        let registration = PendingRegistration {
+            node: self.clone(),
+            id,
+        };
+        let delivery = self.publish(channel, frame).await?;
+        Ok(SentCall {
+            registration,
+            delivery,
+            deadline,
+        })
+    }
 }
 
 impl Drop for PendingRegistration {
