@@ -9,12 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::backend::{Channel, Subscription};
+use bytes::Bytes;
+
+use crate::backend::{Channel, FrameSink, Subscription};
 use crate::cluster::TypedCluster;
 use crate::error::{Error, RemoteError, RemoteErrorKind, Result};
 use crate::frame::{encode_value, Call, Outcome};
@@ -168,10 +170,17 @@ impl<A: Actor> ActorBuilder<A> {
         };
         let node = self.node.inner.clone();
         node.register_actor(&id).await?;
+        let (mailbox, inbox) = mpsc::channel(node.config.mailbox);
+        let sink = Arc::new(ActorSink {
+            node: Arc::downgrade(&node),
+            id: id.clone(),
+            mailbox: mailbox.clone(),
+            last_caller: Mutex::new(None),
+        });
         let subscription = match node
             .backend
             .transport()
-            .subscribe(&Channel::Actor(id.clone()))
+            .subscribe(&Channel::Actor(id.clone()), sink)
             .await
         {
             Ok(subscription) => subscription,
@@ -182,7 +191,6 @@ impl<A: Actor> ActorBuilder<A> {
         };
         let methods: HashMap<&'static str, MethodSpec> =
             A::methods().into_iter().map(|m| (m.name, m)).collect();
-        let (mailbox, inbox) = mpsc::channel(node.config.mailbox);
         let (stop, stopped) = watch::channel(false);
         let alive = Arc::new(AtomicBool::new(true));
         let worker = tokio::spawn(run_worker(
@@ -193,15 +201,8 @@ impl<A: Actor> ActorBuilder<A> {
                 node: node.clone(),
             },
             inbox,
-            stopped.clone(),
-            alive.clone(),
-        ));
-        let reader = tokio::spawn(read_direct(
-            Arc::downgrade(&node),
-            id.clone(),
-            subscription,
-            mailbox.clone(),
             stopped,
+            alive.clone(),
         ));
         let shared = Arc::new(ActorShared {
             id,
@@ -210,7 +211,7 @@ impl<A: Actor> ActorBuilder<A> {
             stop,
             alive,
             joined: Mutex::new(Vec::new()),
-            tasks: tokio::sync::Mutex::new(Some((reader, worker))),
+            running: tokio::sync::Mutex::new(Some((subscription, worker))),
         });
         node.track_actor(shared.clone());
         Ok(ActorHandle {
@@ -228,14 +229,15 @@ pub(crate) struct ActorShared {
     stop: watch::Sender<bool>,
     alive: Arc<AtomicBool>,
     joined: Mutex<Vec<ClusterName>>,
-    tasks: tokio::sync::Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    /// The actor's subscription and worker task, until it stops.
+    running: tokio::sync::Mutex<Option<(Subscription, JoinHandle<()>)>>,
 }
 
 impl ActorShared {
     /// Unregisters, parts every channel, stops reading, and waits for the call being handled
     /// (if any) to finish; calls still queued are answered "stopped".
     pub(crate) async fn stop(&self) {
-        let Some((reader, worker)) = self.tasks.lock().await.take() else {
+        let Some((subscription, worker)) = self.running.lock().await.take() else {
             return;
         };
         if let Err(e) = self.node.unregister_actor(&self.id, false).await {
@@ -247,8 +249,8 @@ impl ActorShared {
                 tracing::warn!(actor = %self.id, %channel, error = %e, "could not part a channel");
             }
         }
+        subscription.close().await;
         let _ = self.stop.send(true);
-        let _ = reader.await;
         // An actor stopping itself from one of its own methods must not wait for that
         // method to end: the worker ends right after it.
         if tokio::task::try_id() != Some(worker.id()) {
@@ -260,9 +262,9 @@ impl ActorShared {
     /// Ends the actor's tasks at once, leaving its registrations to expire.
     #[cfg(feature = "testkit")]
     pub(crate) fn abort(&self) {
-        if let Ok(mut tasks) = self.tasks.try_lock() {
-            if let Some((reader, worker)) = tasks.take() {
-                reader.abort();
+        if let Ok(mut running) = self.running.try_lock() {
+            if let Some((subscription, worker)) = running.take() {
+                drop(subscription);
                 worker.abort();
             }
         }
@@ -372,53 +374,51 @@ impl<A: Actor> ActorHandle<A> {
     }
 }
 
-/// Reads the actor's own channel continuously, queueing calls or shedding them when the
-/// mailbox is full, so the broker never sees a slow subscriber.
-async fn read_direct(
+/// Queues the calls on an actor's own channel in its mailbox as the backend reads them,
+/// shedding them with an "overloaded" reply when the mailbox is full, so the broker never
+/// sees a slow subscriber.
+struct ActorSink {
     node: std::sync::Weak<NodeInner>,
     id: ActorId,
-    mut subscription: Subscription,
     mailbox: mpsc::Sender<Envelope>,
-    mut stop: watch::Receiver<bool>,
-) {
-    // One registration for the whole loop, not one per message.
-    let stopped = stop.wait_for(|stop| *stop);
-    tokio::pin!(stopped);
-    let mut last_caller = None;
-    loop {
-        let bytes = tokio::select! {
-            biased;
-            _ = &mut stopped => break,
-            next = subscription.next() => match next {
-                Some(bytes) => bytes,
-                None => {
-                    tracing::error!(actor = %id, "the actor's subscription ended");
-                    break;
-                }
-            },
+    last_caller: Mutex<Option<NodeId>>,
+}
+
+impl FrameSink for ActorSink {
+    fn deliver(&self, bytes: Bytes) {
+        let Some(node) = self.node.upgrade() else {
+            return;
         };
-        let Some(node) = node.upgrade() else { break };
-        let Some((call, reply_to)) = decode_call(&node, &bytes, &id, &mut last_caller) else {
-            continue;
+        let decoded = decode_call(&node, &bytes, &self.id, &mut lock(&self.last_caller));
+        let Some((call, reply_to)) = decoded else {
+            return;
         };
         let envelope = Envelope {
             call: Arc::new(call),
             reply_to,
             via: Via::Direct,
         };
-        if let Err(mpsc::error::TrySendError::Full(envelope)) = mailbox.try_send(envelope) {
-            tracing::warn!(actor = %id, "mailbox full: shedding a call");
-            let error = RemoteError::new(RemoteErrorKind::Overloaded, "mailbox full");
-            node.reply(
-                &envelope.reply_to,
-                envelope.call.id,
-                &id,
-                Outcome::Err(error),
-            )
-            .await;
+        if let Err(mpsc::error::TrySendError::Full(envelope)) = self.mailbox.try_send(envelope) {
+            tracing::warn!(actor = %self.id, "mailbox full: shedding a call");
+            // A sink must not wait, so the refusal is sent from a task of its own.
+            let id = self.id.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        let error = RemoteError::new(RemoteErrorKind::Overloaded, "mailbox full");
+                        node.reply(
+                            &envelope.reply_to,
+                            envelope.call.id,
+                            &id,
+                            Outcome::Err(error),
+                        )
+                        .await;
+                    });
+                }
+                Err(_) => tracing::warn!(actor = %id, "no runtime to send the refusal from"),
+            }
         }
     }
-    subscription.close().await;
 }
 
 struct Worker<A> {

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,7 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::BackendError;
 use crate::name::{ActorId, ClusterName, NodeId};
@@ -70,45 +71,46 @@ pub enum Delivery {
     Unknown,
 }
 
-/// A subscription: a stream of the raw frames published to one channel.
+/// Where a subscription's frames go: the backend calls [`FrameSink::deliver`] for each frame,
+/// in the order the broker delivered them, straight from the task that reads the
+/// connection (for the memory backend, from the publisher's task).
 ///
-/// The stream ends when the subscription is closed or the backend gives up on the
-/// connection for good; a backend that reconnects keeps the stream open across the outage
-/// (messages published meanwhile are lost: pub/sub is at most once).
+/// A sink must never block or wait: it queues the frame with a bound, or drops it. That
+/// keeps the connection read continuously, so a slow subscriber never makes the broker
+/// disconnect it (Redis's `client-output-buffer-limit pubsub`) and no frame waits in an
+/// extra queue between the connection and its consumer.
+pub trait FrameSink: Send + Sync + 'static {
+    /// Takes one frame.
+    fn deliver(&self, frame: Bytes);
+}
+
+/// A live subscription: frames published to its channel go to its [`FrameSink`] until it
+/// is closed or dropped.
+///
+/// A backend that reconnects keeps subscriptions alive across an outage (frames published
+/// meanwhile are lost: pub/sub is at most once).
+#[must_use = "dropping a subscription ends it"]
 pub struct Subscription {
-    frames: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
     close: Option<BoxFuture<'static, ()>>,
 }
 
 impl Subscription {
-    /// Wraps a backend's stream of frames. `close` runs when [`Subscription::close`] is
-    /// awaited (after the stream is dropped) and unsubscribes at the broker; a subscription
-    /// dropped without `close` must still stop delivery, lazily if need be.
-    pub fn new(
-        frames: impl Stream<Item = Bytes> + Send + 'static,
-        close: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Self {
+    /// A subscription that `close` unsubscribes at the broker when [`Subscription::close`]
+    /// awaits it. A subscription dropped without `close` drops that future unpolled: the
+    /// backend must then still stop delivery (keep a guard inside the future whose `Drop`
+    /// does it, lazily if need be).
+    pub fn new(close: impl Future<Output = ()> + Send + 'static) -> Self {
         Subscription {
-            frames: Box::pin(frames),
             close: Some(Box::pin(close)),
         }
     }
 
-    /// Unsubscribes and waits until the broker has been told.
+    /// Unsubscribes and waits until the broker has been told: after this returns the broker
+    /// sends no more frames to the sink (one already on its way may still arrive).
     pub async fn close(mut self) {
-        // Drop the receiving side first so no frame is handed out after this returns.
-        self.frames = Box::pin(futures_util::stream::empty());
         if let Some(close) = self.close.take() {
             close.await;
         }
-    }
-}
-
-impl Stream for Subscription {
-    type Item = Bytes;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        self.frames.as_mut().poll_next(cx)
     }
 }
 
@@ -118,15 +120,82 @@ impl fmt::Debug for Subscription {
     }
 }
 
+/// The default queue of a [`FrameStream`], in frames.
+pub const FRAME_STREAM_QUEUE: usize = 8192;
+
+/// A subscription read as a [`Stream`] of frames: for tests, tools and backends' own
+/// checks (nodes use sinks). Frames beyond [`FRAME_STREAM_QUEUE`] unread ones are dropped
+/// with a warning.
+pub struct FrameStream {
+    frames: mpsc::Receiver<Bytes>,
+    subscription: Subscription,
+}
+
+struct QueueSink(mpsc::Sender<Bytes>);
+
+impl FrameSink for QueueSink {
+    fn deliver(&self, frame: Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.0.try_send(frame) {
+            tracing::warn!("a frame stream's queue is full: dropped a frame");
+        }
+    }
+}
+
+impl FrameStream {
+    /// Unsubscribes and waits until the broker has been told.
+    pub async fn close(mut self) {
+        self.frames.close();
+        self.subscription.close().await;
+    }
+}
+
+impl Stream for FrameStream {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.frames.poll_recv(cx)
+    }
+}
+
+impl fmt::Debug for FrameStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameStream").finish_non_exhaustive()
+    }
+}
+
+/// Subscriptions as streams, for every [`Transport`].
+#[async_trait]
+pub trait TransportExt {
+    /// Subscribes to `channel` and returns its frames as a stream.
+    async fn subscribe_stream(&self, channel: &Channel) -> Result<FrameStream, BackendError>;
+}
+
+#[async_trait]
+impl<T: Transport + ?Sized> TransportExt for T {
+    async fn subscribe_stream(&self, channel: &Channel) -> Result<FrameStream, BackendError> {
+        let (tx, frames) = mpsc::channel(FRAME_STREAM_QUEUE);
+        let subscription = self.subscribe(channel, Arc::new(QueueSink(tx))).await?;
+        Ok(FrameStream {
+            frames,
+            subscription,
+        })
+    }
+}
+
 /// Publish/subscribe of raw frames on [`Channel`]s.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Publishes `frame` on `channel` and says what the broker knows of its receivers.
     async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError>;
 
-    /// Subscribes to `channel`. When this returns, the subscription is active at the broker:
-    /// a frame published afterwards is delivered.
-    async fn subscribe(&self, channel: &Channel) -> Result<Subscription, BackendError>;
+    /// Subscribes to `channel`, handing each frame to `sink`. When this returns, the
+    /// subscription is active at the broker: a frame published afterwards is delivered.
+    /// (For a stream of frames, use [`TransportExt::subscribe_stream`].)
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<Subscription, BackendError>;
 
     /// Whether [`Transport::publish`] on a cluster channel reports [`Delivery::Exact`].
     /// When it does not, nodes record their cluster memberships in the [`Registry`] under

@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch, OnceCell};
 use tokio::task::JoinHandle;
 
 use crate::actor::{Actor, ActorBuilder, ActorShared, Envelope, Via};
-use crate::backend::{Backend, Channel, ConnectionState, Delivery, Group, Subscription};
+use crate::backend::{Backend, Channel, ConnectionState, Delivery, FrameSink, Group, Subscription};
 use crate::cluster::{ClusterProxy, TypedCluster};
 use crate::error::{BackendError, BackendErrorKind, Error, RemoteError, RemoteErrorKind, Result};
 use crate::frame::{
@@ -129,7 +128,8 @@ pub(crate) struct NodeInner {
     pub(crate) locks: Locks,
     next_call: AtomicU64,
     pending: Mutex<HashMap<u64, PendingSlot>>,
-    reply_channel: OnceCell<()>,
+    /// The node's reply subscription, made before its first call.
+    reply_channel: OnceCell<Mutex<Option<Subscription>>>,
     heartbeat: OnceCell<()>,
     owned: Mutex<Owned>,
     actors: Mutex<HashMap<ActorId, Arc<ActorShared>>>,
@@ -160,8 +160,67 @@ pub(crate) enum GatherEvent {
 /// One cluster channel this node subscribed to, and its local members.
 struct ClusterEntry {
     members: Arc<Mutex<Vec<ClusterMember>>>,
-    stop: oneshot::Sender<()>,
+    subscription: Subscription,
     reader: JoinHandle<()>,
+}
+
+/// Cluster calls a node may have queued for fanning out before further ones are dropped.
+const CLUSTER_QUEUE: usize = 4096;
+
+/// Queues a cluster channel's frames for its fan-out task (which publishes, so cannot run
+/// inside a sink).
+struct ClusterSink {
+    channel: ClusterName,
+    frames: mpsc::Sender<Bytes>,
+}
+
+impl FrameSink for ClusterSink {
+    fn deliver(&self, frame: Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.frames.try_send(frame) {
+            tracing::warn!(channel = %self.channel, "cluster queue full: dropped a cluster call");
+        }
+    }
+}
+
+/// Routes frames on the node's reply channel to the calls waiting for them, right where the
+/// backend reads them.
+struct ReplySink {
+    node: Weak<NodeInner>,
+}
+
+impl FrameSink for ReplySink {
+    fn deliver(&self, bytes: Bytes) {
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
+        let frame = match decode_frame(&bytes, node.config.max_frame) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropped a malformed frame on the reply channel");
+                return;
+            }
+        };
+        let mut pending = lock(&node.pending);
+        match frame {
+            Frame::Reply(reply) => match pending.get(&reply.id) {
+                Some(PendingSlot::Single(_)) => {
+                    if let Some(PendingSlot::Single(tx)) = pending.remove(&reply.id) {
+                        let _ = tx.send(Ok(reply));
+                    }
+                }
+                Some(PendingSlot::Gather(tx)) => {
+                    let _ = tx.send(GatherEvent::Reply(reply));
+                }
+                None => tracing::debug!(call = reply.id, "reply for a call nobody awaits"),
+            },
+            Frame::Expect(Expect { id, count }) => {
+                if let Some(PendingSlot::Gather(tx)) = pending.get(&id) {
+                    let _ = tx.send(GatherEvent::Expect(count));
+                }
+            }
+            Frame::Call(_) => tracing::warn!("dropped a call frame sent to a reply channel"),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -269,6 +328,10 @@ impl Node {
             }
         }
         let _ = self.inner.shutdown.send(true);
+        let reply = self.inner.reply_channel.get().and_then(|s| lock(s).take());
+        if let Some(subscription) = reply {
+            subscription.close().await;
+        }
         lock(&self.inner.pending).clear();
     }
 
@@ -283,6 +346,9 @@ impl Node {
         }
         for (_, entry) in self.inner.clusters.lock().await.drain() {
             entry.reader.abort();
+        }
+        if let Some(reply) = self.inner.reply_channel.get() {
+            drop(lock(reply).take());
         }
         let _ = self.inner.shutdown.send(true);
     }
@@ -360,18 +426,22 @@ impl NodeInner {
         }
         self.reply_channel
             .get_or_try_init(|| async {
+                let sink = Arc::new(ReplySink {
+                    node: Arc::downgrade(self),
+                });
                 let subscription = self
                     .backend
                     .transport()
-                    .subscribe(&Channel::Reply(self.id.clone()))
+                    .subscribe(&Channel::Reply(self.id.clone()), sink)
                     .await?;
-                tokio::spawn(route_replies(
-                    Arc::downgrade(self),
-                    subscription,
-                    self.shutdown_signal(),
-                    self.backend.transport().connection_state(),
-                ));
-                Ok::<(), Error>(())
+                if let Some(connection) = self.backend.transport().connection_state() {
+                    tokio::spawn(watch_connection(
+                        Arc::downgrade(self),
+                        self.shutdown_signal(),
+                        connection,
+                    ));
+                }
+                Ok::<Mutex<Option<Subscription>>, Error>(Mutex::new(Some(subscription)))
             })
             .await?;
         Ok(())
@@ -497,23 +567,26 @@ impl NodeInner {
             lock(&self.owned).memberships.insert(channel.clone());
             self.ensure_heartbeat().await;
         }
+        let (frames, queued) = mpsc::channel(CLUSTER_QUEUE);
+        let sink = Arc::new(ClusterSink {
+            channel: channel.clone(),
+            frames,
+        });
         let subscription = transport
-            .subscribe(&Channel::Cluster(channel.clone()))
+            .subscribe(&Channel::Cluster(channel.clone()), sink)
             .await?;
         let members = Arc::new(Mutex::new(vec![member]));
-        let (stop, stopped) = oneshot::channel();
         let reader = tokio::spawn(fan_out_cluster(
             Arc::downgrade(self),
             channel.clone(),
-            subscription,
+            queued,
             members.clone(),
-            stopped,
         ));
         clusters.insert(
             channel.clone(),
             ClusterEntry {
                 members,
-                stop,
+                subscription,
                 reader,
             },
         );
@@ -539,7 +612,9 @@ impl NodeInner {
         };
         if now_empty {
             if let Some(entry) = clusters.remove(channel) {
-                let _ = entry.stop.send(());
+                // Closing the subscription drops the sink, which ends the fan-out task once
+                // it has handled the calls already queued.
+                entry.subscription.close().await;
                 let _ = entry.reader.await;
             }
             if lock(&self.owned).memberships.remove(channel) {
@@ -557,66 +632,30 @@ impl NodeInner {
     }
 }
 
-/// Delivers frames on the node's reply channel to the calls waiting for them.
-async fn route_replies(
+/// Fails the node's calls in flight whenever the backend reports its connection dropped.
+async fn watch_connection(
     node: Weak<NodeInner>,
-    mut subscription: Subscription,
     mut shutdown: watch::Receiver<bool>,
-    mut connection: Option<watch::Receiver<ConnectionState>>,
+    connection: watch::Receiver<ConnectionState>,
 ) {
-    // One registration for the whole loop, not one per message.
+    let mut connection = Some(connection);
     let stopped = shutdown.wait_for(|down| *down);
     tokio::pin!(stopped);
     loop {
-        let bytes = tokio::select! {
+        tokio::select! {
             biased;
             _ = &mut stopped => break,
             Some(state) = connection_change(&mut connection) => {
-                if state == ConnectionState::Disconnected {
-                    if let Some(node) = node.upgrade() {
-                        node.fail_pending_on_disconnect();
-                    }
+                if state != ConnectionState::Disconnected {
+                    continue;
                 }
-                continue;
-            }
-            next = subscription.next() => match next {
-                Some(bytes) => bytes,
-                None => {
-                    tracing::error!("the node's reply subscription ended; calls will time out");
-                    break;
-                }
-            },
-        };
-        let Some(node) = node.upgrade() else { break };
-        let frame = match decode_frame(&bytes, node.config.max_frame) {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::warn!(error = %e, "dropped a malformed frame on the reply channel");
-                continue;
-            }
-        };
-        let mut pending = lock(&node.pending);
-        match frame {
-            Frame::Reply(reply) => match pending.get(&reply.id) {
-                Some(PendingSlot::Single(_)) => {
-                    if let Some(PendingSlot::Single(tx)) = pending.remove(&reply.id) {
-                        let _ = tx.send(Ok(reply));
-                    }
-                }
-                Some(PendingSlot::Gather(tx)) => {
-                    let _ = tx.send(GatherEvent::Reply(reply));
-                }
-                None => tracing::debug!(call = reply.id, "reply for a call nobody awaits"),
-            },
-            Frame::Expect(Expect { id, count }) => {
-                if let Some(PendingSlot::Gather(tx)) = pending.get(&id) {
-                    let _ = tx.send(GatherEvent::Expect(count));
+                match node.upgrade() {
+                    Some(node) => node.fail_pending_on_disconnect(),
+                    None => break,
                 }
             }
-            Frame::Call(_) => tracing::warn!("dropped a call frame sent to a reply channel"),
         }
     }
-    subscription.close().await;
 }
 
 /// The next connection state, or never when the backend cannot tell (or stopped telling).
@@ -711,23 +750,11 @@ async fn renew_group<N: AsRef<str>>(node: &NodeInner, group: Group<'_>, members:
 async fn fan_out_cluster(
     node: Weak<NodeInner>,
     channel: ClusterName,
-    mut subscription: Subscription,
+    mut queued: mpsc::Receiver<Bytes>,
     members: Arc<Mutex<Vec<ClusterMember>>>,
-    mut stop: oneshot::Receiver<()>,
 ) {
     let mut last_caller = None;
-    loop {
-        let bytes = tokio::select! {
-            biased;
-            _ = &mut stop => break,
-            next = subscription.next() => match next {
-                Some(bytes) => bytes,
-                None => {
-                    tracing::error!(channel = %channel, "cluster subscription ended");
-                    break;
-                }
-            },
-        };
+    while let Some(bytes) = queued.recv().await {
         let Some(node) = node.upgrade() else { break };
         let Some((call, reply_to)) = decode_call(&node, &bytes, &channel, &mut last_caller) else {
             continue;
@@ -773,7 +800,6 @@ async fn fan_out_cluster(
             }
         }
     }
-    subscription.close().await;
 }
 
 /// Decodes a frame that must be a call, logging (not failing) on anything else.

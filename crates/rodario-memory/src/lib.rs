@@ -28,18 +28,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rodario_core::backend::{
-    Backend, Channel, Delivery, Group, LockKey, LockStore, Registry, Subscription, Transport,
+    Backend, Channel, Delivery, FrameSink, Group, LockKey, LockStore, Registry, Subscription,
+    Transport,
 };
 use rodario_core::error::BackendError;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 const NAME: &str = "memory";
-
-/// Frames a subscriber may have queued before further ones are dropped (and not counted
-/// as delivered), as a broker drops frames for a slow consumer. rodario's nodes read their
-/// subscriptions continuously, so this is reached only when a process is starved.
-pub const SUBSCRIBER_QUEUE: usize = 8192;
 
 /// An in-memory broker shared by the backends made from it. Cloning it shares the broker.
 #[derive(Clone, Default)]
@@ -50,7 +45,7 @@ pub struct MemoryBroker {
 #[derive(Default)]
 struct BrokerState {
     next_connection: AtomicU64,
-    channels: Mutex<HashMap<ChannelKey, Vec<Subscriber>>>,
+    channels: Mutex<HashMap<ChannelKey, Arc<Subscribers>>>,
     groups: Mutex<HashMap<String, HashMap<String, Entry>>>,
     locks: Mutex<Leases>,
 }
@@ -76,10 +71,63 @@ impl Leases {
 /// (kept apart rather than formatted into one string, so publishing allocates nothing).
 type ChannelKey = (Arc<str>, Channel);
 
+/// The subscribers of one channel. Replaced whole when one comes or goes (copy on write),
+/// so that a publish takes the broker's lock only to clone an `Arc`, and delivers without it.
+#[derive(Clone, Default)]
+struct Subscribers {
+    list: Vec<Subscriber>,
+    /// Distinct connections among them: what a publish reports, as Redis counts.
+    connections: usize,
+}
+
+#[derive(Clone)]
 struct Subscriber {
     connection: u64,
     id: u64,
-    frames: mpsc::Sender<Bytes>,
+    sink: Arc<dyn FrameSink>,
+}
+
+impl Subscribers {
+    fn with(&self, subscriber: Subscriber) -> Self {
+        let mut list = self.list.clone();
+        list.push(subscriber);
+        Self::counted(list)
+    }
+
+    fn without(&self, id: u64) -> Self {
+        Self::counted(self.list.iter().filter(|s| s.id != id).cloned().collect())
+    }
+
+    fn counted(list: Vec<Subscriber>) -> Self {
+        let mut connections: Vec<u64> = list.iter().map(|s| s.connection).collect();
+        connections.sort_unstable();
+        connections.dedup();
+        Subscribers {
+            connections: connections.len(),
+            list,
+        }
+    }
+}
+
+/// Ends a subscription when dropped (closed or not).
+struct SubscriptionGuard {
+    state: Arc<BrokerState>,
+    key: ChannelKey,
+    id: u64,
+}
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        let mut channels = lock(&self.state.channels);
+        if let Some(subscribers) = channels.get(&self.key) {
+            let remaining = subscribers.without(self.id);
+            if remaining.list.is_empty() {
+                channels.remove(&self.key);
+            } else {
+                channels.insert(self.key.clone(), Arc::new(remaining));
+            }
+        }
+    }
 }
 
 /// A registry member or a lease: who holds it, until when.
@@ -129,9 +177,7 @@ impl MemoryBroker {
     pub fn subscriptions(&self, prefix: &str, channel: &Channel) -> usize {
         lock(&self.state.channels)
             .get(&(Arc::from(prefix), channel.clone()))
-            .map_or(0, |subs| {
-                subs.iter().filter(|s| !s.frames.is_closed()).count()
-            })
+            .map_or(0, |subscribers| subscribers.list.len())
     }
 }
 
@@ -169,62 +215,43 @@ impl MemoryConnection {
 #[async_trait]
 impl Transport for MemoryConnection {
     async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError> {
-        let key = self.channel_key(channel);
-        let mut channels = lock(&self.state.channels);
-        let Some(subscribers) = channels.get_mut(&key) else {
+        let subscribers = lock(&self.state.channels)
+            .get(&self.channel_key(channel))
+            .cloned();
+        let Some(subscribers) = subscribers else {
             return Ok(Delivery::Exact(0));
         };
-        subscribers.retain(|s| !s.frames.is_closed());
-        let mut delivered = 0;
-        for (index, subscriber) in subscribers.iter().enumerate() {
-            match subscriber.frames.try_send(frame.clone()) {
-                // Count connections, as Redis does, not subscriptions: a connection counts
-                // once, at its first subscription that took the frame.
-                Ok(()) => {
-                    let counted = subscribers[..index]
-                        .iter()
-                        .any(|earlier| earlier.connection == subscriber.connection);
-                    if !counted {
-                        delivered += 1;
-                    }
-                }
-                Err(_) => tracing::warn!(
-                    %channel,
-                    "memory broker dropped a frame for a subscriber whose queue is full"
-                ),
-            }
+        for subscriber in &subscribers.list {
+            subscriber.sink.deliver(frame.clone());
         }
-        if subscribers.is_empty() {
-            channels.remove(&key);
-        }
-        Ok(Delivery::Exact(delivered))
+        Ok(Delivery::Exact(subscribers.connections))
     }
 
-    async fn subscribe(&self, channel: &Channel) -> Result<Subscription, BackendError> {
-        let name = self.channel_key(channel);
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<Subscription, BackendError> {
+        let key = self.channel_key(channel);
         let id = self.state.next_connection.fetch_add(1, Ordering::Relaxed);
-        lock(&self.state.channels)
-            .entry(name.clone())
-            .or_default()
-            .push(Subscriber {
+        {
+            let mut channels = lock(&self.state.channels);
+            let subscribers = channels
+                .get(&key)
+                .map_or_else(Subscribers::default, |s| Subscribers::clone(s));
+            let subscriber = Subscriber {
                 connection: self.id,
                 id,
-                frames: tx,
-            });
-        let state = self.state.clone();
-        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|frame| (frame, rx))
-        });
-        Ok(Subscription::new(frames, async move {
-            let mut channels = lock(&state.channels);
-            if let Some(subscribers) = channels.get_mut(&name) {
-                subscribers.retain(|s| s.id != id);
-                if subscribers.is_empty() {
-                    channels.remove(&name);
-                }
-            }
-        }))
+                sink,
+            };
+            channels.insert(key.clone(), Arc::new(subscribers.with(subscriber)));
+        }
+        let guard = SubscriptionGuard {
+            state: self.state.clone(),
+            key,
+            id,
+        };
+        Ok(Subscription::new(async move { drop(guard) }))
     }
 
     fn counts_receivers(&self) -> bool {

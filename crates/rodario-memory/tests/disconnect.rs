@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rodario_core::backend::{Backend, Channel, ConnectionState, Delivery, Subscription, Transport};
+use rodario_core::backend::{
+    Backend, Channel, ConnectionState, Delivery, FrameSink, Subscription, Transport,
+};
 use rodario_core::error::{BackendError, BackendErrorKind};
 use rodario_core::testkit::actors::Counter;
 use rodario_core::{Error, Node};
@@ -26,8 +28,12 @@ impl Transport for Flaky {
         self.inner.publish(channel, frame).await
     }
 
-    async fn subscribe(&self, channel: &Channel) -> Result<Subscription, BackendError> {
-        self.inner.subscribe(channel).await
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<Subscription, BackendError> {
+        self.inner.subscribe(channel, sink).await
     }
 
     fn counts_receivers(&self) -> bool {

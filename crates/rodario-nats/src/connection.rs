@@ -11,7 +11,9 @@ use async_nats::{ConnectErrorKind, ConnectOptions, Event, ServerAddr, StatusCode
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rodario_core::backend::{Channel, ConnectionState, Delivery, Subscription, Transport};
+use rodario_core::backend::{
+    Channel, ConnectionState, Delivery, FrameSink, Subscription, Transport,
+};
 use rodario_core::error::{BackendError, BackendErrorKind};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -186,6 +188,16 @@ fn publish_error(err: async_nats::PublishError) -> BackendError {
         _ => format!("publishing failed: {err}"),
     };
     error(kind, message).with_source(err)
+}
+
+/// Ends a subscription's reader task (and with it the subscription) when dropped, closed or
+/// not.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One connection to NATS; implements the three backend traits.
@@ -391,7 +403,11 @@ impl Transport for NatsConnection {
         Ok(Delivery::Unknown)
     }
 
-    async fn subscribe(&self, channel: &Channel) -> Result<Subscription, BackendError> {
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<Subscription, BackendError> {
         let subject = names::subject(&self.inner.prefix, channel)?;
         self.inner.ensure_connected()?;
         let subscriber = self
@@ -409,11 +425,23 @@ impl Transport for NatsConnection {
         // Active at the server once a round trip sent after the SUB has come back. On error
         // the subscriber is dropped here, which unsubscribes.
         self.inner.round_trip(None).await?;
-        let frames = subscriber.map(|message| message.payload);
+        // The client hands messages over through its own queue per subscription (bounded by
+        // `subscription_capacity`; it drops for a slow consumer); this task empties it into
+        // the sink, which never waits.
+        let mut subscriber = subscriber;
+        let reader = tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                sink.deliver(message.payload);
+            }
+        });
+        let reader = AbortOnDrop(reader);
         let inner = self.inner.clone();
-        Ok(Subscription::new(frames, async move {
-            // The stream (and with it the subscriber) is dropped before this runs, which
-            // queued the UNSUB; a round trip after it confirms the server handled it.
+        Ok(Subscription::new(async move {
+            // Ending the reader drops the subscriber, which queues the UNSUB; a round trip
+            // after it confirms the server handled it.
+            let mut reader = reader;
+            reader.0.abort();
+            let _ = (&mut reader.0).await;
             if let Err(err) = inner.round_trip(None).await {
                 tracing::debug!(%err, %subject, "could not confirm the unsubscription");
             }

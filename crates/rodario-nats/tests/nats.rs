@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{config_for, Fixture, PrivateServer};
 use futures_util::StreamExt;
-use rodario_core::backend::{Backend, Channel, Delivery, Group, LockKey, Subscription};
+use rodario_core::backend::{
+    Backend, Channel, Delivery, FrameStream, Group, LockKey, TransportExt,
+};
 use rodario_core::error::BackendErrorKind;
 use rodario_core::name::{ActorId, ClusterName, NodeId};
 use rodario_nats::{NatsBackend, NatsConfig};
@@ -19,14 +21,14 @@ fn actor(name: &str) -> Channel {
     Channel::Actor(ActorId::new(name).unwrap())
 }
 
-async fn next_frame(sub: &mut Subscription) -> Bytes {
+async fn next_frame(sub: &mut FrameStream) -> Bytes {
     tokio::time::timeout(Duration::from_secs(5), sub.next())
         .await
         .expect("no frame within 5 s")
         .expect("the subscription ended")
 }
 
-async fn no_frame(sub: &mut Subscription) {
+async fn no_frame(sub: &mut FrameStream) {
     if let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
         panic!("unexpected frame {frame:?}");
     }
@@ -49,7 +51,7 @@ async fn publish_subscribe_and_close() {
         .unwrap();
     assert_eq!(delivery, Delivery::Exact(0));
 
-    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
     let delivery = b
         .transport()
         .publish(&channel, Bytes::from_static(b"hello"))
@@ -69,7 +71,7 @@ async fn publish_subscribe_and_close() {
 
     // Reply channels are not checked.
     let reply = Channel::Reply(NodeId::new("node-1").unwrap());
-    let mut replies = a.transport().subscribe(&reply).await.unwrap();
+    let mut replies = a.transport().subscribe_stream(&reply).await.unwrap();
     let delivery = b
         .transport()
         .publish(&reply, Bytes::from_static(b"r"))
@@ -80,8 +82,8 @@ async fn publish_subscribe_and_close() {
 
     // Cluster channels are checked.
     let cluster = Channel::Cluster(ClusterName::new("workers").unwrap());
-    let mut c1 = a.transport().subscribe(&cluster).await.unwrap();
-    let mut c2 = b.transport().subscribe(&cluster).await.unwrap();
+    let mut c1 = a.transport().subscribe_stream(&cluster).await.unwrap();
+    let mut c2 = b.transport().subscribe_stream(&cluster).await.unwrap();
     let delivery = b
         .transport()
         .publish(&cluster, Bytes::from_static(b"all"))
@@ -119,7 +121,7 @@ async fn unchecked_publish_is_unknown() {
         .await
         .unwrap();
     let channel = actor("x");
-    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
     let delivery = a
         .transport()
         .publish(&channel, Bytes::from_static(b"1"))
@@ -148,14 +150,18 @@ async fn names_that_are_not_subject_tokens_are_refused() {
             .unwrap_err();
         assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{bad}: {err}");
         assert!(err.to_string().contains(bad), "{err}");
-        let err = a.transport().subscribe(&channel).await.unwrap_err();
+        let err = a.transport().subscribe_stream(&channel).await.unwrap_err();
         assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{bad}: {err}");
         let cluster = Channel::Cluster(ClusterName::new(bad).unwrap());
-        let err = a.transport().subscribe(&cluster).await.unwrap_err();
+        let err = a.transport().subscribe_stream(&cluster).await.unwrap_err();
         assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{bad}: {err}");
     }
     // A wildcard subscription would otherwise catch another actor's frames.
-    let mut other = a.transport().subscribe(&actor("other")).await.unwrap();
+    let mut other = a
+        .transport()
+        .subscribe_stream(&actor("other"))
+        .await
+        .unwrap();
     no_frame(&mut other).await;
 
     // The registry and the leases carry any name, reversibly.
@@ -462,7 +468,7 @@ async fn prefixes_are_isolated() {
         .await
         .unwrap();
     let channel = actor("same");
-    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
     let delivery = other
         .transport()
         .publish(&channel, Bytes::from_static(b"x"))
@@ -499,7 +505,7 @@ async fn oversize_frames_are_refused_with_the_limit() {
     let a = fx.backend().await;
     let limit = a.transport().max_payload().unwrap();
     let channel = actor("big");
-    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
     let err = a
         .transport()
         .publish(&channel, Bytes::from(vec![0u8; limit + 1]))
@@ -521,7 +527,7 @@ async fn token_auth() {
     let ok = NatsBackend::connect(config_for(&server.url, "auth").token("s3cret"))
         .await
         .unwrap();
-    let mut sub = ok.transport().subscribe(&actor("a")).await.unwrap();
+    let mut sub = ok.transport().subscribe_stream(&actor("a")).await.unwrap();
     ok.transport()
         .publish(&actor("a"), Bytes::from_static(b"in"))
         .await
@@ -614,7 +620,7 @@ async fn survives_a_server_restart() {
         .await
         .unwrap();
     let channel = actor("survivor");
-    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
     assert!(a
         .registry()
         .insert(Group::Actors, "survivor", "A", Duration::from_secs(60))
@@ -798,7 +804,7 @@ async fn an_unresponsive_server_gives_bounded_connection_errors() {
         .await
         .unwrap();
     let channel = actor("frozen");
-    let mut sub = a.transport().subscribe(&channel).await.unwrap();
+    let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
     assert!(a
         .registry()
         .insert(Group::Actors, "frozen", "o", Duration::from_secs(60))
@@ -817,7 +823,7 @@ async fn an_unresponsive_server_gives_bounded_connection_errors() {
         a.registry().contains(Group::Actors, "frozen"),
         a.registry().members(Group::Actors),
         a.locks().acquire(&key, "t", Duration::from_secs(5)),
-        a.transport().subscribe(&other),
+        a.transport().subscribe_stream(&other),
     );
     let elapsed = started.elapsed();
     assert_eq!(publish.unwrap_err().kind(), BackendErrorKind::Connection);
@@ -955,7 +961,11 @@ async fn tls_and_mutual_tls() {
     )
     .await
     .unwrap();
-    let mut sub = ok.transport().subscribe(&actor("secure")).await.unwrap();
+    let mut sub = ok
+        .transport()
+        .subscribe_stream(&actor("secure"))
+        .await
+        .unwrap();
     ok.transport()
         .publish(&actor("secure"), Bytes::from_static(b"s"))
         .await

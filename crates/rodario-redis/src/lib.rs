@@ -46,10 +46,10 @@
 //! Each [`Backend`] from [`RedisBackend::connect`] or [`RedisConfig::connect`] owns one
 //! RESP3 connection, multiplexed: commands and every subscription of that handle share it
 //! (Redis counts one receiver per connection in its `PUBLISH` reply, whatever the number of
-//! local subscriptions). Frames are read from the socket continuously and copied into a
-//! bounded queue per subscription (see [`RedisConfig::subscriber_queue`]); a subscriber
-//! that falls that far behind loses frames (logged with `tracing::warn!`) rather than
-//! letting the server's output buffer for this client grow until Redis disconnects it.
+//! local subscriptions). Frames are read from the socket continuously and handed to each
+//! subscription's [`FrameSink`](rodario_core::backend::FrameSink), which never waits (it
+//! queues with a bound or drops), so the server's output buffer for this client never grows
+//! until Redis disconnects it.
 //!
 //! When the connection drops, the backend reconnects in the background, with an
 //! exponential backoff capped at [`RedisConfig::reconnect_backoff`]'s maximum, forever, and
@@ -82,7 +82,7 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, IntoConnectionInfo, ProtocolVersion};
 use rodario_core::backend::{
-    Backend, Channel, ConnectionState, Delivery, Group, LockKey, Subscription, Transport,
+    Backend, Channel, ConnectionState, Delivery, FrameSink, Group, LockKey, Subscription, Transport,
 };
 use rodario_core::error::{BackendError, BackendErrorKind};
 use tokio::sync::{mpsc, watch};
@@ -98,9 +98,6 @@ pub const URL_ENV: &str = "RODARIO_REDIS_URL";
 
 /// The server URL used when [`URL_ENV`] is not set.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
-
-/// Frames a subscription may have queued before further ones are dropped, by default.
-pub const DEFAULT_SUBSCRIBER_QUEUE: usize = 8192;
 
 /// Longest lease or registry TTL sent to the server (longer ones are capped): about 2,000
 /// years, well inside what Redis accepts for `PX`.
@@ -144,7 +141,6 @@ pub struct RedisConfig {
     connect_timeout: Duration,
     reconnect_min: Duration,
     reconnect_max: Duration,
-    subscriber_queue: usize,
 }
 
 impl Default for RedisConfig {
@@ -165,7 +161,6 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(2),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(1),
-            subscriber_queue: DEFAULT_SUBSCRIBER_QUEUE,
         }
     }
 
@@ -208,13 +203,6 @@ impl RedisConfig {
         self
     }
 
-    /// How many frames each subscription may have waiting before further frames for it are
-    /// dropped (with a warning). Default [`DEFAULT_SUBSCRIBER_QUEUE`].
-    pub fn subscriber_queue(mut self, frames: usize) -> Self {
-        self.subscriber_queue = frames.max(1);
-        self
-    }
-
     /// The server URL (it may carry a password: do not log it; `Debug` hides it).
     pub fn url(&self) -> &str {
         &self.url
@@ -246,7 +234,6 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("reconnect_min", &self.reconnect_min)
             .field("reconnect_max", &self.reconnect_max)
-            .field("subscriber_queue", &self.subscriber_queue)
             .finish()
     }
 }
@@ -335,11 +322,7 @@ impl Inner {
         }
 
         let (reaper_tx, reaper_rx) = mpsc::unbounded_channel();
-        let dispatch = Arc::new(Dispatch::new(
-            reaper_tx,
-            config.subscriber_queue,
-            addr.clone(),
-        ));
+        let dispatch = Arc::new(Dispatch::new(reaper_tx, addr.clone()));
         let on_push = {
             let dispatch = dispatch.clone();
             move |push: redis::PushInfo| -> Result<(), std::convert::Infallible> {
@@ -497,11 +480,15 @@ impl Transport for Handle {
         ))
     }
 
-    async fn subscribe(&self, channel: &Channel) -> Result<Subscription, BackendError> {
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<Subscription, BackendError> {
         let name = self.channel_name(channel);
-        let (id, mut frames, first) = {
+        let (id, open, first) = {
             let _ordered = self.channel_lock(&name).lock().await;
-            let (id, frames, first) = self.dispatch.add(&name);
+            let (id, open, first) = self.dispatch.add(&name, sink);
             if first {
                 let mut connection = self.connection.clone();
                 // Returns once the server acknowledged the SUBSCRIBE: frames published from
@@ -515,17 +502,17 @@ impl Transport for Handle {
                     return Err(e);
                 }
             }
-            (id, frames, first)
+            (id, open, first)
         };
         tracing::debug!(channel = %name, first, "subscribed");
-        let stream = futures_util::stream::poll_fn(move |cx| frames.poll_recv(cx));
         let inner = self.0.clone();
         let mut guard = CloseGuard {
             dispatch: self.dispatch.clone(),
             channel: name,
+            open,
             closed: false,
         };
-        Ok(Subscription::new(stream, async move {
+        Ok(Subscription::new(async move {
             let channel = guard.channel.clone();
             inner.unsubscribe_local(&channel, Some(id), false).await;
             guard.disarm();

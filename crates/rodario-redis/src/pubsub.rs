@@ -1,9 +1,9 @@
 //! Subscriptions multiplexed over the backend's one RESP3 connection.
 //!
-//! The connection's reader hands every push message to [`Dispatch::on_push`], which copies
-//! the frame into the bounded queue of each local subscription to that channel without
-//! ever waiting: the socket is read continuously, so a slow subscriber cannot make Redis's
-//! output buffer for this client grow; it loses frames instead (with a warning).
+//! The connection's reader hands every push message to [`Dispatch::on_push`], which hands
+//! the frame to the [`FrameSink`] of each local subscription to that channel. Sinks never
+//! wait (they queue with a bound or drop), so the socket is read continuously and a slow
+//! subscriber cannot make Redis's output buffer for this client grow.
 //!
 //! Redis keeps one subscription per channel per connection, so several local
 //! subscriptions to one channel share it: the first sends `SUBSCRIBE`, the last to leave
@@ -14,12 +14,12 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value};
-use rodario_core::backend::ConnectionState;
+use rodario_core::backend::{ConnectionState, FrameSink};
 use tokio::sync::{mpsc, watch};
 
 use crate::Inner;
@@ -27,10 +27,12 @@ use crate::Inner;
 /// Pause between pings while the connection is down.
 const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// One local subscription's queue.
+/// One local subscription: where its frames go, and whether it is still wanted (cleared
+/// when it is dropped without being closed).
 struct Local {
     id: u64,
-    frames: mpsc::Sender<Bytes>,
+    sink: Arc<dyn FrameSink>,
+    open: Arc<AtomicBool>,
 }
 
 /// Work for the background task.
@@ -65,7 +67,6 @@ pub(crate) struct Dispatch {
     reaper: mpsc::UnboundedSender<Chore>,
     state: watch::Sender<ConnectionState>,
     next_id: AtomicU64,
-    queue: usize,
     addr: String,
 }
 
@@ -78,15 +79,13 @@ fn lock(mutex: &Mutex<Table>) -> MutexGuard<'_, Table> {
 }
 
 impl Dispatch {
-    /// A dispatch table whose unsubscribe requests go to `reaper`, with queues of `queue`
-    /// frames per subscription.
-    pub(crate) fn new(reaper: mpsc::UnboundedSender<Chore>, queue: usize, addr: String) -> Self {
+    /// A dispatch table whose unsubscribe requests go to `reaper`.
+    pub(crate) fn new(reaper: mpsc::UnboundedSender<Chore>, addr: String) -> Self {
         Dispatch {
             table: Mutex::new(Table::default()),
             reaper,
             state: watch::Sender::new(ConnectionState::Connected),
             next_id: AtomicU64::new(0),
-            queue: queue.max(1),
             addr,
         }
     }
@@ -154,28 +153,27 @@ impl Dispatch {
                 return;
             }
         };
-        let mut table = lock(&self.table);
-        let reap = match table.channels.get_mut(&channel) {
-            None => Some(Reap::Stray),
-            Some(locals) => {
-                locals.retain(|local| match local.frames.try_send(payload.clone()) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::warn!(
-                            addr = %self.addr,
-                            %channel,
-                            capacity = self.queue,
-                            "dropped a frame for a subscription whose queue is full (slow consumer)"
-                        );
-                        true
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                });
-                locals.is_empty().then_some(Reap::Dropped)
+        let sinks: Vec<Arc<dyn FrameSink>> = {
+            let mut table = lock(&self.table);
+            let (sinks, reap) = match table.channels.get_mut(&channel) {
+                None => (Vec::new(), Some(Reap::Stray)),
+                Some(locals) => {
+                    locals.retain(|local| local.open.load(Ordering::Acquire));
+                    let sinks = locals.iter().map(|local| local.sink.clone()).collect();
+                    (sinks, locals.is_empty().then_some(Reap::Dropped))
+                }
+            };
+            if let Some(reason) = reap {
+                Self::request(&mut table, &self.reaper, channel, reason);
             }
+            sinks
         };
-        if let Some(reason) = reap {
-            Self::request(&mut table, &self.reaper, channel, reason);
+        // Delivered outside the table's lock: a sink may drop the last reference to what
+        // owns a subscription, whose guard then takes the lock. Sinks take frames without
+        // waiting (they queue with a bound or drop), so the connection keeps being read
+        // however slow a consumer is.
+        for sink in sinks {
+            sink.deliver(payload.clone());
         }
     }
 
@@ -205,17 +203,25 @@ impl Dispatch {
         Self::request(&mut table, &self.reaper, channel.to_owned(), reason);
     }
 
-    /// Adds a local subscription to `channel`. Returns its id, its queue, and whether the
-    /// connection must subscribe at the server (nobody here was subscribed yet).
-    /// Call with the channel's lock held.
-    pub(crate) fn add(&self, channel: &str) -> (u64, mpsc::Receiver<Bytes>, bool) {
+    /// Adds a local subscription to `channel` delivering to `sink`. Returns its id, the flag
+    /// that keeps it open, and whether the connection must subscribe at the server (nobody
+    /// here was subscribed yet). Call with the channel's lock held.
+    pub(crate) fn add(
+        &self,
+        channel: &str,
+        sink: Arc<dyn FrameSink>,
+    ) -> (u64, Arc<AtomicBool>, bool) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue);
+        let open = Arc::new(AtomicBool::new(true));
         let mut table = lock(&self.table);
         let locals = table.channels.entry(channel.to_owned()).or_default();
         let first = locals.is_empty();
-        locals.push(Local { id, frames: tx });
-        (id, rx, first)
+        locals.push(Local {
+            id,
+            sink,
+            open: open.clone(),
+        });
+        (id, open, first)
     }
 
     /// Removes local subscription `id` (when given) and the dropped ones from `channel`.
@@ -227,7 +233,7 @@ impl Dispatch {
         let mut table = lock(&self.table);
         match table.channels.get_mut(channel) {
             Some(locals) => {
-                locals.retain(|local| Some(local.id) != id && !local.frames.is_closed());
+                locals.retain(|local| Some(local.id) != id && local.open.load(Ordering::Acquire));
                 locals.is_empty()
             }
             None => stray,
@@ -258,10 +264,11 @@ fn channel_name(value: Value) -> Option<String> {
     }
 }
 
-/// Asks for a reap when a subscription is dropped without being closed.
+/// Stops delivery and asks for a reap when a subscription is dropped without being closed.
 pub(crate) struct CloseGuard {
     pub(crate) dispatch: Arc<Dispatch>,
     pub(crate) channel: String,
+    pub(crate) open: Arc<AtomicBool>,
     pub(crate) closed: bool,
 }
 
@@ -275,6 +282,7 @@ impl CloseGuard {
 impl Drop for CloseGuard {
     fn drop(&mut self) {
         if !self.closed {
+            self.open.store(false, Ordering::Release);
             self.dispatch.request_reap(&self.channel, Reap::Dropped);
         }
     }

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use common::{eventually, RedisServer};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use rodario_core::backend::{Backend, Channel, Delivery, Group, LockKey, Subscription};
+use rodario_core::backend::{
+    Backend, Channel, Delivery, FrameStream, Group, LockKey, TransportExt,
+};
 use rodario_core::error::BackendErrorKind;
 use rodario_core::name::{ActorId, ClusterName, NodeId};
 use rodario_redis::{RedisBackend, RedisConfig};
@@ -21,14 +23,14 @@ fn actor(name: &str) -> Channel {
     Channel::Actor(ActorId::new(name).unwrap())
 }
 
-async fn next_frame(sub: &mut Subscription) -> Bytes {
+async fn next_frame(sub: &mut FrameStream) -> Bytes {
     tokio::time::timeout(Duration::from_secs(5), sub.next())
         .await
         .expect("a frame within 5 s")
         .expect("the subscription is still open")
 }
 
-async fn no_frame(sub: &mut Subscription) {
+async fn no_frame(sub: &mut FrameStream) {
     if let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
         panic!("unexpected frame {frame:?}");
     }
@@ -52,14 +54,14 @@ async fn publish_counts_exact_receiving_connections() {
     assert!(c.transport().counts_receivers());
     assert_eq!(publish(&c, &channel, b"nobody").await, Delivery::Exact(0));
 
-    let mut sub_a = a.transport().subscribe(&channel).await.unwrap();
-    let mut sub_b = b.transport().subscribe(&channel).await.unwrap();
+    let mut sub_a = a.transport().subscribe_stream(&channel).await.unwrap();
+    let mut sub_b = b.transport().subscribe_stream(&channel).await.unwrap();
     assert_eq!(publish(&c, &channel, b"one").await, Delivery::Exact(2));
     assert_eq!(next_frame(&mut sub_a).await, "one");
     assert_eq!(next_frame(&mut sub_b).await, "one");
 
     // A second subscription on the same connection: Redis counts connections, once each.
-    let mut sub_a2 = a.transport().subscribe(&channel).await.unwrap();
+    let mut sub_a2 = a.transport().subscribe_stream(&channel).await.unwrap();
     assert_eq!(publish(&c, &channel, b"two").await, Delivery::Exact(2));
     assert_eq!(next_frame(&mut sub_a).await, "two");
     assert_eq!(next_frame(&mut sub_a2).await, "two");
@@ -83,7 +85,7 @@ async fn a_frame_published_right_after_subscribe_returns_is_delivered() {
     let b = server.backend("ready").await;
     for round in 0..50 {
         let channel = actor(&format!("ready-{round}"));
-        let mut sub = a.transport().subscribe(&channel).await.unwrap();
+        let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
         assert_eq!(publish(&b, &channel, b"hello").await, Delivery::Exact(1));
         assert_eq!(next_frame(&mut sub).await, "hello");
         sub.close().await;
@@ -112,7 +114,7 @@ async fn close_and_drop_unsubscribe_at_the_server() {
         }
     };
 
-    let sub = a.transport().subscribe(&channel).await.unwrap();
+    let sub = a.transport().subscribe_stream(&channel).await.unwrap();
     assert_eq!(numsub(&plain).await, 1);
     sub.close().await;
     // close returns once the server was told.
@@ -120,7 +122,7 @@ async fn close_and_drop_unsubscribe_at_the_server() {
     assert_eq!(publish(&b, &channel, b"late").await, Delivery::Exact(0));
 
     // Dropped without close: delivery stops, lazily but promptly.
-    let sub = a.transport().subscribe(&channel).await.unwrap();
+    let sub = a.transport().subscribe_stream(&channel).await.unwrap();
     assert_eq!(numsub(&plain).await, 1);
     drop(sub);
     assert!(
@@ -132,34 +134,21 @@ async fn close_and_drop_unsubscribe_at_the_server() {
     );
     assert_eq!(publish(&b, &channel, b"late").await, Delivery::Exact(0));
 
-    // A subscription that stops reading loses frames past its queue but the others keep
-    // receiving, and the connection stays subscribed.
-    let small = server
-        .config("close")
-        .subscriber_queue(4)
-        .connect()
-        .await
-        .unwrap();
-    let mut slow = small.transport().subscribe(&channel).await.unwrap();
-    let mut fast = a.transport().subscribe(&channel).await.unwrap();
+    // A subscription that nobody reads does not hold up the others on the connection:
+    // the connection is read continuously and each subscription queues its own frames.
+    let other = server.backend("close").await;
+    let mut slow = other.transport().subscribe_stream(&channel).await.unwrap();
+    let mut fast = a.transport().subscribe_stream(&channel).await.unwrap();
     for _ in 0..20 {
         assert_eq!(publish(&b, &channel, b"flood").await, Delivery::Exact(2));
     }
     for _ in 0..20 {
         assert_eq!(next_frame(&mut fast).await, "flood");
     }
-    // Frames reach a connection in order: once a marker published after the flood has
-    // arrived on `small`, so has the whole flood.
-    let marker = actor("marker");
-    let mut marker_sub = small.transport().subscribe(&marker).await.unwrap();
-    assert_eq!(publish(&b, &marker, b"mark").await, Delivery::Exact(1));
-    assert_eq!(next_frame(&mut marker_sub).await, "mark");
-    for _ in 0..4 {
+    for _ in 0..20 {
         assert_eq!(next_frame(&mut slow).await, "flood");
     }
     no_frame(&mut slow).await;
-    assert_eq!(publish(&b, &channel, b"after").await, Delivery::Exact(2));
-    assert_eq!(next_frame(&mut slow).await, "after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,7 +455,11 @@ async fn check_layout(server: &RedisServer, backend: &Backend, prefix: &str) {
         ),
     ];
     for (channel, wire) in channels {
-        let mut sub = backend.transport().subscribe(&channel).await.unwrap();
+        let mut sub = backend
+            .transport()
+            .subscribe_stream(&channel)
+            .await
+            .unwrap();
         let receivers: usize = plain.publish(&wire, "from-plain").await.unwrap();
         assert_eq!(receivers, 1, "nobody subscribed to {wire}");
         assert_eq!(next_frame(&mut sub).await, "from-plain");
@@ -542,7 +535,11 @@ async fn requirepass_auth() {
     let backend = RedisBackend::connect(&format!("redis://:s3cret@127.0.0.1:{port}"))
         .await
         .unwrap();
-    let mut sub = backend.transport().subscribe(&actor("auth")).await.unwrap();
+    let mut sub = backend
+        .transport()
+        .subscribe_stream(&actor("auth"))
+        .await
+        .unwrap();
     assert_eq!(
         publish(&backend, &actor("auth"), b"x").await,
         Delivery::Exact(1)
@@ -656,7 +653,7 @@ async fn one_connection_per_handle_closed_when_dropped() {
         subs.push(
             backend
                 .transport()
-                .subscribe(&actor(&format!("a{i}")))
+                .subscribe_stream(&actor(&format!("a{i}")))
                 .await
                 .unwrap(),
         );

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::RedisServer;
 use futures_util::StreamExt;
-use rodario_core::backend::{Backend, Channel, ConnectionState, Delivery, Group, LockKey};
+use rodario_core::backend::{
+    Backend, Channel, ConnectionState, Delivery, Group, LockKey, TransportExt,
+};
 use rodario_core::error::BackendErrorKind;
 use rodario_core::name::{ActorId, ClusterName};
 
@@ -52,11 +54,11 @@ async fn subscriptions_and_commands_survive_a_long_restart() {
     let b = backend(&server).await;
     let actor = Channel::Actor(ActorId::new("survivor").unwrap());
     let cluster = Channel::Cluster(ClusterName::new("workers").unwrap());
-    let mut actor_sub = a.transport().subscribe(&actor).await.unwrap();
-    let mut cluster_sub = a.transport().subscribe(&cluster).await.unwrap();
+    let mut actor_sub = a.transport().subscribe_stream(&actor).await.unwrap();
+    let mut cluster_sub = a.transport().subscribe_stream(&cluster).await.unwrap();
     let doomed = a
         .transport()
-        .subscribe(&Channel::Actor(ActorId::new("closed-in-outage").unwrap()))
+        .subscribe_stream(&Channel::Actor(ActorId::new("closed-in-outage").unwrap()))
         .await
         .unwrap();
     assert_eq!(
@@ -101,7 +103,7 @@ async fn subscriptions_and_commands_survive_a_long_restart() {
     assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
     let err = a
         .transport()
-        .subscribe(&Channel::Actor(ActorId::new("new").unwrap()))
+        .subscribe_stream(&Channel::Actor(ActorId::new("new").unwrap()))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
@@ -183,7 +185,7 @@ async fn subscriptions_and_commands_survive_a_long_restart() {
         .await
         .unwrap());
     assert!(a.locks().release(&key, "t").await.unwrap());
-    let mut fresh = b.transport().subscribe(&actor).await.unwrap();
+    let mut fresh = b.transport().subscribe_stream(&actor).await.unwrap();
     assert_eq!(
         a.transport()
             .publish(&actor, Bytes::from_static(b"both"))

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rodario_core::backend::{Channel, Delivery, Group};
+use rodario_core::backend::{Channel, Delivery, Group, TransportExt};
 use rodario_core::error::BackendErrorKind;
 use rodario_core::name::ActorId;
 use rodario_core::testkit::server::{free_port, on_path, ServerProcess};
@@ -140,7 +140,11 @@ async fn rediss_urls_connect_with_tls() {
     assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
 
     let channel = Channel::Actor(ActorId::new("secure").unwrap());
-    let mut sub = backend.transport().subscribe(&channel).await.unwrap();
+    let mut sub = backend
+        .transport()
+        .subscribe_stream(&channel)
+        .await
+        .unwrap();
     assert_eq!(
         backend
             .transport()
