@@ -22,7 +22,7 @@ use crate::error::{Error, RemoteError, RemoteErrorKind, Result};
 use crate::frame::{encode_value, Call, Outcome};
 use crate::hooks::{CallContext, Flow, Hook, Singular};
 use crate::name::{ActorId, ClusterName, NodeId};
-use crate::node::{decode_call, lock, ClusterHandler, ClusterMember, Node, NodeInner};
+use crate::node::{decode_call, lock, ClusterHandler, ClusterMember, Node, NodeInner, Outbox};
 use crate::proxy::{ActorProxy, TypedProxy};
 
 /// The method a proxy built from a UUID calls to learn the actor's public methods, as the
@@ -444,32 +444,35 @@ async fn run_worker<A: Actor>(
     alive: Arc<AtomicBool>,
 ) {
     let _alive = AliveGuard(alive);
+    let mut outbox = Outbox::new();
     let stopped = stop.wait_for(|stop| *stop);
     tokio::pin!(stopped);
     loop {
         let envelope = tokio::select! {
             biased;
             _ = &mut stopped => break,
+            () = outbox.progress(), if outbox.is_busy() => continue,
             next = inbox.recv() => match next {
                 Some(envelope) => envelope,
                 None => break,
             },
         };
-        worker.handle(envelope).await;
+        if let Some(reply) = worker.handle(envelope).await {
+            outbox.send(reply).await;
+        }
     }
     inbox.close();
     while let Ok(envelope) = inbox.try_recv() {
         let error = RemoteError::new(RemoteErrorKind::Stopped, "the actor stopped");
-        worker
-            .node
-            .reply(
-                &envelope.reply_to,
-                envelope.call.id,
-                &worker.id,
-                Outcome::Err(error),
-            )
-            .await;
+        let reply = worker.node.reply_later(
+            envelope.reply_to,
+            envelope.call.id,
+            worker.id.clone(),
+            Outcome::Err(error),
+        );
+        outbox.send(reply).await;
     }
+    outbox.flush().await;
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
@@ -483,7 +486,8 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl<A: Actor> Worker<A> {
-    async fn handle(&mut self, envelope: Envelope) {
+    /// Runs one call; returns the publish of its reply (none for a call whose caller gave up).
+    async fn handle(&mut self, envelope: Envelope) -> Option<BoxFuture<'static, ()>> {
         let Envelope {
             call,
             reply_to,
@@ -491,7 +495,7 @@ impl<A: Actor> Worker<A> {
         } = envelope;
         if self.node.deadline_ms(std::time::Duration::ZERO) > call.deadline_ms {
             tracing::debug!(actor = %self.id, call = call.id, "skipped a call whose caller gave up");
-            return;
+            return None;
         }
         let outcome = match via {
             Via::Cluster {
@@ -513,7 +517,10 @@ impl<A: Actor> Worker<A> {
             Via::Cluster { channel, .. } => self.run_method(&call, &reply_to, Some(&channel)).await,
             Via::Direct => self.run_method(&call, &reply_to, None).await,
         };
-        self.node.reply(&reply_to, call.id, &self.id, outcome).await;
+        Some(
+            self.node
+                .reply_later(reply_to, call.id, self.id.clone(), outcome),
+        )
     }
 
     async fn run_method(

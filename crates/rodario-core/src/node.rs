@@ -4,9 +4,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch, OnceCell};
 use tokio::task::JoinHandle;
 
@@ -464,6 +468,19 @@ impl NodeInner {
         Ok(self.backend.transport().publish(channel, frame).await?)
     }
 
+    /// The publish of `outcome` for call `id` on behalf of `from`, as an owned future for an
+    /// [`Outbox`].
+    pub(crate) fn reply_later(
+        self: &Arc<Self>,
+        to: NodeId,
+        id: u64,
+        from: ActorId,
+        outcome: Outcome,
+    ) -> BoxFuture<'static, ()> {
+        let node = self.clone();
+        Box::pin(async move { node.reply(&to, id, &from, outcome).await })
+    }
+
     /// Sends `outcome` for `call` on behalf of `from`; failures are logged, since the caller
     /// will time out either way.
     pub(crate) async fn reply(&self, to: &NodeId, id: u64, from: &ActorId, outcome: Outcome) {
@@ -754,7 +771,16 @@ async fn fan_out_cluster(
     members: Arc<Mutex<Vec<ClusterMember>>>,
 ) {
     let mut last_caller = None;
-    while let Some(bytes) = queued.recv().await {
+    let mut outbox = Outbox::new();
+    loop {
+        let bytes = tokio::select! {
+            biased;
+            () = outbox.progress(), if outbox.is_busy() => continue,
+            next = queued.recv() => match next {
+                Some(bytes) => bytes,
+                None => break,
+            },
+        };
         let Some(node) = node.upgrade() else { break };
         let Some((call, reply_to)) = decode_call(&node, &bytes, &channel, &mut last_caller) else {
             continue;
@@ -773,9 +799,15 @@ async fn fan_out_cluster(
         });
         match node.encode(&expect) {
             Ok(bytes) => {
-                if let Err(e) = node.publish(&Channel::Reply(reply_to.clone()), bytes).await {
-                    tracing::warn!(error = %e, "could not tell a cluster caller what to expect");
-                }
+                let to = Channel::Reply(reply_to.clone());
+                let sender = node.clone();
+                outbox
+                    .send(Box::pin(async move {
+                        if let Err(e) = sender.publish(&to, bytes).await {
+                            tracing::warn!(error = %e, "could not tell a cluster caller what to expect");
+                        }
+                    }))
+                    .await;
             }
             Err(e) => tracing::warn!(error = %e, "could not encode an expect frame"),
         }
@@ -795,11 +827,13 @@ async fn fan_out_cluster(
                     mpsc::error::TrySendError::Closed(_) => RemoteErrorKind::Stopped,
                 };
                 let error = RemoteError::new(kind, "the call was not queued");
-                node.reply(&reply_to, call.id, &member.actor, Outcome::Err(error))
-                    .await;
+                let reply =
+                    node.reply_later(reply_to.clone(), call.id, member.actor, Outcome::Err(error));
+                outbox.send(reply).await;
             }
         }
     }
+    outbox.flush().await;
 }
 
 /// Decodes a frame that must be a call, logging (not failing) on anything else.
@@ -836,5 +870,51 @@ pub(crate) fn decode_call(
             tracing::warn!(%channel, error = %e, "dropped a malformed frame");
             None
         }
+    }
+}
+
+/// Publishes that have started but not finished, so a task can go on with its next message
+/// while its replies travel (a Redis `PUBLISH` waits for the server's answer). Each publish
+/// is polled once when it is queued, which sends it on every backend; publishes that finish
+/// at once (the memory backend) are never stored.
+pub(crate) struct Outbox {
+    sending: FuturesUnordered<BoxFuture<'static, ()>>,
+}
+
+/// Publishes a task may have in flight before it waits for one to finish.
+const OUTBOX_LIMIT: usize = 256;
+
+impl Outbox {
+    pub(crate) fn new() -> Self {
+        Outbox {
+            sending: FuturesUnordered::new(),
+        }
+    }
+
+    /// Starts `publish`, waiting only if too many are already in flight.
+    pub(crate) async fn send(&mut self, mut publish: BoxFuture<'static, ()>) {
+        let finished =
+            std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx).is_ready())).await;
+        if !finished {
+            self.sending.push(publish);
+        }
+        while self.sending.len() > OUTBOX_LIMIT {
+            self.sending.next().await;
+        }
+    }
+
+    /// Whether publishes are in flight.
+    pub(crate) fn is_busy(&self) -> bool {
+        !self.sending.is_empty()
+    }
+
+    /// Drives the publishes in flight; resolves when one finishes.
+    pub(crate) async fn progress(&mut self) {
+        self.sending.next().await;
+    }
+
+    /// Waits for every publish in flight.
+    pub(crate) async fn flush(&mut self) {
+        while self.sending.next().await.is_some() {}
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use serde_bytes::ByteBuf;
 use tokio::time::Instant;
 
 use super::actors::{Counter, CounterCluster, CounterProxy, FixedAnswer, Named};
@@ -337,7 +338,7 @@ pub async fn oversize_arguments_are_refused(broker: &dyn TestBroker) {
         .max_frame_bytes(4096)
         .build();
     let actor = counter(&node, "small-frames").await;
-    let result = actor.proxy().size(vec![7; 10_000]).await;
+    let result = actor.proxy().size(ByteBuf::from(vec![7; 10_000])).await;
     match result {
         Err(Error::Frame(FrameError::TooLarge { limit, .. })) => assert_eq!(limit, 4096),
         other => panic!("expected a frame-too-large error, got {other:?}"),
@@ -345,7 +346,7 @@ pub async fn oversize_arguments_are_refused(broker: &dyn TestBroker) {
     assert_eq!(
         actor
             .proxy()
-            .size(vec![7; 100])
+            .size(ByteBuf::from(vec![7; 100]))
             .await
             .unwrap()
             .await
