@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,7 +12,6 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio::time::Sleep;
 
 use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
@@ -107,7 +105,6 @@ impl ClusterProxy {
         let SentCall {
             registration,
             delivery,
-            deadline,
         } = node
             .send_call(
                 &Channel::Cluster(self.channel.clone()),
@@ -138,7 +135,6 @@ impl ClusterProxy {
             answered: 0,
             declined: 0,
             early: VecDeque::new(),
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
             timeout: self.timeout,
             finished: false,
             method: method.into(),
@@ -171,7 +167,6 @@ pub struct Gather<T> {
     answered: usize,
     declined: usize,
     early: VecDeque<Reply>,
-    deadline: Pin<Box<Sleep>>,
     timeout: Duration,
     finished: bool,
     method: Box<str>,
@@ -197,11 +192,11 @@ impl<T: DeserializeOwned + Send + 'static> Gather<T> {
     /// did, or [`Error::Timeout`] at the deadline.
     pub async fn expected(&mut self) -> Result<usize> {
         while self.acks < self.nodes {
-            let event = tokio::select! {
-                event = self.events.recv() => event,
-                _ = &mut self.deadline => return Err(self.timeout_error()),
-            };
-            match event {
+            match self.events.recv().await {
+                Some(GatherEvent::TimedOut) => {
+                    self.finished = true;
+                    return Err(self.timeout_error());
+                }
                 Some(GatherEvent::Expect(count)) => self.count(count),
                 Some(GatherEvent::Reply(reply)) => self.early.push_back(reply),
                 Some(GatherEvent::Failed(error)) => {
@@ -304,19 +299,16 @@ impl<T: DeserializeOwned + Send + 'static> Stream for Gather<T> {
                     this.finished = true;
                     return Poll::Ready(Some(Err(error)));
                 }
+                Poll::Ready(Some(GatherEvent::TimedOut)) => {
+                    this.finished = true;
+                    return Poll::Ready(Some(Err(this.timeout_error())));
+                }
                 Poll::Ready(None) => {
                     this.finished = true;
                     return Poll::Ready(Some(Err(Error::Closed("the node was shut down"))));
                 }
-                Poll::Pending => {
-                    return match this.deadline.as_mut().poll(cx) {
-                        Poll::Ready(()) => {
-                            this.finished = true;
-                            Poll::Ready(Some(Err(this.timeout_error())))
-                        }
-                        Poll::Pending => Poll::Pending,
-                    };
-                }
+                // The node's deadline sweeper sends `TimedOut` when the deadline passes.
+                Poll::Pending => return Poll::Pending,
             }
         }
     }

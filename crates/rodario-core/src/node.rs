@@ -11,8 +11,9 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch, OnceCell};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OnceCell};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::actor::{Actor, ActorBuilder, ActorShared, Envelope, Via};
 use crate::backend::{Backend, Channel, ConnectionState, Delivery, FrameSink, Group, Subscription};
@@ -113,7 +114,8 @@ impl NodeBuilder {
                 backend: self.backend,
                 config,
                 next_call: AtomicU64::new(1),
-                pending: Mutex::new(HashMap::new()),
+                pending: Mutex::new(PendingCalls::default()),
+                sweeper: Arc::new(Notify::new()),
                 reply_channel: OnceCell::new(),
                 heartbeat: OnceCell::new(),
                 owned: Mutex::new(Owned::default()),
@@ -131,7 +133,9 @@ pub(crate) struct NodeInner {
     pub(crate) config: NodeConfig,
     pub(crate) locks: Locks,
     next_call: AtomicU64,
-    pending: Mutex<HashMap<u64, PendingSlot>>,
+    pending: Mutex<PendingCalls>,
+    /// Wakes the deadline sweeper when a call with an earlier deadline comes in.
+    sweeper: Arc<Notify>,
     /// The node's reply subscription, made before its first call.
     reply_channel: OnceCell<Mutex<Option<Subscription>>>,
     heartbeat: OnceCell<()>,
@@ -150,12 +154,34 @@ struct Owned {
 
 /// Where a reply to one of this node's calls goes.
 pub(crate) enum PendingSlot {
-    Single(oneshot::Sender<Result<Reply>>),
+    Single(oneshot::Sender<Result<Reply, Failure>>),
     Gather(mpsc::UnboundedSender<GatherEvent>),
+}
+
+/// Why a call ended without a reply.
+pub(crate) enum Failure {
+    /// Its deadline passed.
+    TimedOut,
+    /// Something else ended it (the connection dropped).
+    Lost(Error),
+}
+
+/// The calls waiting for replies, with their deadlines, and when the sweeper next looks.
+#[derive(Default)]
+pub(crate) struct PendingCalls {
+    calls: HashMap<u64, Waiting>,
+    /// The earliest deadline the sweeper knows of.
+    sweep_at: Option<Instant>,
+}
+
+pub(crate) struct Waiting {
+    slot: PendingSlot,
+    deadline: Instant,
 }
 
 /// What a cluster call's gatherer receives.
 pub(crate) enum GatherEvent {
+    TimedOut,
     Expect(u32),
     Reply(Reply),
     Failed(Error),
@@ -205,10 +231,15 @@ impl FrameSink for ReplySink {
             }
         };
         let mut pending = lock(&node.pending);
+        let calls = &mut pending.calls;
         match frame {
-            Frame::Reply(reply) => match pending.get(&reply.id) {
+            Frame::Reply(reply) => match calls.get(&reply.id).map(|w| &w.slot) {
                 Some(PendingSlot::Single(_)) => {
-                    if let Some(PendingSlot::Single(tx)) = pending.remove(&reply.id) {
+                    if let Some(Waiting {
+                        slot: PendingSlot::Single(tx),
+                        ..
+                    }) = calls.remove(&reply.id)
+                    {
                         let _ = tx.send(Ok(reply));
                     }
                 }
@@ -218,7 +249,7 @@ impl FrameSink for ReplySink {
                 None => tracing::debug!(call = reply.id, "reply for a call nobody awaits"),
             },
             Frame::Expect(Expect { id, count }) => {
-                if let Some(PendingSlot::Gather(tx)) = pending.get(&id) {
+                if let Some(PendingSlot::Gather(tx)) = calls.get(&id).map(|w| &w.slot) {
                     let _ = tx.send(GatherEvent::Expect(count));
                 }
             }
@@ -336,7 +367,7 @@ impl Node {
         if let Some(subscription) = reply {
             subscription.close().await;
         }
-        lock(&self.inner.pending).clear();
+        lock(&self.inner.pending).calls.clear();
     }
 
     /// Ends this node's tasks without unregistering anything, as if its process crashed: its
@@ -376,18 +407,61 @@ impl NodeInner {
         unix_ms(SystemTime::now() + timeout)
     }
 
-    pub(crate) fn add_pending(&self, id: u64, slot: PendingSlot) {
-        lock(&self.pending).insert(id, slot);
+    /// Waits for a reply to call `id` in `slot` until `deadline`.
+    pub(crate) fn add_pending(&self, id: u64, slot: PendingSlot, deadline: Instant) {
+        let mut pending = lock(&self.pending);
+        pending.calls.insert(id, Waiting { slot, deadline });
+        if pending.sweep_at.is_none_or(|at| deadline < at) {
+            pending.sweep_at = Some(deadline);
+            self.sweeper.notify_one();
+        }
     }
 
     pub(crate) fn remove_pending(&self, id: u64) {
-        lock(&self.pending).remove(&id);
+        lock(&self.pending).calls.remove(&id);
+    }
+
+    /// Fails the calls whose deadline has passed; returns the next deadline to look at.
+    fn sweep(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let (expired, next) = {
+            let mut pending = lock(&self.pending);
+            let expired: Vec<u64> = pending
+                .calls
+                .iter()
+                .filter(|(_, waiting)| waiting.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            let expired: Vec<PendingSlot> = expired
+                .iter()
+                .filter_map(|id| pending.calls.remove(id))
+                .map(|waiting| waiting.slot)
+                .collect();
+            let next = pending.calls.values().map(|waiting| waiting.deadline).min();
+            pending.sweep_at = next;
+            (expired, next)
+        };
+        for slot in expired {
+            match slot {
+                PendingSlot::Single(tx) => {
+                    let _ = tx.send(Err(Failure::TimedOut));
+                }
+                PendingSlot::Gather(tx) => {
+                    let _ = tx.send(GatherEvent::TimedOut);
+                }
+            }
+        }
+        next
     }
 
     /// Fails every call waiting for a reply: the connection dropped, so their replies are
     /// lost (pub/sub does not keep messages for a disconnected subscriber).
     fn fail_pending_on_disconnect(&self) {
-        let drained: Vec<PendingSlot> = lock(&self.pending).drain().map(|(_, slot)| slot).collect();
+        let drained: Vec<PendingSlot> = lock(&self.pending)
+            .calls
+            .drain()
+            .map(|(_, waiting)| waiting.slot)
+            .collect();
         if drained.is_empty() {
             return;
         }
@@ -406,7 +480,7 @@ impl NodeInner {
         for slot in drained {
             match slot {
                 PendingSlot::Single(tx) => {
-                    let _ = tx.send(Err(lost()));
+                    let _ = tx.send(Err(Failure::Lost(lost())));
                 }
                 PendingSlot::Gather(tx) => {
                     let _ = tx.send(GatherEvent::Failed(lost()));
@@ -438,6 +512,11 @@ impl NodeInner {
                     .transport()
                     .subscribe(&Channel::Reply(self.id.clone()), sink)
                     .await?;
+                tokio::spawn(sweep_deadlines(
+                    Arc::downgrade(self),
+                    self.sweeper.clone(),
+                    self.shutdown_signal(),
+                ));
                 if let Some(connection) = self.backend.transport().connection_state() {
                     tokio::spawn(watch_connection(
                         Arc::downgrade(self),
@@ -672,6 +751,33 @@ async fn watch_connection(
                 }
             }
         }
+    }
+}
+
+/// Fails each call when its deadline passes. One task per node, asleep until the earliest
+/// deadline (or until a call with an earlier one comes in), instead of a timer per call.
+async fn sweep_deadlines(
+    node: Weak<NodeInner>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stopped = shutdown.wait_for(|down| *down);
+    tokio::pin!(stopped);
+    while let Some(next) = node.upgrade().map(|node| node.sweep()) {
+        let notified = wake.notified();
+        tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            () = notified => {}
+            () = sleep_until_or_forever(next) => {}
+        }
+    }
+}
+
+async fn sleep_until_or_forever(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

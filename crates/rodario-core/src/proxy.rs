@@ -11,13 +11,13 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
 use crate::frame::{decode_value, encode_value, Call, Frame, Outcome, Reply};
 use crate::name::ActorId;
-use crate::node::{Node, NodeInner, PendingSlot};
+use crate::node::{Failure, Node, NodeInner, PendingSlot};
 
 /// A proxy type for one actor: [`ActorProxy`] itself, or the typed proxy `#[actor]`
 /// generates (`GreeterProxy` for `Greeter`), which wraps one.
@@ -131,7 +131,6 @@ impl ActorProxy {
         let SentCall {
             registration,
             delivery,
-            deadline,
         } = node
             .send_call(
                 &Channel::Actor(self.target.clone()),
@@ -160,8 +159,6 @@ impl ActorProxy {
             reply: rx,
             resolved: None,
             _registration: registration,
-            deadline,
-            sleep: None,
             timeout: self.timeout,
             method: method.into(),
             target: self.target.clone(),
@@ -176,12 +173,10 @@ pub(crate) struct PendingRegistration {
     pub(crate) id: u64,
 }
 
-/// A call that was published: its reply slot, what the broker knows of its receivers, and
-/// when the caller gives up.
+/// A call that was published: its reply slot, and what the broker knows of its receivers.
 pub(crate) struct SentCall {
     pub(crate) registration: PendingRegistration,
     pub(crate) delivery: Delivery,
-    pub(crate) deadline: Instant,
 }
 
 impl NodeInner {
@@ -204,7 +199,7 @@ impl NodeInner {
             deadline_ms: self.deadline_ms(timeout),
         }))?;
         let deadline = Instant::now() + timeout;
-        self.add_pending(id, slot);
+        self.add_pending(id, slot, deadline);
         // Registered before publishing: a reply can arrive before `publish` returns, and a
         // failed publish removes the slot again when this is dropped.
         let registration = PendingRegistration {
@@ -215,7 +210,6 @@ impl NodeInner {
         Ok(SentCall {
             registration,
             delivery,
-            deadline,
         })
     }
 }
@@ -233,11 +227,9 @@ impl Drop for PendingRegistration {
 /// resolve independently: await them in any order. Dropping one abandons the reply.
 #[must_use = "the reply is lost unless awaited"]
 pub struct Pending<T> {
-    reply: oneshot::Receiver<Result<Reply>>,
-    resolved: Option<Result<Reply>>,
+    reply: oneshot::Receiver<Result<Reply, Failure>>,
+    resolved: Option<Result<Reply, Failure>>,
     _registration: PendingRegistration,
-    deadline: Instant,
-    sleep: Option<Pin<Box<Sleep>>>,
     timeout: Duration,
     method: Box<str>,
     target: ActorId,
@@ -262,14 +254,9 @@ impl<T: DeserializeOwned> Pending<T> {
         }
         match self.reply.try_recv() {
             Ok(reply) => self.resolved = Some(reply),
-            Err(oneshot::error::TryRecvError::Empty) => {
-                if Instant::now() < self.deadline {
-                    return false;
-                }
-                self.resolved = Some(Err(self.timeout_error(self.timeout)));
-            }
+            Err(oneshot::error::TryRecvError::Empty) => return false,
             Err(oneshot::error::TryRecvError::Closed) => {
-                self.resolved = Some(Err(Error::Closed("the node was shut down")));
+                self.resolved = Some(Err(Failure::Lost(Error::Closed("the node was shut down"))));
             }
         }
         true
@@ -294,8 +281,13 @@ impl<T: DeserializeOwned> Pending<T> {
         }
     }
 
-    fn value(&self, reply: Result<Reply>) -> Result<T> {
-        match reply?.outcome {
+    fn value(&self, reply: Result<Reply, Failure>) -> Result<T> {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(Failure::TimedOut) => return Err(self.timeout_error(self.timeout)),
+            Err(Failure::Lost(error)) => return Err(error),
+        };
+        match reply.outcome {
             Outcome::Ok(bytes) => Ok(decode_value(&bytes, "return value")?),
             Outcome::Err(error) => Err(error.into_error(&self.method, self.target.as_str())),
             Outcome::Declined => Err(Error::Declined {
@@ -314,19 +306,10 @@ impl<T: DeserializeOwned> Future for Pending<T> {
         if let Some(resolved) = this.resolved.take() {
             return Poll::Ready(this.value(resolved));
         }
+        // The node's deadline sweeper answers `TimedOut` when the deadline passes.
         match Pin::new(&mut this.reply).poll(cx) {
-            Poll::Ready(Ok(reply)) => return Poll::Ready(this.value(reply)),
-            Poll::Ready(Err(_)) => {
-                return Poll::Ready(Err(Error::Closed("the node was shut down")))
-            }
-            Poll::Pending => {}
-        }
-        let deadline = this.deadline;
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(this.timeout_error(this.timeout))),
+            Poll::Ready(Ok(reply)) => Poll::Ready(this.value(reply)),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(Error::Closed("the node was shut down"))),
             Poll::Pending => Poll::Pending,
         }
     }
