@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::kv::{Entry, Operation, Store, UpdateErrorKind};
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
@@ -309,101 +308,45 @@ impl Bucket {
             .is_some_and(|entry| entry_owner(&entry, now_ns()).is_some()))
     }
 
-    /// The live members under `root`, read with one ordered consumer that delivers the last
-    /// message of every key under it (deleted when done, rather than left to expire).
-    async fn list(
-        &self,
-        client: &async_nats::Client,
-        root: &str,
-    ) -> Result<BTreeSet<String>, BackendError> {
+    /// The live members under `root`: the stream's subjects under the root (one request,
+    /// a snapshot the server takes at once), then each key's entry, read concurrently.
+    ///
+    /// A consumer replaying the last message of each subject would be one request fewer, but
+    /// while members renew it keeps receiving their new messages, so a listing waiting for
+    /// it to run dry could miss members or never end.
+    async fn list(&self, root: &str) -> Result<BTreeSet<String>, BackendError> {
         let key_prefix = format!("{}{root}", self.subject_prefix);
-        let consumer = self
+        let mut subjects = self
             .store
             .stream
-            .create_consumer(push::OrderedConfig {
-                deliver_subject: client.new_inbox(),
-                description: Some("rodario registry listing".to_owned()),
-                filter_subject: format!("{key_prefix}>"),
-                deliver_policy: DeliverPolicy::LastPerSubject,
-                replay_policy: ReplayPolicy::Instant,
-                ..Default::default()
-            })
+            .info_with_subjects(format!("{key_prefix}>"))
             .await
             .map_err(|err| kv_error("listing", err))?;
-        let consumer_name = consumer.cached_info().name.clone();
-        let stream = self.store.stream.clone();
-        let _cleanup = scopeguard(move || {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    if let Err(err) = stream.delete_consumer(&consumer_name).await {
-                        tracing::debug!(%err, "could not delete a registry listing consumer");
-                    }
-                });
+        let mut keys = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, _count) = subject.map_err(|err| kv_error("listing", err))?;
+            match subject.strip_prefix(self.subject_prefix.as_str()) {
+                Some(key) => keys.push(key.to_owned()),
+                None => tracing::warn!(%subject, "skipping a subject outside the KV bucket"),
             }
-        });
-        let mut members = BTreeSet::new();
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(members);
         }
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|err| kv_error("listing", err))?;
+        let entries = futures_util::future::join_all(keys.iter().map(|key| self.entry(key))).await;
         let now = now_ns();
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|err| kv_error("listing", err))?;
-            let info = message.info().map_err(|err| {
-                error(
-                    BackendErrorKind::Protocol,
-                    format!("a NATS KV listing message had no JetStream metadata: {err}"),
-                )
-            })?;
-            let pending = info.pending;
-            let created = info.published.unix_timestamp_nanos();
-            let operation = match message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("KV-Operation"))
-                .map(|v| v.as_str())
-            {
-                Some("DEL") => Operation::Delete,
-                Some("PURGE") => Operation::Purge,
-                _ => Operation::Put,
-            };
-            if live_owner(&message.payload, operation, created, now).is_some() {
-                match message
-                    .subject
-                    .strip_prefix(key_prefix.as_str())
-                    .and_then(names::unescape)
-                {
-                    Some(member) => {
-                        members.insert(member);
-                    }
-                    None => tracing::warn!(
-                        subject = %message.subject,
-                        "skipping a NATS KV key rodario did not write"
-                    ),
-                }
+        let mut members = BTreeSet::new();
+        for (key, entry) in keys.iter().zip(entries) {
+            let Some(entry) = entry? else { continue };
+            if entry_owner(&entry, now).is_none() {
+                continue;
             }
-            if pending == 0 {
-                break;
+            match key.strip_prefix(root).and_then(names::unescape) {
+                Some(member) => {
+                    members.insert(member);
+                }
+                None => tracing::warn!(%key, "skipping a NATS KV key rodario did not write"),
             }
         }
         Ok(members)
     }
-}
-
-/// Runs `f` when dropped (on success, error or cancellation alike).
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }
 
 /// The outcome of a revision-checked write.
@@ -502,11 +445,8 @@ impl Registry for NatsConnection {
 
     async fn members(&self, group: Group<'_>) -> Result<BTreeSet<String>, BackendError> {
         let root = names::group_root(group)?;
-        self.bounded(
-            "a registry listing",
-            self.registry_bucket().list(&self.inner.client, &root),
-        )
-        .await
+        self.bounded("a registry listing", self.registry_bucket().list(&root))
+            .await
     }
 }
 

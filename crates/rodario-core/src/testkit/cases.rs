@@ -732,3 +732,29 @@ pub async fn live_actors_stay_registered(broker: &dyn TestBroker) {
     );
     assert!(actor.is_alive());
 }
+
+/// Cluster memberships outlive many liveness TTLs while their nodes live (backends that
+/// cannot count receivers keep them in the registry, renewed with the node's actors).
+pub async fn cluster_membership_is_renewed(broker: &dyn TestBroker) {
+    let mut hosts = Vec::new();
+    let mut actors = Vec::new();
+    for i in 0..2 {
+        let host = Node::builder(broker.connect("a").await)
+            .call_timeout(CALL_TIMEOUT)
+            .liveness_ttl(SHORT_TTL)
+            .build();
+        for j in 0..2 {
+            let actor = counter(&host, &format!("r{i}{j}")).await;
+            actor.join("renewed").await.unwrap();
+            actors.push(actor);
+        }
+        hosts.push(host);
+    }
+    let caller = node(broker, "a").await;
+    let cluster: CounterCluster = caller.cluster("renewed").unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(SHORT_TTL).await;
+        let names = cluster.name().await.unwrap().all().await.unwrap();
+        assert_eq!(names.len(), 4, "members lost: {names:?}");
+    }
+}

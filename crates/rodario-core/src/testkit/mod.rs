@@ -64,7 +64,8 @@ macro_rules! conformance_suite {
             crashed_process_actors_expire,
             shutdown_stops_actors,
             full_mailbox_sheds_calls,
-            live_actors_stay_registered
+            live_actors_stay_registered,
+            cluster_membership_is_renewed
         );
     };
     (@cases $broker:expr; $($case:ident),* $(,)?) => {

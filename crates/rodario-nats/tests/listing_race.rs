@@ -1,0 +1,47 @@
+//! Listing a group while its members renew must still list every live member.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Fixture;
+use rodario_core::backend::Group;
+use rodario_core::ClusterName;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_while_members_renew_lists_them_all() {
+    let fx = Fixture::new();
+    let backend = fx.backend().await;
+    let registry = backend.registry().clone();
+    let channel = ClusterName::new("busy").unwrap();
+    let ttl = Duration::from_secs(30);
+    for node in ["n1", "n2", "n3"] {
+        assert!(registry
+            .insert(Group::Members(&channel), node, node, ttl)
+            .await
+            .unwrap());
+    }
+    let renewer = {
+        let registry = registry.clone();
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            loop {
+                for node in ["n1", "n2", "n3"] {
+                    registry
+                        .renew(Group::Members(&channel), &[node], node, ttl)
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+    };
+    let mut short = 0;
+    for _ in 0..300 {
+        let members = registry.members(Group::Members(&channel)).await.unwrap();
+        if members.len() != 3 {
+            short += 1;
+        }
+    }
+    renewer.abort();
+    assert_eq!(short, 0, "{short} of 300 listings missed a member");
+}
