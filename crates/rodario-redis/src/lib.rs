@@ -47,9 +47,8 @@
 //! RESP3 connection, multiplexed: commands and every subscription of that handle share it
 //! (Redis counts one receiver per connection in its `PUBLISH` reply, whatever the number of
 //! local subscriptions). Frames are read from the socket continuously and handed to each
-//! subscription's [`FrameSink`](rodario_core::backend::FrameSink), which never waits (it
-//! queues with a bound or drops), so the server's output buffer for this client never grows
-//! until Redis disconnects it.
+//! subscription's [`FrameSink`], which never waits (it queues with a bound or drops), so the
+//! server's output buffer for this client never grows until Redis disconnects it.
 //!
 //! When the connection drops, the backend reconnects in the background, with an
 //! exponential backoff capped at [`RedisConfig::reconnect_backoff`]'s maximum, forever, and
