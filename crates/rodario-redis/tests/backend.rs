@@ -46,7 +46,7 @@ async fn publish(backend: &Backend, channel: &Channel, frame: &'static [u8]) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_counts_exact_receiving_connections() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let a = server.backend("count").await;
     let b = server.backend("count").await;
     let c = server.backend("count").await;
@@ -80,7 +80,7 @@ async fn publish_counts_exact_receiving_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_published_right_after_subscribe_returns_is_delivered() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let a = server.backend("ready").await;
     let b = server.backend("ready").await;
     for round in 0..50 {
@@ -94,7 +94,7 @@ async fn a_frame_published_right_after_subscribe_returns_is_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_and_drop_unsubscribe_at_the_server() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let a = server.backend("close").await;
     let b = server.backend("close").await;
     let channel = Channel::Cluster(ClusterName::new("workers").unwrap());
@@ -153,7 +153,7 @@ async fn close_and_drop_unsubscribe_at_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_inserts_have_exactly_one_winner() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let handles: Vec<Backend> =
         futures_util::future::join_all((0..4).map(|_| server.backend("race"))).await;
     for round in 0..20 {
@@ -187,7 +187,7 @@ async fn racing_inserts_have_exactly_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renew_only_by_owner_and_expired_members_vanish() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let backend = server.backend("live").await;
     let registry = backend.registry();
     let ttl = Duration::from_millis(1000);
@@ -278,7 +278,7 @@ async fn renew_only_by_owner_and_expired_members_vanish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_by_owner_or_by_anyone() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let backend = server.backend("remove").await;
     let registry = backend.registry();
     let cluster = ClusterName::new("workers").unwrap();
@@ -305,7 +305,7 @@ async fn remove_by_owner_or_by_anyone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contended_lock_never_has_two_holders() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let handles: Vec<Backend> =
         futures_util::future::join_all((0..4).map(|_| server.backend("lock"))).await;
     let key = LockKey {
@@ -348,7 +348,7 @@ async fn contended_lock_never_has_two_holders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_release_and_renew_only_by_holder_and_expire() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let backend = server.backend("lease").await;
     let locks = backend.locks();
     let key = LockKey {
@@ -487,14 +487,14 @@ async fn check_layout(server: &RedisServer, backend: &Backend, prefix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layout_without_prefix_is_the_python_librarys() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let backend = RedisBackend::connect(server.url()).await.unwrap();
     check_layout(&server, &backend, "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_prefix_every_name_carries_it() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let prefix = server.prefix("tenant");
     let backend = server.backend("tenant").await;
     check_layout(&server, &backend, &prefix).await;

@@ -3,4 +3,4 @@
 
 mod common;
 
-rodario_core::conformance_suite!(async { common::RedisServer::start() });
+rodario_core::conformance_suite!(async { common::RedisServer::start().await });

@@ -113,7 +113,7 @@ async fn actors_proxies_and_clusters_work_again_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_from_a_plain_client_are_refused_and_the_actor_keeps_serving() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let host = node(&server).await;
     let actor = host
         .spawn(Counter::named("target"))

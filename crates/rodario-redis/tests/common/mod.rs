@@ -1,8 +1,9 @@
 //! The test fixture: a Redis server per test, as DESIGN.md's "Servers in tests" says.
 //!
 //! [`RedisServer::start`] uses `RODARIO_REDIS_URL` when it is set, else starts a private
-//! `redis-server` on a free port (killed on drop); tests that need a server of their own
-//! (auth options, restarts) call [`RedisServer::private`]. Every backend a fixture hands out
+//! `redis-server` on a free port (killed on drop), else (feature `testcontainers`) a Redis
+//! container when a Docker daemon answers, else fails saying how to get a server. Tests
+//! that need a server of their own (auth options, restarts) call [`RedisServer::private`]. Every backend a fixture hands out
 //! has a prefix unique to the fixture, so tests run in parallel on a shared server.
 
 #![allow(dead_code)]
@@ -25,6 +26,9 @@ const HOW_TO_GET_ONE: &str = "these tests need a Redis server: install one \
 pub struct RedisServer {
     url: String,
     server: Option<ServerProcess>,
+    /// Removed when dropped.
+    #[cfg(feature = "testcontainers")]
+    _container: Option<testcontainers::ContainerAsync<testcontainers::GenericImage>>,
     run: String,
 }
 
@@ -41,16 +45,55 @@ fn unique_run() -> String {
 }
 
 impl RedisServer {
-    /// `RODARIO_REDIS_URL` when set, else a private server.
-    pub fn start() -> Self {
+    /// `RODARIO_REDIS_URL` when set, else a private server, else a container.
+    pub async fn start() -> Self {
         match std::env::var(URL_ENV) {
-            Ok(url) if !url.is_empty() => RedisServer {
-                url,
-                server: None,
-                run: unique_run(),
-            },
-            _ => Self::private(&[]),
+            Ok(url) if !url.is_empty() => Self::at(url),
+            _ if on_path("redis-server") => Self::private(&[]),
+            _ => Self::container().await,
         }
+    }
+
+    fn at(url: String) -> Self {
+        RedisServer {
+            url,
+            server: None,
+            #[cfg(feature = "testcontainers")]
+            _container: None,
+            run: unique_run(),
+        }
+    }
+
+    /// A Redis container, when a Docker daemon answers (feature `testcontainers`).
+    #[cfg(feature = "testcontainers")]
+    async fn container() -> Self {
+        use testcontainers::core::{IntoContainerPort, WaitFor};
+        use testcontainers::runners::AsyncRunner;
+        use testcontainers::GenericImage;
+
+        let container = GenericImage::new("redis", "7")
+            .with_exposed_port(6379.tcp())
+            .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+            .start()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("no `redis-server` on PATH, and no Redis container ({e}): {HOW_TO_GET_ONE}")
+            });
+        let port = container
+            .get_host_port_ipv4(6379.tcp())
+            .await
+            .unwrap_or_else(|e| panic!("the Redis container has no mapped port: {e}"));
+        let mut server = Self::at(format!("redis://127.0.0.1:{port}"));
+        server._container = Some(container);
+        server
+    }
+
+    #[cfg(not(feature = "testcontainers"))]
+    async fn container() -> Self {
+        panic!(
+            "no `redis-server` on PATH: {HOW_TO_GET_ONE}; or, with a Docker daemon, run the \
+             tests with `--features testcontainers`"
+        )
     }
 
     /// A private `redis-server` with `extra` options (for example `["--requirepass", "pw"]`).
@@ -78,11 +121,9 @@ impl RedisServer {
             args.extend(extra.iter().map(|s| s.to_string()));
             match ServerProcess::start("redis-server", &args, port) {
                 Ok(server) => {
-                    return RedisServer {
-                        url: format!("redis://127.0.0.1:{port}"),
-                        server: Some(server),
-                        run: unique_run(),
-                    }
+                    let mut redis = Self::at(format!("redis://127.0.0.1:{port}"));
+                    redis.server = Some(server);
+                    return redis;
                 }
                 Err(e) => last_error = e,
             }
