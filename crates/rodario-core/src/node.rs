@@ -33,6 +33,10 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// (because it crashed) loses them. Renewals run every third of it.
 pub const DEFAULT_LIVENESS_TTL: Duration = Duration::from_secs(10);
 
+/// The longest call deadline or liveness TTL a node uses; longer ones (say `Duration::MAX`
+/// for "no deadline") are cut to it rather than overflowing the clock.
+pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The default number of calls an actor may have queued before new ones are shed.
 pub const DEFAULT_MAILBOX: usize = 1024;
 
@@ -82,7 +86,7 @@ impl NodeBuilder {
     /// How long this node's registrations outlive it if it dies without stopping its actors
     /// (default 10 s). They are renewed every third of it.
     pub fn liveness_ttl(mut self, ttl: Duration) -> Self {
-        self.config.liveness_ttl = ttl.max(Duration::from_millis(30));
+        self.config.liveness_ttl = ttl.clamp(Duration::from_millis(30), MAX_WAIT);
         self
     }
 
@@ -404,7 +408,7 @@ impl NodeInner {
     }
 
     pub(crate) fn deadline_ms(&self, timeout: Duration) -> u64 {
-        unix_ms(SystemTime::now() + timeout)
+        unix_ms(SystemTime::now() + timeout.min(MAX_WAIT))
     }
 
     /// Waits for a reply to call `id` in `slot` until `deadline`.

@@ -17,7 +17,7 @@ use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
 use crate::frame::{decode_value, encode_value, Call, Frame, Outcome, Reply};
 use crate::name::ActorId;
-use crate::node::{Failure, Node, NodeInner, PendingSlot};
+use crate::node::{Failure, Node, NodeInner, PendingSlot, MAX_WAIT};
 
 /// A proxy type for one actor: [`ActorProxy`] itself, or the typed proxy `#[actor]`
 /// generates (`GreeterProxy` for `Greeter`), which wraps one.
@@ -190,6 +190,7 @@ impl NodeInner {
         slot: PendingSlot,
     ) -> Result<SentCall> {
         self.ensure_reply_channel().await?;
+        let timeout = timeout.min(MAX_WAIT);
         let id = self.next_call_id();
         let frame = self.encode(&Frame::Call(Call {
             id,

@@ -160,6 +160,12 @@ struct Entry {
     expires: Instant,
 }
 
+/// `now + ttl`, or a century from now for a TTL too long to add (`Duration::MAX`).
+fn expires_after(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 impl Entry {
     fn live(&self, now: Instant) -> bool {
         self.expires > now
@@ -302,7 +308,7 @@ impl Registry for MemoryConnection {
             member.to_owned(),
             Entry {
                 holder: owner.to_owned(),
-                expires: now + ttl,
+                expires: expires_after(now, ttl),
             },
         );
         Ok(true)
@@ -322,7 +328,7 @@ impl Registry for MemoryConnection {
             .iter()
             .map(|member| match entries.get_mut(*member) {
                 Some(entry) if entry.holder == owner && entry.live(now) => {
-                    entry.expires = now + ttl;
+                    entry.expires = expires_after(now, ttl);
                     true
                 }
                 _ => false,
@@ -388,7 +394,7 @@ impl LockStore for MemoryConnection {
             name,
             Entry {
                 holder: token.to_owned(),
-                expires: now + ttl,
+                expires: expires_after(now, ttl),
             },
         );
         Ok(true)
@@ -413,7 +419,7 @@ impl LockStore for MemoryConnection {
         let mut leases = lock(&self.state.locks);
         match leases.entries.get_mut(&self.lock_name(key)) {
             Some(entry) if entry.live(now) && entry.holder == token => {
-                entry.expires = now + ttl;
+                entry.expires = expires_after(now, ttl);
                 Ok(true)
             }
             _ => Ok(false),

@@ -50,3 +50,52 @@ async fn an_actor_can_stop_itself() {
         "{after:?}"
     );
 }
+
+/// "No deadline" spelt `Duration::MAX` works for calls, clusters, leases and liveness,
+/// instead of overflowing the clock.
+#[tokio::test]
+async fn durations_too_long_for_the_clock_are_capped() {
+    use rodario_core::testkit::actors::{Counter, CounterCluster};
+    use rodario_core::ClusterProxy;
+
+    let node = Node::builder(MemoryBroker::new().backend())
+        .call_timeout(Duration::MAX)
+        .liveness_ttl(Duration::MAX)
+        .build();
+    let actor = node.spawn(Counter::default()).start().await.unwrap();
+    assert_eq!(actor.proxy().add(2).await.unwrap().await.unwrap(), 2);
+    let proxy = actor.proxy().with_timeout(Duration::MAX);
+    assert_eq!(
+        proxy
+            .add(1)
+            .await
+            .unwrap()
+            .get(Duration::MAX)
+            .await
+            .unwrap(),
+        3
+    );
+    actor.join("forever").await.unwrap();
+    let cluster: CounterCluster = node.cluster("forever").unwrap();
+    assert_eq!(cluster.add(1).await.unwrap().all().await.unwrap(), vec![4]);
+    let untyped = ClusterProxy::new(node.clone(), "forever")
+        .unwrap()
+        .with_timeout(Duration::MAX);
+    let values: Vec<u64> = untyped
+        .call("add", (1,))
+        .await
+        .unwrap()
+        .all()
+        .await
+        .unwrap();
+    assert_eq!(values, vec![5]);
+    let lease = node
+        .locks()
+        .acquire("forever")
+        .expiry(Duration::MAX)
+        .await
+        .unwrap()
+        .expect("a free lock");
+    assert!(lease.renew(Duration::MAX).await.unwrap());
+    assert!(lease.release().await.unwrap());
+}
