@@ -97,7 +97,7 @@ async fn private_methods_are_not_served() {
     plotter.stop().await;
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn nodes_on_one_memory_broker_see_each_other_and_others_do_not() {
     let broker = MemoryBroker::new();
     let host = Node::new(broker.backend());

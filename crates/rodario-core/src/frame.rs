@@ -129,7 +129,77 @@ pub struct Expect {
 
 /// Encodes `frame`, refusing it if it is larger than `limit` bytes.
 pub fn encode_frame(frame: &Frame, limit: usize) -> Result<Bytes, crate::Error> {
-    let mut buf = BytesMut::with_capacity(64 + frame_payload_len(frame)).writer();
+    encode_any(frame, frame_payload_len(frame), limit)
+}
+
+/// The same layout as [`Frame`], borrowing what a sender already holds, so that sending a
+/// call or a reply copies no name into a frame struct first.
+#[derive(Serialize)]
+enum FrameRef<'a> {
+    Call(CallRef<'a>),
+    Reply(ReplyRef<'a>),
+}
+
+#[derive(Serialize)]
+struct CallRef<'a> {
+    id: u64,
+    reply_to: &'a str,
+    method: &'a str,
+    #[serde(with = "serde_bytes")]
+    args: &'a [u8],
+    deadline_ms: u64,
+}
+
+#[derive(Serialize)]
+struct ReplyRef<'a> {
+    id: u64,
+    from: &'a str,
+    outcome: &'a Outcome,
+}
+
+/// Encodes a call frame (as [`Frame::Call`] would be), refusing it over `limit` bytes.
+pub(crate) fn encode_call(
+    id: u64,
+    reply_to: &str,
+    method: &str,
+    args: &[u8],
+    deadline_ms: u64,
+    limit: usize,
+) -> Result<Bytes, crate::Error> {
+    let frame = FrameRef::Call(CallRef {
+        id,
+        reply_to,
+        method,
+        args,
+        deadline_ms,
+    });
+    encode_any(&frame, args.len() + method.len(), limit)
+}
+
+/// Encodes a reply frame (as [`Frame::Reply`] would be), refusing it over `limit` bytes.
+pub(crate) fn encode_reply(
+    id: u64,
+    from: &str,
+    outcome: &Outcome,
+    limit: usize,
+) -> Result<Bytes, crate::Error> {
+    let size = match outcome {
+        Outcome::Ok(value) => value.len(),
+        _ => 0,
+    };
+    encode_any(
+        &FrameRef::Reply(ReplyRef { id, from, outcome }),
+        size,
+        limit,
+    )
+}
+
+fn encode_any<F: Serialize>(
+    frame: &F,
+    payload_len: usize,
+    limit: usize,
+) -> Result<Bytes, crate::Error> {
+    let mut buf = BytesMut::with_capacity(64 + payload_len).writer();
     buf.get_mut().put_u8(FRAME_VERSION);
     buf.get_mut().put_u8(Codec::MessagePack.tag());
     rmp_serde::encode::write(&mut buf, frame).map_err(|e| CodecError::Encode {
@@ -243,6 +313,30 @@ mod tests {
             assert_eq!(bytes[0], FRAME_VERSION);
             assert_eq!(bytes[1], Codec::MessagePack.tag());
             assert_eq!(decode_frame(&bytes, DEFAULT_MAX_FRAME).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn borrowed_frames_encode_as_owned_ones() {
+        for frame in sample_frames() {
+            let borrowed = match &frame {
+                Frame::Call(call) => encode_call(
+                    call.id,
+                    &call.reply_to,
+                    &call.method,
+                    &call.args,
+                    call.deadline_ms,
+                    DEFAULT_MAX_FRAME,
+                ),
+                Frame::Reply(reply) => {
+                    encode_reply(reply.id, &reply.from, &reply.outcome, DEFAULT_MAX_FRAME)
+                }
+                Frame::Expect(_) => continue,
+            };
+            assert_eq!(
+                borrowed.unwrap(),
+                encode_frame(&frame, DEFAULT_MAX_FRAME).unwrap()
+            );
         }
     }
 

@@ -20,7 +20,8 @@ use crate::backend::{Backend, Channel, ConnectionState, Delivery, FrameSink, Gro
 use crate::cluster::{ClusterProxy, TypedCluster};
 use crate::error::{BackendError, BackendErrorKind, Error, RemoteError, RemoteErrorKind, Result};
 use crate::frame::{
-    decode_frame, encode_frame, Call, Expect, Frame, Outcome, Reply, DEFAULT_MAX_FRAME,
+    decode_frame, encode_frame, encode_reply, Call, Expect, Frame, Outcome, Reply,
+    DEFAULT_MAX_FRAME,
 };
 use crate::lock::Locks;
 use crate::name::{ActorId, ClusterName, NodeId};
@@ -567,22 +568,14 @@ impl NodeInner {
     /// Sends `outcome` for `call` on behalf of `from`; failures are logged, since the caller
     /// will time out either way.
     pub(crate) async fn reply(&self, to: &NodeId, id: u64, from: &ActorId, outcome: Outcome) {
-        let frame = Frame::Reply(Reply {
-            id,
-            from: from.to_string(),
-            outcome,
-        });
-        let sent = match self.encode(&frame) {
+        let limit = self.config.max_frame;
+        let sent = match encode_reply(id, from.as_str(), &outcome, limit) {
             Ok(bytes) => self.publish(&Channel::Reply(to.clone()), bytes).await,
             Err(Error::Frame(too_large)) => {
                 // Tell the caller why instead of letting it time out.
                 let message = format!("the reply could not be sent: {too_large}");
-                let fallback = Frame::Reply(Reply {
-                    id,
-                    from: from.to_string(),
-                    outcome: Outcome::Err(RemoteError::new(RemoteErrorKind::Handler, message)),
-                });
-                match self.encode(&fallback) {
+                let fallback = Outcome::Err(RemoteError::new(RemoteErrorKind::Handler, message));
+                match encode_reply(id, from.as_str(), &fallback, limit) {
                     Ok(bytes) => self.publish(&Channel::Reply(to.clone()), bytes).await,
                     Err(e) => Err(e),
                 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
-use crate::frame::{decode_value, encode_value, Call, Frame, Outcome, Reply};
+use crate::frame::{decode_value, encode_call, encode_value, Outcome, Reply};
 use crate::name::ActorId;
 use crate::node::{Failure, Node, NodeInner, PendingSlot, MAX_WAIT};
 
@@ -192,13 +192,14 @@ impl NodeInner {
         self.ensure_reply_channel().await?;
         let timeout = timeout.min(MAX_WAIT);
         let id = self.next_call_id();
-        let frame = self.encode(&Frame::Call(Call {
+        let frame = encode_call(
             id,
-            reply_to: self.id.to_string(),
-            method: method.to_owned(),
-            args,
-            deadline_ms: self.deadline_ms(timeout),
-        }))?;
+            self.id.as_str(),
+            method,
+            &args,
+            self.deadline_ms(timeout),
+            self.config.max_frame,
+        )?;
         let deadline = Instant::now() + timeout;
         self.add_pending(id, slot, deadline);
         // Registered before publishing: a reply can arrive before `publish` returns, and a

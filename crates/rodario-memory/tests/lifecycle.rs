@@ -99,3 +99,28 @@ async fn durations_too_long_for_the_clock_are_capped() {
     assert!(lease.renew(Duration::MAX).await.unwrap());
     assert!(lease.release().await.unwrap());
 }
+
+/// The memory broker keeps time on tokio's clock, so a test can pause it and jump ahead:
+/// a crashed process's registration lapses after its TTL without the test waiting for it.
+#[tokio::test(start_paused = true)]
+async fn liveness_follows_paused_time() {
+    use rodario_core::testkit::actors::Counter;
+
+    let broker = MemoryBroker::new();
+    let observer = Node::new(broker.backend());
+    let doomed = Node::builder(broker.backend())
+        .liveness_ttl(Duration::from_secs(60))
+        .build();
+    let actor = doomed
+        .spawn(Counter::default())
+        .uuid("mortal")
+        .start()
+        .await
+        .unwrap();
+    doomed.simulate_crash().await;
+    drop(actor);
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert!(observer.registry().exists("mortal").await.unwrap());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(!observer.registry().exists("mortal").await.unwrap());
+}
