@@ -9,29 +9,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{config_for, Fixture, PrivateServer};
-use futures_util::StreamExt;
-use rodario_core::backend::{
-    Backend, Channel, Delivery, FrameStream, Group, LockKey, TransportExt,
-};
+use rodario_core::backend::{Backend, Channel, Delivery, Group, LockKey, TransportExt};
 use rodario_core::error::BackendErrorKind;
 use rodario_core::name::{ActorId, ClusterName, NodeId};
+use rodario_core::testkit::{next_frame, no_frame};
 use rodario_nats::{NatsBackend, NatsConfig};
 
 fn actor(name: &str) -> Channel {
     Channel::Actor(ActorId::new(name).unwrap())
-}
-
-async fn next_frame(sub: &mut FrameStream) -> Bytes {
-    tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .expect("no frame within 5 s")
-        .expect("the subscription ended")
-}
-
-async fn no_frame(sub: &mut FrameStream) {
-    if let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
-        panic!("unexpected frame {frame:?}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

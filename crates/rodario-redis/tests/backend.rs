@@ -12,28 +12,14 @@ use bytes::Bytes;
 use common::{eventually, RedisServer};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use rodario_core::backend::{
-    Backend, Channel, Delivery, FrameStream, Group, LockKey, TransportExt,
-};
+use rodario_core::backend::{Backend, Channel, Delivery, Group, LockKey, TransportExt};
 use rodario_core::error::BackendErrorKind;
 use rodario_core::name::{ActorId, ClusterName, NodeId};
+use rodario_core::testkit::{next_frame, no_frame};
 use rodario_redis::{RedisBackend, RedisConfig};
 
 fn actor(name: &str) -> Channel {
     Channel::Actor(ActorId::new(name).unwrap())
-}
-
-async fn next_frame(sub: &mut FrameStream) -> Bytes {
-    tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .expect("a frame within 5 s")
-        .expect("the subscription is still open")
-}
-
-async fn no_frame(sub: &mut FrameStream) {
-    if let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
-        panic!("unexpected frame {frame:?}");
-    }
 }
 
 async fn publish(backend: &Backend, channel: &Channel, frame: &'static [u8]) -> Delivery {
@@ -99,35 +85,21 @@ async fn close_and_drop_unsubscribe_at_the_server() {
     let b = server.backend("close").await;
     let channel = Channel::Cluster(ClusterName::new("workers").unwrap());
     let wire = format!("{}cluster:workers", server.prefix("close"));
-    let plain = server.plain().await;
-    let numsub = |plain: &redis::aio::MultiplexedConnection| {
-        let mut plain = plain.clone();
-        let wire = wire.clone();
-        async move {
-            let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(&wire)
-                .query_async(&mut plain)
-                .await
-                .unwrap();
-            counts[0].1
-        }
-    };
 
     let sub = a.transport().subscribe_stream(&channel).await.unwrap();
-    assert_eq!(numsub(&plain).await, 1);
+    assert_eq!(server.numsub(&wire).await, 1);
     sub.close().await;
     // close returns once the server was told.
-    assert_eq!(numsub(&plain).await, 0);
+    assert_eq!(server.numsub(&wire).await, 0);
     assert_eq!(publish(&b, &channel, b"late").await, Delivery::Exact(0));
 
     // Dropped without close: delivery stops, lazily but promptly.
     let sub = a.transport().subscribe_stream(&channel).await.unwrap();
-    assert_eq!(numsub(&plain).await, 1);
+    assert_eq!(server.numsub(&wire).await, 1);
     drop(sub);
     assert!(
         eventually(Duration::from_secs(3), || async {
-            numsub(&plain).await == 0
+            server.numsub(&wire).await == 0
         })
         .await,
         "a dropped subscription was not unsubscribed"

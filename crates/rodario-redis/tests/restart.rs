@@ -144,21 +144,10 @@ async fn subscriptions_and_commands_survive_a_long_restart() {
 
     // The channel closed during the outage is resubscribed by the reconnect, then
     // unsubscribed on its own (no frame needed): a publisher is not told it has a receiver.
-    let plain = server.plain().await;
     let wire = format!("{}actor:closed-in-outage", server.prefix("restart"));
     assert!(
-        common::eventually(Duration::from_secs(5), || {
-            let mut plain = plain.clone();
-            let wire = wire.clone();
-            async move {
-                let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
-                    .arg("NUMSUB")
-                    .arg(&wire)
-                    .query_async(&mut plain)
-                    .await
-                    .unwrap();
-                counts[0].1 == 0
-            }
+        common::eventually(Duration::from_secs(5), || async {
+            server.numsub(&wire).await == 0
         })
         .await,
         "a subscription closed during the outage came back"

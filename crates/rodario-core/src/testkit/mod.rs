@@ -15,9 +15,13 @@
 //! rodario_core::conformance_suite!(async { MyBroker::start().await });
 //! ```
 
-use async_trait::async_trait;
+use std::time::Duration;
 
-use crate::backend::Backend;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::backend::{Backend, FrameStream};
 
 pub mod actors;
 pub mod cases;
@@ -30,6 +34,21 @@ pub trait TestBroker: Send + Sync + 'static {
     /// `namespace`. Connections with the same namespace see each other; different
     /// namespaces (different prefixes) must not.
     async fn connect(&self, namespace: &str) -> Backend;
+}
+
+/// The next frame of `stream`; panics if none comes within 5 s or the stream ended.
+pub async fn next_frame(stream: &mut FrameStream) -> Bytes {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("no frame within 5 s")
+        .expect("the subscription ended")
+}
+
+/// Panics if `stream` yields a frame within 200 ms.
+pub async fn no_frame(stream: &mut FrameStream) {
+    if let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+        panic!("unexpected frame {frame:?}");
+    }
 }
 
 /// Expands to one `#[tokio::test]` per conformance case, each running on a broker made by

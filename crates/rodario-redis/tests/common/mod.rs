@@ -174,6 +174,18 @@ impl RedisServer {
             .expect("plain connection")
     }
 
+    /// How many connections the server counts as subscribed to the wire-level `channel`
+    /// (`PUBSUB NUMSUB`), asked over a plain connection.
+    pub async fn numsub(&self, channel: &str) -> usize {
+        let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut self.plain().await)
+            .await
+            .expect("PUBSUB NUMSUB");
+        counts.first().map_or(0, |(_, count)| *count)
+    }
+
     /// Kills the private server, as a crash would.
     pub fn stop(&mut self) {
         self.server.as_mut().expect("a private server").stop();
