@@ -3,4 +3,4 @@
 
 mod common;
 
-rodario_core::conformance_suite!(async { common::Fixture::new() });
+rodario_core::conformance_suite!(async { common::Fixture::new().await });

