@@ -44,6 +44,7 @@
 //! | `redis` | no | `rodario::redis` (the `rodario-redis` crate) and `Node::redis(url)` |
 //! | `redis-tls` | no | `rediss://` URLs for Redis |
 //! | `nats` | no | `rodario::nats` (the `rodario-nats` crate) and `Node::nats(url)` |
+//! | `testkit` | no | `rodario::testkit`: the fault-injecting backend wrapper `testkit::faults::Faults`, the conformance suite, and `Node::simulate_crash` (for a dev-dependency) |
 //!
 //! [`connect`] picks the backend from a URL's scheme, for programs that take the broker
 //! from their configuration.

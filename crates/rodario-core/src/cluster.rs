@@ -12,12 +12,13 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
 use crate::frame::{decode_value, encode_value, Outcome, Reply};
 use crate::name::ClusterName;
-use crate::node::{GatherEvent, Node, PendingSlot};
+use crate::node::{within, GatherEvent, Node, PendingSlot, MAX_WAIT};
 use crate::proxy::{PendingRegistration, SentCall};
 
 /// A cluster proxy type: [`ClusterProxy`] itself, or the typed one `#[actor]` generates
@@ -83,7 +84,10 @@ impl ClusterProxy {
 
     /// Broadcasts a call of `method` with `args` (a tuple) to every member of the channel.
     ///
-    /// Fails at once with [`Error::EmptyCluster`] when nobody has joined the channel.
+    /// Fails at once with [`Error::EmptyCluster`] when nobody has joined the channel, and
+    /// with [`Error::Backend`] (a connection error; the call was not sent) while the backend
+    /// reports its connection down. Publishing and counting the members are bounded by the
+    /// call's deadline: past it, the call ends with [`Error::Timeout`].
     pub async fn call<R: DeserializeOwned + Send + 'static>(
         &self,
         method: &str,
@@ -100,29 +104,35 @@ impl ClusterProxy {
         args: Vec<u8>,
     ) -> Result<Gather<R>> {
         let node = &self.node.inner;
+        let timeout = self.timeout.min(MAX_WAIT);
+        let deadline = Instant::now() + timeout;
         // Unbounded: at most one expect frame per node and one reply per member arrive.
         let (tx, rx) = mpsc::unbounded_channel();
-        let SentCall {
-            registration,
-            delivery,
-        } = node
-            .send_call(
-                &Channel::Cluster(self.channel.clone()),
-                method,
-                args,
-                self.timeout,
-                PendingSlot::Gather(tx),
-            )
-            .await?;
-        let nodes = match delivery {
-            Delivery::Exact(n) => n,
-            Delivery::AtLeastOne | Delivery::Unknown => node
-                .backend
-                .registry()
-                .members(Group::Members(&self.channel))
-                .await?
-                .len(),
+        let send = async {
+            let SentCall {
+                registration,
+                delivery,
+            } = node
+                .send_call(
+                    &Channel::Cluster(self.channel.clone()),
+                    method,
+                    args,
+                    (timeout, deadline),
+                    PendingSlot::Gather(tx),
+                )
+                .await?;
+            let nodes = match delivery {
+                Delivery::Exact(n) => n,
+                Delivery::AtLeastOne | Delivery::Unknown => node
+                    .backend
+                    .registry()
+                    .members(Group::Members(&self.channel))
+                    .await?
+                    .len(),
+            };
+            Ok((registration, nodes))
         };
+        let (registration, nodes) = within(method, timeout, deadline, send).await?;
         if nodes == 0 {
             return Err(self.empty());
         }
@@ -135,7 +145,7 @@ impl ClusterProxy {
             answered: 0,
             declined: 0,
             early: VecDeque::new(),
-            timeout: self.timeout,
+            timeout,
             finished: false,
             method: method.into(),
             channel: self.channel.clone(),

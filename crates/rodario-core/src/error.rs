@@ -51,12 +51,14 @@ pub enum Error {
         /// The cluster channel.
         channel: String,
     },
-    /// No reply came before the call's deadline.
+    /// No reply came before the call's deadline, or the broker did not take the call
+    /// (a stalled publish) by then.
     ///
-    /// The request was published, but the caller cannot know whether the actor ran the
-    /// method: it may have run it (and its reply was lost or late), be running it still, or
-    /// never have received it (the brokers deliver at most once). Retry only methods that
-    /// are safe to run twice.
+    /// The caller cannot know whether the actor ran the method: it may have run it (and
+    /// its reply was lost or late), be running it still, or never have received it (the
+    /// brokers deliver at most once). Retry only methods that are safe to run twice. (A
+    /// call made while the backend reports its connection down is not sent at all: it
+    /// fails at once with [`Error::Backend`] instead.)
     #[error("{method} timed out after {after:?}: the actor may or may not have run it")]
     Timeout {
         /// The method that was called.

@@ -197,12 +197,16 @@ impl Hook for Singular {
             return Ok(Flow::Continue);
         }
         let name = format!("{}:{}.{}", call.method(), call.caller(), call.call_id());
-        let lease = self.expiry.max(call.remaining() + Duration::from_secs(1));
+        let remaining = call.remaining();
+        let lease = self.expiry.max(remaining + Duration::from_secs(1));
+        // The lease is asked for no longer than the caller waits: a broker slow to answer
+        // must not keep the actor (and its other callers) waiting past that.
         match call
             .locks()
             .acquire(&name)
             .context(&self.context)
             .expiry(lease)
+            .timeout(remaining)
             .await
         {
             Ok(Some(_won)) => Ok(Flow::Continue),

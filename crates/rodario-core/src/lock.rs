@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use crate::backend::{LockKey, LockStore};
 use crate::error::{Error, Result};
 use crate::hooks::DEFAULT_LOCK_CONTEXT;
+use crate::node::broker_within;
 
 /// The default lease length of [`Locks::acquire`].
 pub const DEFAULT_LOCK_EXPIRY: Duration = Duration::from_secs(3);
@@ -28,19 +29,32 @@ pub const DEFAULT_LOCK_EXPIRY: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 pub struct Locks {
     store: Arc<dyn LockStore>,
+    backend: &'static str,
+    timeout: Duration,
 }
 
 impl Locks {
-    pub(crate) fn new(store: Arc<dyn LockStore>) -> Self {
-        Locks { store }
+    pub(crate) fn new(store: Arc<dyn LockStore>, backend: &'static str, timeout: Duration) -> Self {
+        Locks {
+            store,
+            backend,
+            timeout,
+        }
     }
 
     /// Starts a request for the lease `name` in context `global.lock` for 3 s; set
     /// [`LockRequest::context`] and [`LockRequest::expiry`], then `.await` it. It resolves to
     /// `Some(lease)` if this caller took it, `None` if another holds it.
+    ///
+    /// Every lease operation is bounded by the node's call timeout (set another with
+    /// [`LockRequest::timeout`]): a broker that does not answer in time ends it with a
+    /// connection error ([`Error::Backend`]). After a timed-out acquire the lease may or may not have been
+    /// taken; if it was, nobody holds its token and it lapses at its expiry.
     pub fn acquire(&self, name: &str) -> LockRequest {
         LockRequest {
             store: self.store.clone(),
+            backend: self.backend,
+            timeout: self.timeout,
             key: LockKey {
                 context: DEFAULT_LOCK_CONTEXT.to_owned(),
                 name: name.to_owned(),
@@ -60,6 +74,8 @@ impl fmt::Debug for Locks {
 #[must_use = "a lock request does nothing until awaited"]
 pub struct LockRequest {
     store: Arc<dyn LockStore>,
+    backend: &'static str,
+    timeout: Duration,
     key: LockKey,
     expiry: Duration,
 }
@@ -74,6 +90,13 @@ impl LockRequest {
     /// How long the lease lasts unless renewed or released (default 3 s).
     pub fn expiry(mut self, expiry: Duration) -> Self {
         self.expiry = expiry;
+        self
+    }
+
+    /// How long to wait for the broker's answer (default: the node's call timeout); the
+    /// lease's later renewals and release get the same bound.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 }
@@ -92,9 +115,13 @@ impl IntoFuture for LockRequest {
                 });
             }
             let token = uuid::Uuid::new_v4().simple().to_string();
-            let won = self.store.acquire(&self.key, &token, self.expiry).await?;
+            let acquire = async { Ok(self.store.acquire(&self.key, &token, self.expiry).await?) };
+            let won =
+                broker_within(self.backend, "acquiring a lease", self.timeout, acquire).await?;
             Ok(won.then(|| Lease {
                 store: self.store,
+                backend: self.backend,
+                timeout: self.timeout,
                 key: self.key,
                 token,
             }))
@@ -109,6 +136,8 @@ impl IntoFuture for LockRequest {
 #[must_use = "a lease is held until released or expired"]
 pub struct Lease {
     store: Arc<dyn LockStore>,
+    backend: &'static str,
+    timeout: Duration,
     key: LockKey,
     token: String,
 }
@@ -126,12 +155,14 @@ impl Lease {
 
     /// Extends the lease to `expiry` from now; `false` if it had already expired and was lost.
     pub async fn renew(&self, expiry: Duration) -> Result<bool> {
-        Ok(self.store.renew(&self.key, &self.token, expiry).await?)
+        let renew = async { Ok(self.store.renew(&self.key, &self.token, expiry).await?) };
+        broker_within(self.backend, "renewing a lease", self.timeout, renew).await
     }
 
     /// Releases the lease; `false` if it had already expired (and may be someone else's).
     pub async fn release(self) -> Result<bool> {
-        Ok(self.store.release(&self.key, &self.token).await?)
+        let release = async { Ok(self.store.release(&self.key, &self.token).await?) };
+        broker_within(self.backend, "releasing a lease", self.timeout, release).await
     }
 }
 

@@ -115,7 +115,12 @@ impl NodeBuilder {
         Node {
             inner: Arc::new(NodeInner {
                 id: NodeId::generate(),
-                locks: Locks::new(self.backend.locks().clone()),
+                locks: Locks::new(
+                    self.backend.locks().clone(),
+                    self.backend.name(),
+                    config.call_timeout,
+                ),
+                connection: self.backend.transport().connection_state(),
                 backend: self.backend,
                 config,
                 next_call: AtomicU64::new(1),
@@ -137,6 +142,9 @@ pub(crate) struct NodeInner {
     pub(crate) backend: Backend,
     pub(crate) config: NodeConfig,
     pub(crate) locks: Locks,
+    /// The backend's connection state, when it reports one: calls made while it is down
+    /// fail at once instead of waiting on a connection that is not there.
+    connection: Option<watch::Receiver<ConnectionState>>,
     next_call: AtomicU64,
     pending: Mutex<PendingCalls>,
     /// Wakes the deadline sweeper when a call with an earlier deadline comes in.
@@ -412,6 +420,39 @@ impl NodeInner {
         unix_ms(SystemTime::now() + timeout.min(MAX_WAIT))
     }
 
+    /// Fails at once when the backend reports its connection down: a call published now
+    /// would wait on a connection that is not there, so it is not sent at all (and is safe
+    /// to retry once the backend has reconnected).
+    pub(crate) fn check_connected(&self) -> Result<()> {
+        match &self.connection {
+            Some(state) if *state.borrow() == ConnectionState::Disconnected => {
+                Err(Error::Backend(BackendError::new(
+                    self.backend.name(),
+                    BackendErrorKind::Connection,
+                    "not connected to the broker (the backend is reconnecting): \
+                     the call was not sent; retry once the connection is back",
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs a registry `operation` with the node's call timeout; past it, fails with a
+    /// connection error naming `what`.
+    pub(crate) async fn bounded<T>(
+        &self,
+        what: &str,
+        operation: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        broker_within(
+            self.backend.name(),
+            what,
+            self.config.call_timeout,
+            operation,
+        )
+        .await
+    }
+
     /// Waits for a reply to call `id` in `slot` until `deadline`.
     pub(crate) fn add_pending(&self, id: u64, slot: PendingSlot, deadline: Instant) {
         let mut pending = lock(&self.pending);
@@ -539,7 +580,11 @@ impl NodeInner {
     async fn ensure_heartbeat(self: &Arc<Self>) {
         self.heartbeat
             .get_or_init(|| async {
-                tokio::spawn(heartbeat(Arc::downgrade(self), self.shutdown_signal()));
+                tokio::spawn(heartbeat(
+                    Arc::downgrade(self),
+                    self.shutdown_signal(),
+                    self.connection.clone(),
+                ));
             })
             .await;
     }
@@ -589,20 +634,22 @@ impl NodeInner {
 
     /// Registers `id` as an actor held by this node and keeps it alive.
     pub(crate) async fn register_actor(self: &Arc<Self>, id: &ActorId) -> Result<()> {
-        let inserted = self
-            .backend
-            .registry()
-            .insert(
-                Group::Actors,
-                id.as_str(),
-                self.id.as_str(),
-                self.config.liveness_ttl,
-            )
-            .await
-            .map_err(|source| Error::Registration {
-                uuid: id.to_string(),
-                source,
-            })?;
+        let insert = async {
+            self.backend
+                .registry()
+                .insert(
+                    Group::Actors,
+                    id.as_str(),
+                    self.id.as_str(),
+                    self.config.liveness_ttl,
+                )
+                .await
+                .map_err(|source| Error::Registration {
+                    uuid: id.to_string(),
+                    source,
+                })
+        };
+        let inserted = self.bounded("registering an actor", insert).await?;
         if !inserted {
             return Err(Error::UuidInUse {
                 uuid: id.to_string(),
@@ -617,11 +664,14 @@ impl NodeInner {
     pub(crate) async fn unregister_actor(&self, id: &ActorId, any_owner: bool) -> Result<bool> {
         lock(&self.owned).actors.remove(id);
         let owner = (!any_owner).then_some(self.id.as_str());
-        Ok(self
-            .backend
-            .registry()
-            .remove(Group::Actors, id.as_str(), owner)
-            .await?)
+        let remove = async {
+            Ok(self
+                .backend
+                .registry()
+                .remove(Group::Actors, id.as_str(), owner)
+                .await?)
+        };
+        self.bounded("unregistering an actor", remove).await
     }
 
     pub(crate) fn track_actor(&self, shared: Arc<ActorShared>) {
@@ -648,15 +698,19 @@ impl NodeInner {
         }
         let transport = self.backend.transport();
         if !transport.counts_receivers() {
-            self.backend
-                .registry()
-                .insert(
-                    Group::Members(channel),
-                    self.id.as_str(),
-                    self.id.as_str(),
-                    self.config.liveness_ttl,
-                )
-                .await?;
+            let insert = async {
+                Ok(self
+                    .backend
+                    .registry()
+                    .insert(
+                        Group::Members(channel),
+                        self.id.as_str(),
+                        self.id.as_str(),
+                        self.config.liveness_ttl,
+                    )
+                    .await?)
+            };
+            self.bounded("joining a cluster channel", insert).await?;
             lock(&self.owned).memberships.insert(channel.clone());
             self.ensure_heartbeat().await;
         }
@@ -722,6 +776,46 @@ impl NodeInner {
             }
         }
         Ok(was_member)
+    }
+}
+
+/// Runs `operation` until `deadline` (`timeout` after it started); past it, fails with
+/// [`Error::Timeout`] naming `what`. Dropping the operation there is safe: every step of a
+/// call cleans up after itself when dropped (its pending slot, a half-made subscription).
+pub(crate) async fn within<T>(
+    what: &str,
+    timeout: Duration,
+    deadline: Instant,
+    operation: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout_at(deadline, operation).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout {
+            method: what.to_owned(),
+            after: timeout,
+        }),
+    }
+}
+
+/// Runs a broker `operation` (a registry or lease operation, not a call) for at most
+/// `timeout`; past it, fails with a [`BackendErrorKind::Connection`] error naming `what`.
+pub(crate) async fn broker_within<T>(
+    backend: &'static str,
+    what: &str,
+    timeout: Duration,
+    operation: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let timeout = timeout.min(MAX_WAIT);
+    match tokio::time::timeout(timeout, operation).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Backend(BackendError::new(
+            backend,
+            BackendErrorKind::Connection,
+            format!(
+                "{what}: no answer from the broker within {timeout:?} (it may or may not \
+                 have been done)"
+            ),
+        ))),
     }
 }
 
@@ -795,46 +889,86 @@ async fn connection_change(
 }
 
 /// Renews the node's registrations every third of the liveness TTL, and re-registers what
-/// the broker lost (a restarted Redis forgets everything).
-async fn heartbeat(node: Weak<NodeInner>, mut shutdown: watch::Receiver<bool>) {
+/// the broker lost (a restarted Redis forgets everything). When the backend reports its
+/// connection back after an outage, a pass runs at once rather than at the next tick, so a
+/// registration the broker lost meanwhile is back as soon as the broker answers; a pass
+/// that fails (the broker still recovering) is retried soon, with a backoff.
+async fn heartbeat(
+    node: Weak<NodeInner>,
+    mut shutdown: watch::Receiver<bool>,
+    mut connection: Option<watch::Receiver<ConnectionState>>,
+) {
     let period = match node.upgrade() {
         Some(node) => node.config.liveness_ttl / 3,
         None => return,
     };
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
+    let mut next = Instant::now() + period;
+    let mut retry = RENEWAL_RETRY_MIN;
     let stopped = shutdown.wait_for(|down| *down);
     tokio::pin!(stopped);
     loop {
-        tokio::select! {
+        let reconnected = tokio::select! {
             biased;
             _ = &mut stopped => break,
-            _ = ticks.tick() => {}
-        }
+            () = tokio::time::sleep_until(next) => false,
+            Some(state) = connection_change(&mut connection) => {
+                if state != ConnectionState::Connected {
+                    continue;
+                }
+                true
+            }
+        };
         let Some(node) = node.upgrade() else { break };
+        let renewed = node.renew_registrations().await;
+        if reconnected && renewed {
+            tracing::info!(
+                node = %node.id,
+                "connection to the broker restored: registrations and memberships renewed"
+            );
+        }
+        if renewed {
+            next = Instant::now() + period;
+            retry = RENEWAL_RETRY_MIN;
+        } else {
+            next = Instant::now() + retry.min(period);
+            retry = (retry * 2).min(period);
+        }
+    }
+}
+
+/// The first pause before retrying a renewal pass that failed.
+const RENEWAL_RETRY_MIN: Duration = Duration::from_millis(100);
+
+impl NodeInner {
+    /// One renewal pass over everything this node keeps alive; false when some renewal
+    /// failed and the pass should be retried.
+    async fn renew_registrations(&self) -> bool {
         let (actors, memberships) = {
-            let owned = lock(&node.owned);
+            let owned = lock(&self.owned);
             (
                 owned.actors.iter().cloned().collect::<Vec<_>>(),
                 owned.memberships.iter().cloned().collect::<Vec<_>>(),
             )
         };
-        renew_group(&node, Group::Actors, &actors).await;
+        let mut renewed = renew_group(self, Group::Actors, &actors).await;
         for channel in &memberships {
-            renew_group(
-                &node,
+            renewed &= renew_group(
+                self,
                 Group::Members(channel),
-                std::slice::from_ref(&node.id),
+                std::slice::from_ref(&self.id),
             )
             .await;
         }
+        renewed
     }
 }
 
-async fn renew_group<N: AsRef<str>>(node: &NodeInner, group: Group<'_>, members: &[N]) {
+/// Renews `members` of `group`, re-inserting those the broker lost; false when the broker
+/// failed (the pass is retried), true when every member is held (or lost to another owner,
+/// which retrying cannot mend).
+async fn renew_group<N: AsRef<str>>(node: &NodeInner, group: Group<'_>, members: &[N]) -> bool {
     if members.is_empty() {
-        return;
+        return true;
     }
     let registry = node.backend.registry();
     let ttl = node.config.liveness_ttl;
@@ -844,9 +978,10 @@ async fn renew_group<N: AsRef<str>>(node: &NodeInner, group: Group<'_>, members:
         Ok(held) => held,
         Err(e) => {
             tracing::warn!(error = %e, ?group, "could not renew registrations; will retry");
-            return;
+            return false;
         }
     };
+    let mut renewed = true;
     for (name, held) in names.iter().zip(held) {
         if held {
             continue;
@@ -860,9 +995,13 @@ async fn renew_group<N: AsRef<str>>(node: &NodeInner, group: Group<'_>, members:
                 member = %name,
                 "registration lost to another process; calls may reach that process instead"
             ),
-            Err(e) => tracing::warn!(error = %e, ?group, member = %name, "could not re-register"),
+            Err(e) => {
+                tracing::warn!(error = %e, ?group, member = %name, "could not re-register; will retry");
+                renewed = false;
+            }
         }
     }
+    renewed
 }
 
 /// Reads a cluster channel, tells each caller how many local members got its call, and

@@ -17,7 +17,7 @@ use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
 use crate::frame::{decode_value, encode_call, encode_value, Outcome, Reply};
 use crate::name::ActorId;
-use crate::node::{Failure, Node, NodeInner, PendingSlot, MAX_WAIT};
+use crate::node::{within, Failure, Node, NodeInner, PendingSlot, MAX_WAIT};
 
 /// A proxy type for one actor: [`ActorProxy`] itself, or the typed proxy `#[actor]`
 /// generates (`GreeterProxy` for `Greeter`), which wraps one.
@@ -109,8 +109,11 @@ impl ActorProxy {
     /// Calls `method` with `args` (a tuple of the method's parameters: `("x",)`, `(1, 2)`, or
     /// `()` for none) and returns the pending reply once the call is published.
     ///
-    /// Fails at once with [`Error::InvalidActor`] if no actor receives the call, and with
-    /// [`Error::Frame`] if the arguments make a frame over the size limit.
+    /// Fails at once with [`Error::InvalidActor`] if no actor receives the call, with
+    /// [`Error::Frame`] if the arguments make a frame over the size limit, and with
+    /// [`Error::Backend`] (a connection error; the call was not sent) while the backend
+    /// reports its connection down. Publishing is bounded by the call's deadline too: a
+    /// broker that does not take the call in time ends it with [`Error::Timeout`].
     pub async fn call<R: DeserializeOwned + Send + 'static>(
         &self,
         method: &str,
@@ -127,39 +130,45 @@ impl ActorProxy {
         args: Vec<u8>,
     ) -> Result<Pending<R>> {
         let node = &self.node.inner;
+        let timeout = self.timeout.min(MAX_WAIT);
+        let deadline = Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
-        let SentCall {
-            registration,
-            delivery,
-        } = node
-            .send_call(
-                &Channel::Actor(self.target.clone()),
-                method,
-                args,
-                self.timeout,
-                PendingSlot::Single(tx),
-            )
-            .await?;
-        let received = match delivery {
-            Delivery::Exact(n) => n > 0,
-            Delivery::AtLeastOne => true,
-            Delivery::Unknown => {
-                node.backend
-                    .registry()
-                    .contains(Group::Actors, self.target.as_str())
-                    .await?
+        let send = async {
+            let SentCall {
+                registration,
+                delivery,
+            } = node
+                .send_call(
+                    &Channel::Actor(self.target.clone()),
+                    method,
+                    args,
+                    (timeout, deadline),
+                    PendingSlot::Single(tx),
+                )
+                .await?;
+            let received = match delivery {
+                Delivery::Exact(n) => n > 0,
+                Delivery::AtLeastOne => true,
+                Delivery::Unknown => {
+                    node.backend
+                        .registry()
+                        .contains(Group::Actors, self.target.as_str())
+                        .await?
+                }
+            };
+            if !received {
+                return Err(Error::InvalidActor {
+                    uuid: self.target.to_string(),
+                });
             }
+            Ok(registration)
         };
-        if !received {
-            return Err(Error::InvalidActor {
-                uuid: self.target.to_string(),
-            });
-        }
+        let registration = within(method, timeout, deadline, send).await?;
         Ok(Pending {
             reply: rx,
             resolved: None,
             _registration: registration,
-            timeout: self.timeout,
+            timeout,
             method: method.into(),
             target: self.target.clone(),
             _value: PhantomData,
@@ -180,17 +189,19 @@ pub(crate) struct SentCall {
 }
 
 impl NodeInner {
-    /// Publishes a call of `method` on `channel`, its replies going to `slot`.
+    /// Publishes a call of `method` on `channel`, its replies going to `slot` until the
+    /// deadline (`timeout` from now, at `deadline`). The caller bounds this by the same
+    /// deadline.
     pub(crate) async fn send_call(
         self: &Arc<Self>,
         channel: &Channel,
         method: &str,
         args: Vec<u8>,
-        timeout: Duration,
+        (timeout, deadline): (Duration, Instant),
         slot: PendingSlot,
     ) -> Result<SentCall> {
+        self.check_connected()?;
         self.ensure_reply_channel().await?;
-        let timeout = timeout.min(MAX_WAIT);
         let id = self.next_call_id();
         let frame = encode_call(
             id,
@@ -200,10 +211,9 @@ impl NodeInner {
             self.deadline_ms(timeout),
             self.config.max_frame,
         )?;
-        let deadline = Instant::now() + timeout;
         self.add_pending(id, slot, deadline);
         // Registered before publishing: a reply can arrive before `publish` returns, and a
-        // failed publish removes the slot again when this is dropped.
+        // failed (or abandoned) publish removes the slot again when this is dropped.
         let registration = PendingRegistration {
             node: self.clone(),
             id,

@@ -11,6 +11,9 @@ use crate::proxy::{ActorProxy, TypedProxy};
 
 /// The actor registry of a node's backend (the Python library's `Registry`), scoped by the
 /// backend's prefix. Get one with [`Node::registry`].
+///
+/// Every operation is bounded by the node's call timeout: a broker that does not answer in
+/// time ends it with a connection error ([`Error::Backend`]).
 #[derive(Clone, Debug)]
 pub struct ActorRegistry {
     node: Node,
@@ -29,22 +32,28 @@ impl ActorRegistry {
 
     /// The UUIDs of the live registered actors.
     pub async fn actors(&self) -> Result<BTreeSet<String>> {
-        Ok(self
-            .node
-            .backend()
-            .registry()
-            .members(Group::Actors)
-            .await?)
+        let list = async {
+            Ok(self
+                .node
+                .backend()
+                .registry()
+                .members(Group::Actors)
+                .await?)
+        };
+        self.node.inner.bounded("listing the actors", list).await
     }
 
     /// Whether a live actor is registered under `uuid`.
     pub async fn exists(&self, uuid: &str) -> Result<bool> {
-        Ok(self
-            .node
-            .backend()
-            .registry()
-            .contains(Group::Actors, uuid)
-            .await?)
+        let lookup = async {
+            Ok(self
+                .node
+                .backend()
+                .registry()
+                .contains(Group::Actors, uuid)
+                .await?)
+        };
+        self.node.inner.bounded("looking up an actor", lookup).await
     }
 
     /// Registers `uuid` without starting an actor (starting an actor does this itself). The
@@ -62,6 +71,22 @@ impl ActorRegistry {
     pub async fn unregister(&self, uuid: &str) -> Result<bool> {
         let id = ActorId::new(uuid)?;
         self.node.inner.unregister_actor(&id, true).await
+    }
+
+    /// A proxy to the actor `uuid`, typed (`GreeterProxy`) or untyped ([`ActorProxy`]),
+    /// made here without asking the actor anything: no round trip, no wait. A missing actor
+    /// shows at the first call ([`Error::InvalidActor`]), a method it does not serve as
+    /// [`Error::UnknownMethod`]. [`ActorRegistry::get_proxy`] checks both first.
+    ///
+    /// Fails only with [`Error::InvalidName`] when `uuid` is not a valid actor name.
+    pub fn proxy<P: TypedProxy>(&self, uuid: &str) -> Result<P> {
+        let id = ActorId::new(uuid)?;
+        let methods = P::METHODS.iter().map(|m| (*m).to_owned()).collect();
+        Ok(P::from_proxy(ActorProxy::new(
+            self.node.clone(),
+            id,
+            methods,
+        )))
     }
 
     /// A proxy to the actor `uuid`, typed (`GreeterProxy`) or untyped ([`ActorProxy`]).

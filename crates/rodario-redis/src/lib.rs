@@ -453,6 +453,24 @@ impl Inner {
     }
 }
 
+/// Removes a local subscription whose `SUBSCRIBE` did not complete, unless disarmed by
+/// clearing `id`. A `SUBSCRIBE` that reached the server anyway makes its frames stray ones,
+/// which the reaper unsubscribes.
+struct UndoAdd<'a> {
+    dispatch: &'a pubsub::Dispatch,
+    channel: &'a str,
+    id: Option<u64>,
+}
+
+impl Drop for UndoAdd<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.dispatch.remove(self.channel, Some(id), false);
+            self.dispatch.forget(self.channel);
+        }
+    }
+}
+
 /// `ttl` in whole milliseconds, at least 1 (Redis refuses `PX 0`) and at most [`MAX_TTL_MS`].
 fn ttl_ms(ttl: Duration) -> u64 {
     ttl.as_millis().clamp(1, MAX_TTL_MS) as u64
@@ -489,17 +507,21 @@ impl Transport for Handle {
             let _ordered = self.channel_lock(&name).lock().await;
             let (id, open, first) = self.dispatch.add(&name, sink);
             if first {
+                // Undoes the local subscription if the SUBSCRIBE fails or this future is
+                // dropped while waiting for it (a caller's deadline passed): otherwise the
+                // channel would look subscribed here and the next subscriber would skip
+                // the SUBSCRIBE. Dropped before `_ordered`, so under the channel's lock.
+                let mut undo = UndoAdd {
+                    dispatch: &self.dispatch,
+                    channel: &name,
+                    id: Some(id),
+                };
                 let mut connection = self.connection.clone();
                 // Returns once the server acknowledged the SUBSCRIBE: frames published from
                 // now on are delivered.
-                let subscribed = self
-                    .bounded("SUBSCRIBE", async { connection.subscribe(&name).await })
-                    .await;
-                if let Err(e) = subscribed {
-                    self.dispatch.remove(&name, Some(id), false);
-                    self.dispatch.forget(&name);
-                    return Err(e);
-                }
+                self.bounded("SUBSCRIBE", async { connection.subscribe(&name).await })
+                    .await?;
+                undo.id = None;
             }
             (id, open, first)
         };

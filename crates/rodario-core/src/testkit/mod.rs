@@ -25,6 +25,8 @@ use crate::backend::{Backend, FrameStream};
 
 pub mod actors;
 pub mod cases;
+pub mod fault_cases;
+pub mod faults;
 pub mod server;
 
 /// A backend under test: hands out connections to one isolated namespace per test.
@@ -57,42 +59,49 @@ pub async fn no_frame(stream: &mut FrameStream) {
 macro_rules! conformance_suite {
     ($broker:expr) => {
         $crate::conformance_suite!(@cases $broker;
-            registry_register_exists_unregister,
-            taken_uuid_is_refused,
-            concurrent_registration_has_one_winner,
-            generated_uuid_is_v4,
-            calls_resolve_out_of_order,
-            pending_ready_and_get_timeout,
-            proxy_from_uuid_checks_methods,
-            missing_actor_fails_fast,
-            stop_unregisters,
-            remote_failures_are_reported_and_survived,
-            slow_actor_times_out,
-            calls_run_in_order,
-            malformed_frames_are_survived,
-            oversize_arguments_are_refused,
-            cluster_gathers_every_member,
-            cluster_custom_handler,
-            part_and_empty_cluster,
-            singular_runs_once_per_call,
-            singular_late_member_declines,
-            hooks_short_circuit_and_replace,
-            locks_are_leases,
-            lock_contention_has_one_holder,
-            prefixes_isolate,
-            crashed_process_actors_expire,
-            shutdown_stops_actors,
-            full_mailbox_sheds_calls,
-            live_actors_stay_registered,
-            cluster_membership_is_renewed
+            cases::registry_register_exists_unregister,
+            cases::taken_uuid_is_refused,
+            cases::concurrent_registration_has_one_winner,
+            cases::generated_uuid_is_v4,
+            cases::calls_resolve_out_of_order,
+            cases::pending_ready_and_get_timeout,
+            cases::proxy_from_uuid_checks_methods,
+            cases::missing_actor_fails_fast,
+            cases::stop_unregisters,
+            cases::remote_failures_are_reported_and_survived,
+            cases::slow_actor_times_out,
+            cases::calls_run_in_order,
+            cases::malformed_frames_are_survived,
+            cases::oversize_arguments_are_refused,
+            cases::cluster_gathers_every_member,
+            cases::cluster_custom_handler,
+            cases::part_and_empty_cluster,
+            cases::singular_runs_once_per_call,
+            cases::singular_late_member_declines,
+            cases::hooks_short_circuit_and_replace,
+            cases::locks_are_leases,
+            cases::lock_contention_has_one_holder,
+            cases::prefixes_isolate,
+            cases::crashed_process_actors_expire,
+            cases::shutdown_stops_actors,
+            cases::full_mailbox_sheds_calls,
+            cases::live_actors_stay_registered,
+            cases::cluster_membership_is_renewed,
+            fault_cases::disconnect_fails_calls_in_flight,
+            fault_cases::calls_fail_at_once_while_disconnected,
+            fault_cases::stalled_broker_ends_calls_by_deadline,
+            fault_cases::lost_frames_end_calls_by_deadline,
+            fault_cases::registry_and_lease_operations_end_by_deadline,
+            fault_cases::singular_never_waits_past_the_callers_deadline,
+            fault_cases::registrations_are_restored_on_reconnect
         );
     };
-    (@cases $broker:expr; $($case:ident),* $(,)?) => {
+    (@cases $broker:expr; $($module:ident :: $case:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let broker = $broker.await;
-                $crate::testkit::cases::$case(&broker).await;
+                $crate::testkit::$module::$case(&broker).await;
             }
         )*
     };
