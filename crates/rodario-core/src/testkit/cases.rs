@@ -21,6 +21,11 @@ use crate::name::ActorId;
 use crate::node::Node;
 use crate::proxy::{ActorProxy, TypedProxy};
 
+// The trait-level cases run from the same list of `conformance_suite!`, which names cases
+// by their path here.
+#[doc(no_inline)]
+pub use super::backend_cases::*;
+
 /// The call deadline the cases use: long enough for a loaded CI machine, short enough that
 /// a case which waits for it fails quickly.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);

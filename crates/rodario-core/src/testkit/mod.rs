@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use crate::backend::{Backend, FrameStream};
 
 pub mod actors;
+pub mod backend_cases;
 pub mod cases;
 pub mod server;
 
@@ -84,7 +85,18 @@ macro_rules! conformance_suite {
             shutdown_stops_actors,
             full_mailbox_sheds_calls,
             live_actors_stay_registered,
-            cluster_membership_is_renewed
+            cluster_membership_is_renewed,
+            registry_insert_race_has_one_winner,
+            registry_renew_and_remove_are_owner_only,
+            registry_entries_expire_unless_renewed,
+            registry_groups_are_separate,
+            lock_acquire_race_has_one_winner,
+            lock_release_and_renew_are_token_checked,
+            lock_leases_expire,
+            zero_ttls_are_refused,
+            publish_reports_delivery,
+            frame_published_after_subscribe_is_delivered,
+            closed_or_dropped_subscription_gets_no_frames
         );
     };
     (@cases $broker:expr; $($case:ident),* $(,)?) => {
