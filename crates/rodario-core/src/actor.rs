@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::backend::{Channel, FrameSink, Subscription};
 use crate::cluster::TypedCluster;
-use crate::error::{Error, RemoteError, RemoteErrorKind, Result};
+use crate::error::{quote_name, Error, RemoteError, RemoteErrorKind, Result};
 use crate::frame::{encode_value, Call, Outcome};
 use crate::hooks::{CallContext, Flow, Hook, Singular};
 use crate::name::{ActorId, ClusterName, NodeId};
@@ -552,7 +552,7 @@ impl<A: Actor> Worker<A> {
         let Some(spec) = methods.get(call.method.as_str()) else {
             return Outcome::Err(RemoteError::new(
                 RemoteErrorKind::UnknownMethod,
-                format!("no method named {:?}", call.method),
+                format!("no method named {}", quote_name(&call.method)),
             ));
         };
         let context = CallContext {

@@ -24,7 +24,7 @@ use futures_core::Stream;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
-use crate::error::BackendError;
+use crate::error::{BackendError, BackendErrorKind};
 use crate::name::{ActorId, ClusterName, NodeId};
 
 /// A logical channel. Backends map it to their own names; [`Channel::default_name`] is the
@@ -243,7 +243,8 @@ pub enum Group<'a> {
 pub trait Registry: Send + Sync + 'static {
     /// Adds `member` to `group`, held by `owner` for `ttl`. Atomic: of two racing inserts of
     /// one member, exactly one returns `true`. Returns `false` when a live entry exists
-    /// (even one held by the same owner); an expired entry is replaced.
+    /// (even one held by the same owner); an expired entry is replaced. A zero `ttl` is
+    /// refused (see [`check_ttl`]).
     async fn insert(
         &self,
         group: Group<'_>,
@@ -254,7 +255,8 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Extends the entries of `members` held by `owner` to `ttl` from now. Returns, for each
     /// member in order, whether it was still held by `owner` (an entry that expired and was
-    /// taken by another owner is not renewed).
+    /// taken by another owner is not renewed). A zero `ttl` is refused (see [`check_ttl`]),
+    /// even with no members.
     async fn renew(
         &self,
         group: Group<'_>,
@@ -299,7 +301,8 @@ impl LockKey {
 #[async_trait]
 pub trait LockStore: Send + Sync + 'static {
     /// Takes `key` with `token` for `ttl` if nobody holds it (an expired lease counts as
-    /// free). Atomic: of racing acquirers exactly one gets `true`.
+    /// free). Atomic: of racing acquirers exactly one gets `true`. A zero `ttl` is refused
+    /// (see [`check_ttl`]).
     async fn acquire(
         &self,
         key: &LockKey,
@@ -310,8 +313,25 @@ pub trait LockStore: Send + Sync + 'static {
     /// Releases `key` if `token` holds it; returns whether it did.
     async fn release(&self, key: &LockKey, token: &str) -> Result<bool, BackendError>;
 
-    /// Extends `key` to `ttl` from now if `token` holds it; returns whether it did.
+    /// Extends `key` to `ttl` from now if `token` holds it; returns whether it did. A zero
+    /// `ttl` is refused (see [`check_ttl`]) and leaves the lease as it was.
     async fn renew(&self, key: &LockKey, token: &str, ttl: Duration) -> Result<bool, BackendError>;
+}
+
+/// Refuses a zero `ttl` given to [`Registry::insert`], [`Registry::renew`],
+/// [`LockStore::acquire`] or [`LockStore::renew`] with a [`BackendErrorKind::InvalidInput`]
+/// error from `backend`. Every backend calls it first in those methods, so that they agree:
+/// an entry that expires as it is written holds nothing, so answering `Ok(true)` would tell
+/// the caller it holds what it does not (and brokers round a zero expiry differently).
+pub fn check_ttl(backend: &'static str, ttl: Duration) -> Result<(), BackendError> {
+    if ttl.is_zero() {
+        return Err(BackendError::new(
+            backend,
+            BackendErrorKind::InvalidInput,
+            "a TTL of zero was given: entries and leases must last longer than zero",
+        ));
+    }
+    Ok(())
 }
 
 /// One connection's worth of backend: the three traits a [`crate::Node`] runs on.

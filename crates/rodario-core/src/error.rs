@@ -76,8 +76,9 @@ pub enum Error {
         /// The actor's message (a handler's error text, or a panic's payload).
         message: String,
     },
-    /// The actor does not serve this method.
-    #[error("the actor does not serve a method named {method:?}")]
+    /// The actor does not serve this method. The message quotes the method's name as
+    /// [`quote_name`] does.
+    #[error("the actor does not serve a method named {}", quote_name(method))]
     UnknownMethod {
         /// The method that was called.
         method: String,
@@ -101,12 +102,13 @@ pub enum Error {
     /// A frame was refused: too large, wrong version, unknown codec, or malformed.
     #[error("frame error: {0}")]
     Frame(#[from] FrameError),
-    /// A name (UUID, cluster channel, lock name) is not valid.
-    #[error("invalid {what} {name:?}: {reason}")]
+    /// A name (UUID, cluster channel, lock name) is not valid. The message quotes the name
+    /// as [`quote_name`] does; the `name` field holds it whole.
+    #[error("invalid {what} {}: {reason}", quote_name(name))]
     InvalidName {
         /// What kind of name.
         what: &'static str,
-        /// The name given.
+        /// The name given, whole.
         name: String,
         /// Why it was refused.
         reason: String,
@@ -117,6 +119,29 @@ pub enum Error {
     /// The node or actor was shut down while the operation was under way.
     #[error("closed: {0}")]
     Closed(&'static str),
+}
+
+/// The most characters of a name that [`quote_name`] quotes.
+pub const QUOTED_NAME_CHARS: usize = 64;
+
+/// `name` as an error message quotes it: in double quotes with Rust's string escapes, whole
+/// when it has at most [`QUOTED_NAME_CHARS`] characters; otherwise only its first
+/// [`QUOTED_NAME_CHARS`] characters, followed by `…` and its length in bytes.
+///
+/// Names come from callers and from the wire; a 10 KB name refused for its length must not
+/// make a 10 KB message or log line. Backends use this too when they refuse a name.
+///
+/// ```
+/// use rodario_core::error::quote_name;
+/// assert_eq!(quote_name("a.b"), "\"a.b\"");
+/// let long = quote_name(&"x".repeat(10_000));
+/// assert!(long.len() < 100 && long.ends_with("… (10000 bytes)"), "{long}");
+/// ```
+pub fn quote_name(name: &str) -> String {
+    match name.char_indices().nth(QUOTED_NAME_CHARS) {
+        None => format!("{name:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &name[..end], name.len()),
+    }
 }
 
 impl Error {
@@ -330,5 +355,51 @@ impl BackendError {
     /// The message, without the backend's name.
     pub fn message(&self) -> &str {
         &self.message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::name::ActorId;
+
+    #[test]
+    fn short_names_are_quoted_whole() {
+        assert_eq!(quote_name(""), "\"\"");
+        assert_eq!(quote_name("a \"b\""), "\"a \\\"b\\\"\"");
+        let exactly = "é".repeat(QUOTED_NAME_CHARS);
+        assert_eq!(quote_name(&exactly), format!("{exactly:?}"));
+    }
+
+    #[test]
+    fn long_names_are_cut_and_their_length_stated() {
+        let huge = "x".repeat(10 * 1024);
+        let quoted = quote_name(&huge);
+        assert_eq!(
+            quoted,
+            format!("{:?}… (10240 bytes)", "x".repeat(QUOTED_NAME_CHARS))
+        );
+        // Cut on a character boundary, however wide the characters.
+        let wide = "🦀".repeat(QUOTED_NAME_CHARS + 1);
+        assert_eq!(
+            quote_name(&wide),
+            format!(
+                "{:?}… ({} bytes)",
+                "🦀".repeat(QUOTED_NAME_CHARS),
+                wide.len()
+            )
+        );
+    }
+
+    #[test]
+    fn a_refused_huge_name_makes_a_short_message() {
+        let huge = "x".repeat(10 * 1024);
+        let err = ActorId::new(&huge).unwrap_err();
+        let message = err.to_string();
+        assert!(message.len() < 200, "{} bytes: {message}", message.len());
+        assert!(message.contains("10240 bytes"), "{message}");
+        assert!(matches!(err, Error::InvalidName { ref name, .. } if *name == huge));
+        let unknown = Error::UnknownMethod { method: huge };
+        assert!(unknown.to_string().len() < 200, "{unknown}");
     }
 }

@@ -70,7 +70,21 @@ impl fmt::Debug for Locks {
     }
 }
 
-/// A pending lease request; `.await` it.
+/// Refuses a zero `expiry` for the lease `key`: a lease that ends as it starts protects
+/// nothing (backends refuse it too, see [`LockStore`]).
+fn check_expiry(key: &LockKey, expiry: Duration) -> Result<()> {
+    if expiry.is_zero() {
+        return Err(Error::InvalidName {
+            what: "lock expiry",
+            name: key.default_name(),
+            reason: "a lease must last longer than zero".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A pending lease request; `.await` it. A zero expiry is refused with
+/// [`Error::InvalidName`].
 #[must_use = "a lock request does nothing until awaited"]
 pub struct LockRequest {
     store: Arc<dyn LockStore>,
@@ -107,13 +121,7 @@ impl IntoFuture for LockRequest {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            if self.expiry.is_zero() {
-                return Err(Error::InvalidName {
-                    what: "lock expiry",
-                    name: self.key.default_name(),
-                    reason: "a lease must last longer than zero".to_owned(),
-                });
-            }
+            check_expiry(&self.key, self.expiry)?;
             let token = uuid::Uuid::new_v4().simple().to_string();
             let acquire = async { Ok(self.store.acquire(&self.key, &token, self.expiry).await?) };
             let won =
@@ -154,7 +162,10 @@ impl Lease {
     }
 
     /// Extends the lease to `expiry` from now; `false` if it had already expired and was lost.
+    /// A zero `expiry` is refused with [`Error::InvalidName`], as [`LockRequest`] refuses
+    /// it, and leaves the lease as it was (release it to end it now).
     pub async fn renew(&self, expiry: Duration) -> Result<bool> {
+        check_expiry(&self.key, expiry)?;
         let renew = async { Ok(self.store.renew(&self.key, &self.token, expiry).await?) };
         broker_within(self.backend, "renewing a lease", self.timeout, renew).await
     }
@@ -171,5 +182,69 @@ impl fmt::Debug for Lease {
         f.debug_struct("Lease")
             .field("key", &self.key)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::error::BackendError;
+
+    /// Grants every lease and counts the calls that reach it.
+    #[derive(Default)]
+    struct Granting(AtomicUsize);
+
+    #[async_trait]
+    impl LockStore for Granting {
+        async fn acquire(&self, _: &LockKey, _: &str, _: Duration) -> Result<bool, BackendError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(true)
+        }
+
+        async fn release(&self, _: &LockKey, _: &str) -> Result<bool, BackendError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(true)
+        }
+
+        async fn renew(&self, _: &LockKey, _: &str, _: Duration) -> Result<bool, BackendError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(true)
+        }
+    }
+
+    #[tokio::test]
+    async fn zero_expiry_is_refused_on_acquire_and_renew() {
+        let store = Arc::new(Granting::default());
+        let locks = Locks::new(store.clone(), "stub", Duration::from_secs(1));
+        let zero = locks.acquire("job").expiry(Duration::ZERO).await;
+        assert!(
+            matches!(
+                zero,
+                Err(Error::InvalidName {
+                    what: "lock expiry",
+                    ..
+                })
+            ),
+            "{zero:?}"
+        );
+        assert_eq!(store.0.load(Ordering::SeqCst), 0);
+        let lease = locks.acquire("job").await.unwrap().unwrap();
+        let renewed = lease.renew(Duration::ZERO).await;
+        assert!(
+            matches!(
+                renewed,
+                Err(Error::InvalidName {
+                    what: "lock expiry",
+                    ..
+                })
+            ),
+            "{renewed:?}"
+        );
+        assert_eq!(store.0.load(Ordering::SeqCst), 1, "the store was asked");
+        assert!(lease.renew(Duration::from_secs(1)).await.unwrap());
     }
 }

@@ -29,8 +29,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rodario_core::backend::{
-    Backend, Channel, Delivery, FrameSink, Group, LockKey, LockStore, Registry, Subscription,
-    Transport,
+    check_ttl, Backend, Channel, Delivery, FrameSink, Group, LockKey, LockStore, Registry,
+    Subscription, Transport,
 };
 use rodario_core::error::BackendError;
 use tokio::time::Instant;
@@ -298,6 +298,7 @@ impl Registry for MemoryConnection {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
+        check_ttl(NAME, ttl)?;
         let now = Instant::now();
         let mut groups = lock(&self.state.groups);
         let entries = groups.entry(self.group_name(group)).or_default();
@@ -321,6 +322,7 @@ impl Registry for MemoryConnection {
         owner: &str,
         ttl: Duration,
     ) -> Result<Vec<bool>, BackendError> {
+        check_ttl(NAME, ttl)?;
         let now = Instant::now();
         let mut groups = lock(&self.state.groups);
         let entries = groups.entry(self.group_name(group)).or_default();
@@ -383,6 +385,7 @@ impl LockStore for MemoryConnection {
         token: &str,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
+        check_ttl(NAME, ttl)?;
         let now = Instant::now();
         let mut leases = lock(&self.state.locks);
         leases.purge_if_grown(now);
@@ -415,6 +418,7 @@ impl LockStore for MemoryConnection {
     }
 
     async fn renew(&self, key: &LockKey, token: &str, ttl: Duration) -> Result<bool, BackendError> {
+        check_ttl(NAME, ttl)?;
         let now = Instant::now();
         let mut leases = lock(&self.state.locks);
         match leases.entries.get_mut(&self.lock_name(key)) {

@@ -10,8 +10,8 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rodario_core::backend::{Group, LockKey, LockStore, Registry};
-use rodario_core::error::{BackendError, BackendErrorKind};
+use rodario_core::backend::{check_ttl, Group, LockKey, LockStore, Registry};
+use rodario_core::error::{quote_name, BackendError, BackendErrorKind};
 
 use crate::config::NatsConfig;
 use crate::connection::{error, timed_out, NatsConnection};
@@ -202,7 +202,9 @@ fn entry_owner(entry: &Entry, now: i128) -> Option<&str> {
 }
 
 impl Bucket {
+    /// Refuses a zero TTL, as every backend does, and one longer than the bucket's max_age.
     fn check_ttl(&self, ttl: Duration) -> Result<(), BackendError> {
+        check_ttl(crate::NAME, ttl)?;
         let max_age = self.max_age;
         if !max_age.is_zero() && ttl > max_age {
             return Err(error(
@@ -245,7 +247,10 @@ impl Bucket {
     fn contention(key: &str) -> BackendError {
         error(
             BackendErrorKind::Other,
-            format!("NATS KV key {key:?} kept changing under {MAX_ATTEMPTS} attempts to update it"),
+            format!(
+                "NATS KV key {} kept changing under {MAX_ATTEMPTS} attempts to update it",
+                quote_name(key)
+            ),
         )
     }
 

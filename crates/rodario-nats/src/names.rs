@@ -1,7 +1,7 @@
 //! Subjects, bucket names and KV keys: the mapping from rodario's names to NATS's.
 
 use rodario_core::backend::{Channel, Group, LockKey};
-use rodario_core::error::{BackendError, BackendErrorKind};
+use rodario_core::error::{quote_name, BackendError, BackendErrorKind};
 
 use crate::NAME;
 
@@ -25,14 +25,18 @@ fn token_problem(token: &str) -> Option<&'static str> {
     None
 }
 
-/// Checks that `name` (a `what`, for the message) is valid as one NATS subject token.
+/// Checks that `name` (a `what`, for the message) is valid as one NATS subject token. The
+/// message quotes the name as [`quote_name`] does, as do all refusals here.
 pub(crate) fn check_token(what: &str, name: &str) -> Result<(), BackendError> {
     match token_problem(name) {
         None => Ok(()),
         Some(reason) => Err(BackendError::new(
             NAME,
             BackendErrorKind::InvalidInput,
-            format!("{what} {name:?} cannot be used on NATS: {reason}"),
+            format!(
+                "{what} {} cannot be used on NATS: {reason}",
+                quote_name(name)
+            ),
         )),
     }
 }
@@ -52,8 +56,9 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), BackendError> {
             NAME,
             BackendErrorKind::InvalidInput,
             format!(
-                "the NATS prefix {prefix:?} is too long: escaped for a bucket name it must stay \
-                 within {MAX_ESCAPED_PREFIX} characters"
+                "the NATS prefix {} is too long: escaped for a bucket name it must stay \
+                 within {MAX_ESCAPED_PREFIX} characters",
+                quote_name(prefix)
             ),
         ));
     }
@@ -70,8 +75,10 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), BackendError> {
                 NAME,
                 BackendErrorKind::InvalidInput,
                 format!(
-                    "the NATS prefix {prefix:?} is not a dot-separated list of subject tokens: \
-                     token {token:?} is invalid: {reason}"
+                    "the NATS prefix {} is not a dot-separated list of subject tokens: \
+                     token {} is invalid: {reason}",
+                    quote_name(prefix),
+                    quote_name(token)
                 ),
             ));
         }
@@ -280,6 +287,19 @@ mod tests {
             .unwrap_err()
             .message()
             .contains("too long"));
+        let huge = "p".repeat(10 * 1024);
+        let message = check_prefix(&huge).unwrap_err().to_string();
+        assert!(message.len() < 300, "{message}");
+        assert!(message.contains("10240 bytes"), "{message}");
+        let message = check_prefix(&format!("{huge}.a b"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.len() < 400, "{message}");
+        let message = check_token("actor UUID", &format!("{huge}."))
+            .unwrap_err()
+            .to_string();
+        assert!(message.len() < 300, "{message}");
+        assert!(message.contains("10241 bytes"), "{message}");
         let long = LockKey {
             context: "c".into(),
             name: ".".repeat(1000),

@@ -1,10 +1,10 @@
-//! The NATS backend against real servers: transport, registry, leases, auth, faults.
+//! The NATS backend against real servers: what is particular to NATS (subject names, KV
+//! buckets and limits, delivery checks), auth and faults. The behaviour of the three
+//! backend traits is checked by the conformance suite (`tests/conformance.rs`).
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,86 +19,53 @@ fn actor(name: &str) -> Channel {
     Channel::Actor(ActorId::new(name).unwrap())
 }
 
+/// With delivery checks on (the default), a publish reports what the server's "no
+/// responders" answer tells: `AtLeastOne` when someone subscribed (also on the publishing
+/// connection), `Exact(0)` when nobody did or the subscriptions were closed or dropped (so
+/// the server was told); reply channels are not checked. (That frames arrive and stop after
+/// a close is in the conformance suite.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_subscribe_and_close() {
+async fn checked_publish_reports_no_responders() {
     let fx = Fixture::new().await;
     let a = fx.backend().await;
     let b = fx.backend().await;
+    let publish = |backend: &Backend, channel: &Channel| {
+        let transport = backend.transport().clone();
+        let channel = channel.clone();
+        async move {
+            transport
+                .publish(&channel, Bytes::from_static(b"x"))
+                .await
+                .unwrap()
+        }
+    };
     let channel = actor("greeter");
     assert!(!a.transport().counts_receivers());
     assert!(a.transport().max_payload().unwrap() >= 1024);
+    assert_eq!(publish(&b, &channel).await, Delivery::Exact(0));
 
-    // Nobody subscribed: the server says "no responders".
-    let delivery = b
-        .transport()
-        .publish(&channel, Bytes::from_static(b"lost"))
-        .await
-        .unwrap();
-    assert_eq!(delivery, Delivery::Exact(0));
-
-    let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
-    let delivery = b
-        .transport()
-        .publish(&channel, Bytes::from_static(b"hello"))
-        .await
-        .unwrap();
-    assert_eq!(delivery, Delivery::AtLeastOne);
-    assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"hello"));
-
+    let sub = a.transport().subscribe_stream(&channel).await.unwrap();
+    assert_eq!(publish(&b, &channel).await, Delivery::AtLeastOne);
     // The same connection's own subscription counts too.
-    let delivery = a
-        .transport()
-        .publish(&channel, Bytes::from_static(b"self"))
-        .await
-        .unwrap();
-    assert_eq!(delivery, Delivery::AtLeastOne);
-    assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"self"));
+    assert_eq!(publish(&a, &channel).await, Delivery::AtLeastOne);
 
-    // Reply channels are not checked.
     let reply = Channel::Reply(NodeId::new("node-1").unwrap());
-    let mut replies = a.transport().subscribe_stream(&reply).await.unwrap();
-    let delivery = b
-        .transport()
-        .publish(&reply, Bytes::from_static(b"r"))
-        .await
-        .unwrap();
-    assert_eq!(delivery, Delivery::Unknown);
-    assert_eq!(next_frame(&mut replies).await, Bytes::from_static(b"r"));
+    assert_eq!(publish(&b, &reply).await, Delivery::Unknown);
+    let _replies = a.transport().subscribe_stream(&reply).await.unwrap();
+    assert_eq!(publish(&b, &reply).await, Delivery::Unknown);
 
-    // Cluster channels are checked.
     let cluster = Channel::Cluster(ClusterName::new("workers").unwrap());
-    let mut c1 = a.transport().subscribe_stream(&cluster).await.unwrap();
-    let mut c2 = b.transport().subscribe_stream(&cluster).await.unwrap();
-    let delivery = b
-        .transport()
-        .publish(&cluster, Bytes::from_static(b"all"))
-        .await
-        .unwrap();
-    assert_eq!(delivery, Delivery::AtLeastOne);
-    assert_eq!(next_frame(&mut c1).await, Bytes::from_static(b"all"));
-    assert_eq!(next_frame(&mut c2).await, Bytes::from_static(b"all"));
+    let c1 = a.transport().subscribe_stream(&cluster).await.unwrap();
+    let c2 = b.transport().subscribe_stream(&cluster).await.unwrap();
+    assert_eq!(publish(&b, &cluster).await, Delivery::AtLeastOne);
 
-    // After close, nobody receives.
     sub.close().await;
-    let delivery = b
-        .transport()
-        .publish(&channel, Bytes::from_static(b"gone"))
-        .await
-        .unwrap();
-    assert_eq!(delivery, Delivery::Exact(0));
-
-    // A dropped subscription stops delivery too.
+    assert_eq!(publish(&b, &channel).await, Delivery::Exact(0));
     drop(c1);
     drop(c2);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let delivery = a
-        .transport()
-        .publish(&cluster, Bytes::from_static(b"x"))
-        .await
-        .unwrap();
-    assert_eq!(delivery, Delivery::Exact(0));
+    assert_eq!(publish(&a, &cluster).await, Delivery::Exact(0));
 }
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchecked_publish_is_unknown() {
     let fx = Fixture::new().await;
@@ -186,6 +153,28 @@ async fn names_that_are_not_subject_tokens_are_refused() {
         BTreeSet::from(["n.1".to_owned()])
     );
 
+    // Lease keys whose context and name hold dots and colons do not collide.
+    let split = |context: &str, name: &str| LockKey {
+        context: context.to_owned(),
+        name: name.to_owned(),
+    };
+    let ttl = Duration::from_secs(10);
+    assert!(a
+        .locks()
+        .acquire(&split("global.lock", "method"), "t1", ttl)
+        .await
+        .unwrap());
+    assert!(a
+        .locks()
+        .acquire(&split("global", "lock.method"), "t2", ttl)
+        .await
+        .unwrap());
+    assert!(a
+        .locks()
+        .acquire(&split("global", "lock:method"), "t3", ttl)
+        .await
+        .unwrap());
+
     // A bad prefix is refused at connect time.
     for bad in ["", "a..b", "a.*", "a b", "x."] {
         let err = NatsBackend::connect(fx.config().prefix(bad))
@@ -193,237 +182,6 @@ async fn names_that_are_not_subject_tokens_are_refused() {
             .unwrap_err();
         assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{bad:?}: {err}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registry_insert_race_has_one_winner() {
-    let fx = Fixture::new().await;
-    let backends: Vec<Backend> = futures_util::future::join_all((0..4).map(|_| fx.backend())).await;
-    for round in 0..3 {
-        let member = format!("contested-{round}");
-        let tasks = (0..16).map(|i| {
-            let backend = backends[i % backends.len()].clone();
-            let member = member.clone();
-            tokio::spawn(async move {
-                backend
-                    .registry()
-                    .insert(
-                        Group::Actors,
-                        &member,
-                        &format!("owner-{i}"),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .unwrap()
-            })
-        });
-        let wins = futures_util::future::join_all(tasks)
-            .await
-            .into_iter()
-            .filter(|won| *won.as_ref().unwrap())
-            .count();
-        assert_eq!(wins, 1, "round {round}");
-    }
-    // A live entry held by the same owner is not inserted again.
-    let r = backends[0].registry();
-    assert!(r
-        .insert(Group::Actors, "mine", "me", Duration::from_secs(30))
-        .await
-        .unwrap());
-    assert!(!r
-        .insert(Group::Actors, "mine", "me", Duration::from_secs(30))
-        .await
-        .unwrap());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renew_and_remove_are_owner_only() {
-    let fx = Fixture::new().await;
-    let a = fx.backend().await;
-    let b = fx.backend().await;
-    let ttl = Duration::from_secs(30);
-    let ra = a.registry();
-    let rb = b.registry();
-    assert!(ra.insert(Group::Actors, "x", "A", ttl).await.unwrap());
-    assert!(ra.insert(Group::Actors, "y", "A", ttl).await.unwrap());
-    assert!(rb.insert(Group::Actors, "z", "B", ttl).await.unwrap());
-    assert!(!rb.insert(Group::Actors, "x", "B", ttl).await.unwrap());
-
-    assert_eq!(
-        rb.renew(Group::Actors, &["x", "y", "z", "missing"], "A", ttl)
-            .await
-            .unwrap(),
-        vec![true, true, false, false]
-    );
-    assert!(!rb.remove(Group::Actors, "x", Some("B")).await.unwrap());
-    assert!(rb.contains(Group::Actors, "x").await.unwrap());
-    assert!(rb.remove(Group::Actors, "x", Some("A")).await.unwrap());
-    assert!(!ra.contains(Group::Actors, "x").await.unwrap());
-    assert!(!ra.remove(Group::Actors, "x", Some("A")).await.unwrap());
-    // Without an owner, whoever holds it.
-    assert!(ra.remove(Group::Actors, "z", None).await.unwrap());
-    assert_eq!(
-        ra.members(Group::Actors).await.unwrap(),
-        BTreeSet::from(["y".to_owned()])
-    );
-    // A removed member can be inserted again, by anyone.
-    assert!(rb.insert(Group::Actors, "x", "B", ttl).await.unwrap());
-    assert_eq!(
-        ra.renew(Group::Actors, &["x"], "A", ttl).await.unwrap(),
-        vec![false]
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_members_vanish_and_can_be_taken() {
-    let fx = Fixture::new().await;
-    let a = fx.backend().await;
-    let b = fx.backend().await;
-    let channel = ClusterName::new("jobs").unwrap();
-    let group = Group::Members(&channel);
-    let short = Duration::from_millis(400);
-    assert!(a
-        .registry()
-        .insert(group, "node-a", "node-a", short)
-        .await
-        .unwrap());
-    assert!(a
-        .registry()
-        .insert(group, "node-b", "node-b", Duration::from_secs(30))
-        .await
-        .unwrap());
-    assert!(a
-        .registry()
-        .insert(Group::Actors, "dying", "node-a", short)
-        .await
-        .unwrap());
-    assert_eq!(b.registry().members(group).await.unwrap().len(), 2);
-    // Renewed entries outlive their first TTL.
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(
-        a.registry()
-            .renew(group, &["node-a"], "node-a", short)
-            .await
-            .unwrap(),
-        vec![true]
-    );
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert!(b.registry().contains(group, "node-a").await.unwrap());
-    assert!(!b.registry().contains(Group::Actors, "dying").await.unwrap());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!b.registry().contains(group, "node-a").await.unwrap());
-    assert_eq!(
-        b.registry().members(group).await.unwrap(),
-        BTreeSet::from(["node-b".to_owned()])
-    );
-    assert!(b
-        .registry()
-        .members(Group::Actors)
-        .await
-        .unwrap()
-        .is_empty());
-    // Expired: its owner can neither renew nor remove it; anyone can take it.
-    assert_eq!(
-        a.registry()
-            .renew(group, &["node-a"], "node-a", short)
-            .await
-            .unwrap(),
-        vec![false]
-    );
-    assert!(!a
-        .registry()
-        .remove(group, "node-a", Some("node-a"))
-        .await
-        .unwrap());
-    assert!(b
-        .registry()
-        .insert(group, "node-a", "other", Duration::from_secs(30))
-        .await
-        .unwrap());
-    assert!(b.registry().contains(group, "node-a").await.unwrap());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lock_contention_never_has_two_holders() {
-    let fx = Fixture::new().await;
-    let backends: Vec<Backend> = futures_util::future::join_all((0..4).map(|_| fx.backend())).await;
-    let key = LockKey {
-        context: "global.lock".to_owned(),
-        name: "critical".to_owned(),
-    };
-    let holders = Arc::new(AtomicUsize::new(0));
-    let taken = Arc::new(AtomicUsize::new(0));
-    let tasks = (0..16).map(|i| {
-        let backend = backends[i % backends.len()].clone();
-        let key = key.clone();
-        let holders = holders.clone();
-        let taken = taken.clone();
-        tokio::spawn(async move {
-            let mut mine = 0;
-            for round in 0..20 {
-                let token = format!("task-{i}-{round}");
-                loop {
-                    if backend
-                        .locks()
-                        .acquire(&key, &token, Duration::from_secs(30))
-                        .await
-                        .unwrap()
-                    {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                holders.fetch_sub(1, Ordering::SeqCst);
-                taken.fetch_add(1, Ordering::SeqCst);
-                mine += 1;
-                assert!(backend.locks().release(&key, &token).await.unwrap());
-            }
-            mine
-        })
-    });
-    let per_task: Vec<usize> = futures_util::future::join_all(tasks)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(per_task.iter().sum::<usize>(), 16 * 20);
-    assert_eq!(taken.load(Ordering::SeqCst), 16 * 20);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leases_expire_and_release_only_by_holder() {
-    let fx = Fixture::new().await;
-    let a = fx.backend().await;
-    let b = fx.backend().await;
-    let key = LockKey {
-        context: "global.lock".to_owned(),
-        name: "method".to_owned(),
-    };
-    let short = Duration::from_millis(300);
-    assert!(a.locks().acquire(&key, "t1", short).await.unwrap());
-    assert!(!b.locks().acquire(&key, "t2", short).await.unwrap());
-    assert!(!b.locks().release(&key, "t2").await.unwrap());
-    assert!(!b.locks().renew(&key, "t2", short).await.unwrap());
-    assert!(a.locks().renew(&key, "t1", short).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    // Expired: taken by another; the old holder can neither release nor renew it.
-    assert!(b
-        .locks()
-        .acquire(&key, "t2", Duration::from_secs(30))
-        .await
-        .unwrap());
-    assert!(!a.locks().release(&key, "t1").await.unwrap());
-    assert!(!a.locks().renew(&key, "t1", short).await.unwrap());
-    assert!(b.locks().release(&key, "t2").await.unwrap());
-    assert!(a.locks().acquire(&key, "t3", short).await.unwrap());
-    // Other contexts and names are other locks.
-    let other = LockKey {
-        context: "global".to_owned(),
-        name: "lock:method".to_owned(),
-    };
-    assert!(b.locks().acquire(&other, "t4", short).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rodario_core::backend::{LockKey, LockStore};
+use rodario_core::backend::{check_ttl, LockKey, LockStore};
 use rodario_core::error::BackendError;
 
 use crate::{ttl_ms, Handle};
@@ -16,6 +16,7 @@ impl LockStore for Handle {
         token: &str,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
+        check_ttl(crate::NAME, ttl)?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.lock_name(key))
             .arg(token)
@@ -38,6 +39,7 @@ impl LockStore for Handle {
     }
 
     async fn renew(&self, key: &LockKey, token: &str, ttl: Duration) -> Result<bool, BackendError> {
+        check_ttl(crate::NAME, ttl)?;
         let mut script = self.scripts.relock.key(self.lock_name(key));
         script.arg(token).arg(ttl_ms(ttl));
         let renewed: i64 = self.invoke("lock renew", &script).await?;

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rodario_core::backend::{Group, Registry};
+use rodario_core::backend::{check_ttl, Group, Registry};
 use rodario_core::error::BackendError;
 
 use crate::{ttl_ms, Handle};
@@ -25,6 +25,7 @@ impl Registry for Handle {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
+        check_ttl(crate::NAME, ttl)?;
         let set = self.set_name(group);
         let lease = format!("{}{member}", Handle::lease_prefix(&set));
         let mut script = self.scripts.insert.key(&set);
@@ -40,6 +41,7 @@ impl Registry for Handle {
         owner: &str,
         ttl: Duration,
     ) -> Result<Vec<bool>, BackendError> {
+        check_ttl(crate::NAME, ttl)?;
         if members.is_empty() {
             return Ok(Vec::new());
         }

@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use crate::backend::{Backend, FrameStream};
 
 pub mod actors;
+pub mod backend_cases;
 pub mod cases;
 pub mod fault_cases;
 pub mod faults;
@@ -93,7 +94,18 @@ macro_rules! conformance_suite {
             fault_cases::lost_frames_end_calls_by_deadline,
             fault_cases::registry_and_lease_operations_end_by_deadline,
             fault_cases::singular_never_waits_past_the_callers_deadline,
-            fault_cases::registrations_are_restored_on_reconnect
+            fault_cases::registrations_are_restored_on_reconnect,
+            backend_cases::registry_insert_race_has_one_winner,
+            backend_cases::registry_renew_and_remove_are_owner_only,
+            backend_cases::registry_entries_expire_unless_renewed,
+            backend_cases::registry_groups_are_separate,
+            backend_cases::lock_acquire_race_has_one_winner,
+            backend_cases::lock_release_and_renew_are_token_checked,
+            backend_cases::lock_leases_expire,
+            backend_cases::zero_ttls_are_refused,
+            backend_cases::publish_reports_delivery,
+            backend_cases::frame_published_after_subscribe_is_delivered,
+            backend_cases::closed_or_dropped_subscription_gets_no_frames
         );
     };
     (@cases $broker:expr; $($module:ident :: $case:ident),* $(,)?) => {

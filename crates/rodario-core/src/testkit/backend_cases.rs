@@ -1,0 +1,610 @@
+//! The behaviours of the three backend traits themselves, checked through the trait objects
+//! of [`Backend`]s (no [`crate::Node`]): what every [`Registry`], [`LockStore`] and
+//! [`Transport`] must do, whichever broker is behind it.
+//!
+//! Each case takes its connections from [`TestBroker::connect`] (each one as another process
+//! would open it) and panics with a message on failure. The TTLs are a few hundred
+//! milliseconds and every wait after one has a margin of several hundred more, so that a
+//! loaded machine does not fail them; each assertion still fails when the behaviour breaks.
+//!
+//! [`Registry`]: crate::backend::Registry
+//! [`LockStore`]: crate::backend::LockStore
+//! [`Transport`]: crate::backend::Transport
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{next_frame, no_frame, TestBroker};
+use crate::backend::{Backend, Channel, Delivery, FrameSink, Group, LockKey, TransportExt};
+use crate::error::BackendErrorKind;
+use crate::name::{ActorId, ClusterName, NodeId};
+
+/// A TTL meant to run out during a case.
+const EXPIRING: Duration = Duration::from_millis(300);
+
+/// The first TTL of an entry a case renews before it runs out: long enough that the renewal,
+/// made right after the insert, comes in time on a loaded machine.
+const FIRST: Duration = Duration::from_secs(1);
+
+/// A TTL that does not run out during a case.
+const LONG: Duration = Duration::from_secs(30);
+
+/// How long past a TTL a case waits before it checks that the entry expired.
+const MARGIN: Duration = Duration::from_millis(700);
+
+/// Connections racing in the race cases, and tasks racing over them.
+const RACING_CONNECTIONS: usize = 4;
+const RACING_TASKS: usize = 16;
+
+async fn connections(broker: &dyn TestBroker, count: usize) -> Vec<Backend> {
+    let mut backends = Vec::with_capacity(count);
+    for _ in 0..count {
+        backends.push(broker.connect("a").await);
+    }
+    backends
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|name| (*name).to_owned()).collect()
+}
+
+fn lock_key(name: &str) -> LockKey {
+    LockKey {
+        context: "global.lock".to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// Of many connections racing to insert one member, exactly one wins, round after round;
+/// a live member is not inserted again, even by the owner that holds it.
+pub async fn registry_insert_race_has_one_winner(broker: &dyn TestBroker) {
+    let backends = connections(broker, RACING_CONNECTIONS).await;
+    let rounds = 5;
+    for round in 0..rounds {
+        let member = format!("contested-{round}");
+        let tasks: Vec<_> = (0..RACING_TASKS)
+            .map(|task| {
+                let registry = backends[task % backends.len()].registry().clone();
+                let member = member.clone();
+                tokio::spawn(async move {
+                    registry
+                        .insert(Group::Actors, &member, &format!("owner-{task}"), LONG)
+                        .await
+                        .unwrap_or_else(|e| panic!("insert of {member}: {e}"))
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            winners += usize::from(task.await.expect("an insert task panicked"));
+        }
+        assert_eq!(winners, 1, "round {round}: {winners} racing inserts won");
+    }
+    let registry = backends[0].registry();
+    let members = registry.members(Group::Actors).await.unwrap();
+    assert_eq!(members.len(), rounds, "{members:?}");
+    assert!(registry
+        .insert(Group::Actors, "mine", "me", LONG)
+        .await
+        .unwrap());
+    assert!(
+        !registry
+            .insert(Group::Actors, "mine", "me", LONG)
+            .await
+            .unwrap(),
+        "a live member was inserted again by its own owner"
+    );
+}
+
+/// Only the owner renews or removes its entries (one answer per member, in order); another
+/// owner's attempt leaves the entry as it was. `remove` without an owner removes whoever
+/// holds it.
+pub async fn registry_renew_and_remove_are_owner_only(broker: &dyn TestBroker) {
+    let a = broker.connect("a").await;
+    let b = broker.connect("a").await;
+    let (ra, rb) = (a.registry(), b.registry());
+    assert!(ra.insert(Group::Actors, "x", "A", LONG).await.unwrap());
+    assert!(ra.insert(Group::Actors, "y", "A", LONG).await.unwrap());
+    assert!(rb.insert(Group::Actors, "z", "B", LONG).await.unwrap());
+    assert!(!rb.insert(Group::Actors, "x", "B", LONG).await.unwrap());
+
+    // From any connection, for the owner's entries only, in the order asked.
+    assert_eq!(
+        rb.renew(Group::Actors, &["x", "missing", "z", "y"], "A", LONG)
+            .await
+            .unwrap(),
+        vec![true, false, false, true]
+    );
+    assert_eq!(
+        ra.renew(Group::Actors, &[], "A", LONG).await.unwrap(),
+        Vec::<bool>::new()
+    );
+    assert_eq!(
+        rb.renew(Group::Actors, &["x"], "B", LONG).await.unwrap(),
+        vec![false],
+        "renewed by an owner that does not hold it"
+    );
+    assert!(!rb.remove(Group::Actors, "x", Some("B")).await.unwrap());
+    assert!(rb.contains(Group::Actors, "x").await.unwrap());
+    // The failed attempts did not take it over: A still holds it.
+    assert_eq!(
+        ra.renew(Group::Actors, &["x"], "A", LONG).await.unwrap(),
+        vec![true]
+    );
+    assert!(rb.remove(Group::Actors, "x", Some("A")).await.unwrap());
+    assert!(!ra.contains(Group::Actors, "x").await.unwrap());
+    assert!(!ra.remove(Group::Actors, "x", Some("A")).await.unwrap());
+    assert_eq!(
+        ra.renew(Group::Actors, &["x"], "A", LONG).await.unwrap(),
+        vec![false],
+        "a removed entry was renewed"
+    );
+
+    // Without an owner: whoever holds it, once.
+    assert!(ra.remove(Group::Actors, "z", None).await.unwrap());
+    assert!(!ra.remove(Group::Actors, "z", None).await.unwrap());
+    assert!(!rb.contains(Group::Actors, "z").await.unwrap());
+    assert_eq!(ra.members(Group::Actors).await.unwrap(), set(&["y"]));
+
+    // A removed member can be inserted again, by anyone.
+    assert!(rb.insert(Group::Actors, "x", "B", LONG).await.unwrap());
+    assert_eq!(ra.members(Group::Actors).await.unwrap(), set(&["x", "y"]));
+}
+
+/// An entry not renewed is gone after its TTL: `contains` and `members` no longer see it,
+/// its old owner can neither renew nor remove it, and another owner can insert it. An entry
+/// renewed in time outlives its first TTL; another owner's renewal does not extend one.
+pub async fn registry_entries_expire_unless_renewed(broker: &dyn TestBroker) {
+    let a = broker.connect("a").await;
+    let b = broker.connect("a").await;
+    let (ra, rb) = (a.registry(), b.registry());
+    let jobs = ClusterName::new("jobs").unwrap();
+    let members = Group::Members(&jobs);
+    let started = Instant::now();
+    assert!(ra
+        .insert(Group::Actors, "brief", "A", EXPIRING)
+        .await
+        .unwrap());
+    assert!(ra.insert(members, "brief", "A", EXPIRING).await.unwrap());
+    assert!(ra.insert(Group::Actors, "kept", "A", FIRST).await.unwrap());
+    assert!(ra
+        .insert(Group::Actors, "lasting", "A", LONG)
+        .await
+        .unwrap());
+    assert_eq!(
+        ra.renew(Group::Actors, &["kept"], "A", LONG).await.unwrap(),
+        vec![true]
+    );
+    // Not its owner: refused, and the entry still expires on time.
+    assert_eq!(
+        rb.renew(Group::Actors, &["brief"], "B", LONG)
+            .await
+            .unwrap(),
+        vec![false]
+    );
+
+    tokio::time::sleep_until(started + FIRST + MARGIN).await;
+    assert!(!rb.contains(Group::Actors, "brief").await.unwrap());
+    assert!(!rb.contains(members, "brief").await.unwrap());
+    assert!(rb.members(members).await.unwrap().is_empty());
+    assert!(
+        rb.contains(Group::Actors, "kept").await.unwrap(),
+        "a renewed entry expired at its first TTL"
+    );
+    assert_eq!(
+        rb.members(Group::Actors).await.unwrap(),
+        set(&["kept", "lasting"])
+    );
+
+    // Expired: its owner lost it, anyone can take it.
+    assert_eq!(
+        ra.renew(Group::Actors, &["brief"], "A", LONG)
+            .await
+            .unwrap(),
+        vec![false],
+        "an expired entry was renewed"
+    );
+    assert!(!ra.remove(Group::Actors, "brief", Some("A")).await.unwrap());
+    assert!(!ra.remove(members, "brief", None).await.unwrap());
+    assert!(rb.insert(Group::Actors, "brief", "B", LONG).await.unwrap());
+    assert!(rb.insert(members, "brief", "B", LONG).await.unwrap());
+    assert!(!ra.insert(Group::Actors, "brief", "A", LONG).await.unwrap());
+    assert!(ra.contains(Group::Actors, "brief").await.unwrap());
+    assert!(!ra.remove(Group::Actors, "brief", Some("A")).await.unwrap());
+    assert!(ra.remove(Group::Actors, "brief", Some("B")).await.unwrap());
+}
+
+/// `Group::Actors` and the `Group::Members` of each channel are separate sets.
+pub async fn registry_groups_are_separate(broker: &dyn TestBroker) {
+    let backend = broker.connect("a").await;
+    let registry = backend.registry();
+    let one = ClusterName::new("one").unwrap();
+    let two = ClusterName::new("two").unwrap();
+    assert!(registry
+        .insert(Group::Actors, "m", "A", LONG)
+        .await
+        .unwrap());
+    assert!(!registry.contains(Group::Members(&one), "m").await.unwrap());
+    assert!(registry
+        .members(Group::Members(&one))
+        .await
+        .unwrap()
+        .is_empty());
+    // The same member in another group is another entry, with its own owner.
+    assert!(registry
+        .insert(Group::Members(&one), "m", "B", LONG)
+        .await
+        .unwrap());
+    assert!(registry
+        .insert(Group::Members(&two), "n", "B", LONG)
+        .await
+        .unwrap());
+    assert_eq!(
+        registry
+            .renew(Group::Members(&one), &["m"], "A", LONG)
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        registry.members(Group::Members(&one)).await.unwrap(),
+        set(&["m"])
+    );
+    assert_eq!(
+        registry.members(Group::Members(&two)).await.unwrap(),
+        set(&["n"])
+    );
+    assert_eq!(registry.members(Group::Actors).await.unwrap(), set(&["m"]));
+    assert!(registry
+        .remove(Group::Members(&one), "m", None)
+        .await
+        .unwrap());
+    assert!(registry.contains(Group::Actors, "m").await.unwrap());
+    assert!(!registry.contains(Group::Members(&one), "m").await.unwrap());
+    assert!(registry
+        .remove(Group::Actors, "m", Some("A"))
+        .await
+        .unwrap());
+    assert!(registry.contains(Group::Members(&two), "n").await.unwrap());
+}
+
+/// Of many connections racing to acquire one free lock, exactly one wins, round after
+/// round; a held lock is not acquired again, even with its holder's token; another context
+/// or name is another lock.
+pub async fn lock_acquire_race_has_one_winner(broker: &dyn TestBroker) {
+    let backends = connections(broker, RACING_CONNECTIONS).await;
+    for round in 0..5 {
+        let key = lock_key(&format!("contested-{round}"));
+        let tasks: Vec<_> = (0..RACING_TASKS)
+            .map(|task| {
+                let locks = backends[task % backends.len()].locks().clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    locks
+                        .acquire(&key, &format!("token-{task}"), LONG)
+                        .await
+                        .unwrap_or_else(|e| panic!("acquire of {key:?}: {e}"))
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for (task, handle) in tasks.into_iter().enumerate() {
+            if handle.await.expect("an acquire task panicked") {
+                winners.push(task);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        let locks = backends[0].locks();
+        assert!(
+            !locks
+                .acquire(&key, &format!("token-{}", winners[0]), LONG)
+                .await
+                .unwrap(),
+            "a held lock was acquired again by its holder's token"
+        );
+        let other_context = LockKey {
+            context: "other.lock".to_owned(),
+            name: key.name.clone(),
+        };
+        assert!(locks.acquire(&other_context, "other", LONG).await.unwrap());
+    }
+}
+
+/// Only the holder's token releases or renews a lease; a wrong token changes nothing.
+/// After the release the lock is free for another token, and the old token holds nothing.
+pub async fn lock_release_and_renew_are_token_checked(broker: &dyn TestBroker) {
+    let a = broker.connect("a").await;
+    let b = broker.connect("a").await;
+    let key = lock_key("method");
+    assert!(a.locks().acquire(&key, "t1", LONG).await.unwrap());
+    assert!(!b.locks().acquire(&key, "t2", LONG).await.unwrap());
+    assert!(!b.locks().release(&key, "t2").await.unwrap());
+    assert!(!b.locks().renew(&key, "t2", LONG).await.unwrap());
+    assert!(
+        !b.locks().acquire(&key, "t2", LONG).await.unwrap(),
+        "a wrong token's release or renew freed the lock"
+    );
+    // The right token works from any connection.
+    assert!(b.locks().renew(&key, "t1", LONG).await.unwrap());
+    assert!(a.locks().release(&key, "t1").await.unwrap());
+    assert!(!a.locks().release(&key, "t1").await.unwrap());
+    assert!(!a.locks().renew(&key, "t1", LONG).await.unwrap());
+    assert!(b.locks().acquire(&key, "t2", LONG).await.unwrap());
+    assert!(!a.locks().release(&key, "t1").await.unwrap());
+    assert!(!a.locks().acquire(&key, "t3", LONG).await.unwrap());
+    assert!(b.locks().release(&key, "t2").await.unwrap());
+}
+
+/// A lease not renewed is free after its TTL: another token takes it, and the old token can
+/// neither release nor renew it. A lease renewed in time outlives its first TTL; a wrong
+/// token's renewal does not extend one.
+pub async fn lock_leases_expire(broker: &dyn TestBroker) {
+    let a = broker.connect("a").await;
+    let b = broker.connect("a").await;
+    let brief = lock_key("brief");
+    let kept = lock_key("kept");
+    let started = Instant::now();
+    assert!(a.locks().acquire(&brief, "t1", EXPIRING).await.unwrap());
+    assert!(a.locks().acquire(&kept, "t1", FIRST).await.unwrap());
+    assert!(a.locks().renew(&kept, "t1", LONG).await.unwrap());
+    assert!(!b.locks().renew(&brief, "t2", LONG).await.unwrap());
+
+    tokio::time::sleep_until(started + FIRST + MARGIN).await;
+    assert!(
+        b.locks().acquire(&brief, "t2", LONG).await.unwrap(),
+        "an expired lease was not free"
+    );
+    assert!(
+        !b.locks().acquire(&kept, "t2", LONG).await.unwrap(),
+        "a renewed lease expired at its first TTL"
+    );
+    assert!(!a.locks().release(&brief, "t1").await.unwrap());
+    assert!(!a.locks().renew(&brief, "t1", LONG).await.unwrap());
+    assert!(!a.locks().acquire(&brief, "t3", LONG).await.unwrap());
+    assert!(b.locks().release(&brief, "t2").await.unwrap());
+    assert!(a.locks().release(&kept, "t1").await.unwrap());
+}
+
+/// A zero TTL is refused with [`BackendErrorKind::InvalidInput`] by `LockStore::acquire`
+/// and `renew` and by `Registry::insert` and `renew`, and changes nothing.
+pub async fn zero_ttls_are_refused(broker: &dyn TestBroker) {
+    let backend = broker.connect("a").await;
+    let (locks, registry) = (backend.locks(), backend.registry());
+    let key = lock_key("zero");
+    let refused = |what: &str, result: Result<_, crate::error::BackendError>| match result {
+        Err(e) => assert_eq!(e.kind(), BackendErrorKind::InvalidInput, "{what}: {e}"),
+        Ok(answer) => panic!("{what} with a zero TTL answered {answer}"),
+    };
+    refused("acquire", locks.acquire(&key, "t1", Duration::ZERO).await);
+    assert!(locks.acquire(&key, "t1", LONG).await.unwrap());
+    refused("renew", locks.renew(&key, "t1", Duration::ZERO).await);
+    assert!(
+        !locks.acquire(&key, "t2", LONG).await.unwrap(),
+        "a refused renewal freed the lease"
+    );
+    assert!(locks.renew(&key, "t1", LONG).await.unwrap());
+
+    refused(
+        "insert",
+        registry
+            .insert(Group::Actors, "zero", "A", Duration::ZERO)
+            .await,
+    );
+    assert!(!registry.contains(Group::Actors, "zero").await.unwrap());
+    assert!(registry
+        .insert(Group::Actors, "zero", "A", LONG)
+        .await
+        .unwrap());
+    let renewed = registry
+        .renew(Group::Actors, &["zero"], "A", Duration::ZERO)
+        .await;
+    assert!(
+        matches!(&renewed, Err(e) if e.kind() == BackendErrorKind::InvalidInput),
+        "registry renew with a zero TTL answered {renewed:?}"
+    );
+    assert!(registry.contains(Group::Actors, "zero").await.unwrap());
+}
+
+/// Checks a publish's delivery report against the number of connections subscribed: exact
+/// when the transport counts receivers, else never contradicting it.
+fn check_report(report: Delivery, connections: usize, counts: bool, what: &str) {
+    if counts {
+        assert_eq!(report, Delivery::Exact(connections), "{what}");
+        return;
+    }
+    match report {
+        Delivery::Exact(n) => assert_eq!(n, connections, "{what}: a wrong exact count"),
+        Delivery::AtLeastOne => assert!(connections > 0, "{what}: AtLeastOne with nobody"),
+        Delivery::Unknown => {}
+    }
+}
+
+/// A publish reports what the broker knows of its receivers: `Exact(0)` when nobody
+/// subscribed to an actor's channel; on a transport that counts receivers `Exact(n)` for
+/// `n` subscribed connections (several subscriptions on one connection count once), and
+/// otherwise never a report that contradicts the subscriptions. Every subscription gets
+/// every frame, also after another one on its connection closed.
+pub async fn publish_reports_delivery(broker: &dyn TestBroker) {
+    let a = broker.connect("a").await;
+    let b = broker.connect("a").await;
+    let c = broker.connect("a").await;
+    let counts = c.transport().counts_receivers();
+    // Nodes rely on it to fail a call to a missing actor at once.
+    assert_eq!(
+        c.transport()
+            .publish(
+                &Channel::Actor(ActorId::new("nobody").unwrap()),
+                Bytes::from_static(b"lost")
+            )
+            .await
+            .unwrap(),
+        Delivery::Exact(0),
+        "a publish to an actor nobody serves"
+    );
+    let channels = [
+        Channel::Actor(ActorId::new("delivery").unwrap()),
+        Channel::Cluster(ClusterName::new("delivery").unwrap()),
+        Channel::Reply(NodeId::new("delivery").unwrap()),
+    ];
+    for channel in &channels {
+        let publish = |frame: &'static [u8]| {
+            let transport = c.transport().clone();
+            let channel = channel.clone();
+            async move {
+                transport
+                    .publish(&channel, Bytes::from_static(frame))
+                    .await
+                    .unwrap_or_else(|e| panic!("publish on {channel}: {e}"))
+            }
+        };
+        check_report(
+            publish(b"none").await,
+            0,
+            counts,
+            &format!("{channel}, nobody"),
+        );
+
+        let mut a1 = a.transport().subscribe_stream(channel).await.unwrap();
+        let mut b1 = b.transport().subscribe_stream(channel).await.unwrap();
+        check_report(
+            publish(b"two").await,
+            2,
+            counts,
+            &format!("{channel}, a and b"),
+        );
+        assert_eq!(next_frame(&mut a1).await, "two");
+        assert_eq!(next_frame(&mut b1).await, "two");
+
+        let mut a2 = a.transport().subscribe_stream(channel).await.unwrap();
+        check_report(
+            publish(b"twice").await,
+            2,
+            counts,
+            &format!("{channel}, a twice and b"),
+        );
+        for stream in [&mut a1, &mut a2, &mut b1] {
+            assert_eq!(next_frame(stream).await, "twice");
+        }
+
+        // Closing one of a's subscriptions keeps its other one.
+        a1.close().await;
+        check_report(
+            publish(b"after-a1").await,
+            2,
+            counts,
+            &format!("{channel}, a once and b"),
+        );
+        assert_eq!(next_frame(&mut a2).await, "after-a1");
+        assert_eq!(next_frame(&mut b1).await, "after-a1");
+        b1.close().await;
+        check_report(
+            publish(b"a-only").await,
+            1,
+            counts,
+            &format!("{channel}, a"),
+        );
+        assert_eq!(next_frame(&mut a2).await, "a-only");
+        a2.close().await;
+        check_report(
+            publish(b"gone").await,
+            0,
+            counts,
+            &format!("{channel}, closed"),
+        );
+    }
+}
+
+/// When `subscribe` returns the subscription is active: a frame published at once, from
+/// another connection, is delivered, on every kind of channel.
+pub async fn frame_published_after_subscribe_is_delivered(broker: &dyn TestBroker) {
+    let a = broker.connect("a").await;
+    let b = broker.connect("a").await;
+    for round in 0..30 {
+        let name = format!("ready-{round}");
+        let channel = match round % 3 {
+            0 => Channel::Actor(ActorId::new(&name).unwrap()),
+            1 => Channel::Cluster(ClusterName::new(&name).unwrap()),
+            _ => Channel::Reply(NodeId::new(&name).unwrap()),
+        };
+        let mut stream = a.transport().subscribe_stream(&channel).await.unwrap();
+        b.transport()
+            .publish(&channel, Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(next_frame(&mut stream).await, "hello", "round {round}");
+        stream.close().await;
+    }
+}
+
+/// Forwards frames to a queue the case keeps, so that it can see what reaches a
+/// subscription after it was closed or dropped.
+struct Tap(mpsc::UnboundedSender<Bytes>);
+
+impl FrameSink for Tap {
+    fn deliver(&self, frame: Bytes) {
+        // The case may have stopped listening; the frame is then of no interest.
+        let _ = self.0.send(frame);
+    }
+}
+
+/// Panics if `tap` yields a frame within 300 ms (the backend may drop its sink instead).
+async fn tap_is_quiet(tap: &mut mpsc::UnboundedReceiver<Bytes>, what: &str) {
+    if let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(300), tap.recv()).await {
+        panic!("{what}: a frame reached it: {frame:?}");
+    }
+}
+
+/// After `Subscription::close` returns, and after a subscription is dropped, its sink gets
+/// no more frames, while other subscriptions to the channel (on its connection and on
+/// others) keep theirs.
+pub async fn closed_or_dropped_subscription_gets_no_frames(broker: &dyn TestBroker) {
+    let a = broker.connect("a").await;
+    let b = broker.connect("a").await;
+    let channel = Channel::Cluster(ClusterName::new("closing").unwrap());
+    let (publisher, target) = (b.transport(), &channel);
+    let publish = |frame: &'static [u8]| async move {
+        publisher
+            .publish(target, Bytes::from_static(frame))
+            .await
+            .unwrap()
+    };
+    let mut same_connection = a.transport().subscribe_stream(&channel).await.unwrap();
+    let mut other_connection = b.transport().subscribe_stream(&channel).await.unwrap();
+
+    for dropped in [false, true] {
+        let what = if dropped { "dropped" } else { "closed" };
+        let (tx, mut tap) = mpsc::unbounded_channel();
+        let subscription = a
+            .transport()
+            .subscribe(&channel, Arc::new(Tap(tx)))
+            .await
+            .unwrap();
+        publish(b"before").await;
+        let before = tokio::time::timeout(Duration::from_secs(5), tap.recv()).await;
+        assert!(
+            matches!(&before, Ok(Some(frame)) if frame == "before"),
+            "{what}: the subscription did not get its frame: {before:?}"
+        );
+        assert_eq!(next_frame(&mut same_connection).await, "before");
+        assert_eq!(next_frame(&mut other_connection).await, "before");
+
+        if dropped {
+            drop(subscription);
+        } else {
+            subscription.close().await;
+        }
+        publish(b"after").await;
+        assert_eq!(next_frame(&mut same_connection).await, "after");
+        assert_eq!(next_frame(&mut other_connection).await, "after");
+        tap_is_quiet(&mut tap, what).await;
+    }
+    same_connection.close().await;
+    publish(b"last").await;
+    assert_eq!(next_frame(&mut other_connection).await, "last");
+    no_frame(&mut other_connection).await;
+}
