@@ -53,23 +53,27 @@
 //! [`backend`].
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use rodario_core::*;
 
 /// The in-process backend (feature `memory`).
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub mod memory {
     pub use rodario_memory::*;
 }
 
 /// The Redis backend (feature `redis`).
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis {
     pub use rodario_redis::*;
 }
 
 /// The NATS backend (feature `nats`).
 #[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats {
     pub use rodario_nats::*;
 }
@@ -135,18 +139,21 @@ pub trait NodeExt {
     /// see each other, make a [`memory::MemoryBroker`] and give each node its own
     /// `broker.backend()`.
     #[cfg(feature = "memory")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
     fn memory() -> Node;
 
     /// A node on the Redis server at `url` (feature `redis`), with no key prefix. For a
     /// prefix or other settings, build a [`redis::RedisConfig`] and pass its backend to
     /// [`Node::builder`].
     #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     fn redis(url: &str) -> impl std::future::Future<Output = Result<Node>> + Send;
 
     /// A node on the NATS server(s) at `url` (feature `nats`; several URLs separated by
     /// commas), with the default prefix `rodario`. For other settings, build a
     /// [`nats::NatsConfig`] and pass its backend to [`Node::builder`].
     #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
     fn nats(url: &str) -> impl std::future::Future<Output = Result<Node>> + Send;
 }
 

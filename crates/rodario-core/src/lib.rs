@@ -14,6 +14,7 @@
 //! - [`frame`]: the versioned wire frames and the MessagePack value codec.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod actor;
 pub mod backend;
@@ -27,6 +28,7 @@ pub mod node;
 pub mod proxy;
 pub mod registry;
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
 pub use actor::{Actor, ActorBuilder, ActorHandle, MethodInfo, MethodSpec};

@@ -386,6 +386,7 @@ impl Node {
     /// Ends this node's tasks without unregistering anything, as if its process crashed: its
     /// registrations stay until their liveness TTL runs out. For tests of liveness.
     #[cfg(feature = "testkit")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
     pub async fn simulate_crash(&self) {
         let actors: Vec<Arc<ActorShared>> =
             lock(&self.inner.actors).drain().map(|(_, a)| a).collect();
