@@ -1,7 +1,7 @@
 //! The three traits a backend implements, and the [`Backend`] bundle a node runs on.
 //!
 //! A backend is an adapter: it moves bytes ([`Transport`]), keeps expiring sets
-//! ([`Registry`]) and leases ([`LockStore`]). It holds no actor logic; all of that is in
+//! ([`Presence`]) and leases ([`LockStore`]). It holds no actor logic; all of that is in
 //! this crate, written once over these traits.
 //!
 //! The traits are object safe (`async_trait`) and held as `Arc<dyn ..>`, so user-facing
@@ -198,7 +198,7 @@ pub trait Transport: Send + Sync + 'static {
     ) -> Result<Subscription, BackendError>;
 
     /// Whether [`Transport::publish`] on a cluster channel reports [`Delivery::Exact`].
-    /// When it does not, nodes record their cluster memberships in the [`Registry`] under
+    /// When it does not, nodes record their cluster memberships in the [`Presence`] under
     /// [`Group::Members`] so that a cluster proxy can count them.
     fn counts_receivers(&self) -> bool;
 
@@ -240,7 +240,7 @@ pub enum Group<'a> {
 /// Registered names with liveness: members are held by an owner and expire after their
 /// TTL unless the owner renews them, so a crashed process's actors disappear on their own.
 #[async_trait]
-pub trait Registry: Send + Sync + 'static {
+pub trait Presence: Send + Sync + 'static {
     /// Adds `member` to `group`, held by `owner` for `ttl`. Atomic: of two racing inserts of
     /// one member, exactly one returns `true`. Returns `false` when a live entry exists
     /// (even one held by the same owner); an expired entry is replaced. A zero `ttl` is
@@ -318,7 +318,7 @@ pub trait LockStore: Send + Sync + 'static {
     async fn renew(&self, key: &LockKey, token: &str, ttl: Duration) -> Result<bool, BackendError>;
 }
 
-/// Refuses a zero `ttl` given to [`Registry::insert`], [`Registry::renew`],
+/// Refuses a zero `ttl` given to [`Presence::insert`], [`Presence::renew`],
 /// [`LockStore::acquire`] or [`LockStore::renew`] with a [`BackendErrorKind::InvalidInput`]
 /// error from `backend`. Every backend calls it first in those methods, so that they agree:
 /// an entry that expires as it is written holds nothing, so answering `Ok(true)` would tell
@@ -342,7 +342,7 @@ pub fn check_ttl(backend: &'static str, ttl: Duration) -> Result<(), BackendErro
 pub struct Backend {
     name: &'static str,
     transport: Arc<dyn Transport>,
-    registry: Arc<dyn Registry>,
+    presence: Arc<dyn Presence>,
     locks: Arc<dyn LockStore>,
 }
 
@@ -351,13 +351,13 @@ impl Backend {
     pub fn new(
         name: &'static str,
         transport: Arc<dyn Transport>,
-        registry: Arc<dyn Registry>,
+        presence: Arc<dyn Presence>,
         locks: Arc<dyn LockStore>,
     ) -> Self {
         Backend {
             name,
             transport,
-            registry,
+            presence,
             locks,
         }
     }
@@ -372,9 +372,9 @@ impl Backend {
         &self.transport
     }
 
-    /// The registry of live names.
-    pub fn registry(&self) -> &Arc<dyn Registry> {
-        &self.registry
+    /// Who is present: the registered actors and the members of cluster channels.
+    pub fn presence(&self) -> &Arc<dyn Presence> {
+        &self.presence
     }
 
     /// The lease store.

@@ -125,7 +125,7 @@ impl ClusterProxy {
                 Delivery::Exact(n) => n,
                 Delivery::AtLeastOne | Delivery::Unknown => node
                     .backend
-                    .registry()
+                    .presence()
                     .members(Group::Members(&self.channel))
                     .await?
                     .len(),

@@ -6,7 +6,7 @@
 //! and run the conformance suite in `testkit` (feature `testkit`).
 //!
 //! The layers:
-//! - [`backend`]: [`Transport`](backend::Transport), [`Registry`](backend::Registry) and
+//! - [`backend`]: [`Transport`](backend::Transport), [`Presence`](backend::Presence) and
 //!   [`LockStore`](backend::LockStore), the only things a backend implements;
 //! - [`Node`]: one process's connection, hosting actors ([`Node::spawn`]) and making
 //!   proxies ([`Node::registry`], [`Node::cluster`]);

@@ -637,7 +637,7 @@ impl NodeInner {
     pub(crate) async fn register_actor(self: &Arc<Self>, id: &ActorId) -> Result<()> {
         let insert = async {
             self.backend
-                .registry()
+                .presence()
                 .insert(
                     Group::Actors,
                     id.as_str(),
@@ -668,7 +668,7 @@ impl NodeInner {
         let remove = async {
             Ok(self
                 .backend
-                .registry()
+                .presence()
                 .remove(Group::Actors, id.as_str(), owner)
                 .await?)
         };
@@ -702,7 +702,7 @@ impl NodeInner {
             let insert = async {
                 Ok(self
                     .backend
-                    .registry()
+                    .presence()
                     .insert(
                         Group::Members(channel),
                         self.id.as_str(),
@@ -767,7 +767,7 @@ impl NodeInner {
             }
             if lock(&self.owned).memberships.remove(channel) {
                 self.backend
-                    .registry()
+                    .presence()
                     .remove(
                         Group::Members(channel),
                         self.id.as_str(),
@@ -971,7 +971,7 @@ async fn renew_group<N: AsRef<str>>(node: &NodeInner, group: Group<'_>, members:
     if members.is_empty() {
         return true;
     }
-    let registry = node.backend.registry();
+    let registry = node.backend.presence();
     let ttl = node.config.liveness_ttl;
     let owner = node.id.as_str();
     let names: Vec<&str> = members.iter().map(AsRef::as_ref).collect();

@@ -151,7 +151,7 @@ impl ActorProxy {
                 Delivery::AtLeastOne => true,
                 Delivery::Unknown => {
                     node.backend
-                        .registry()
+                        .presence()
                         .contains(Group::Actors, self.target.as_str())
                         .await?
                 }

@@ -36,7 +36,7 @@ impl ActorRegistry {
             Ok(self
                 .node
                 .backend()
-                .registry()
+                .presence()
                 .members(Group::Actors)
                 .await?)
         };
@@ -49,7 +49,7 @@ impl ActorRegistry {
             Ok(self
                 .node
                 .backend()
-                .registry()
+                .presence()
                 .contains(Group::Actors, uuid)
                 .await?)
         };

@@ -29,7 +29,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rodario_core::backend::{
-    check_ttl, Backend, Channel, Delivery, FrameSink, Group, LockKey, LockStore, Registry,
+    check_ttl, Backend, Channel, Delivery, FrameSink, Group, LockKey, LockStore, Presence,
     Subscription, Transport,
 };
 use rodario_core::error::BackendError;
@@ -290,7 +290,7 @@ impl Transport for MemoryConnection {
 }
 
 #[async_trait]
-impl Registry for MemoryConnection {
+impl Presence for MemoryConnection {
     async fn insert(
         &self,
         group: Group<'_>,

@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rodario_core::backend::{check_ttl, Group, LockKey, LockStore, Registry};
+use rodario_core::backend::{check_ttl, Group, LockKey, LockStore, Presence};
 use rodario_core::error::{quote_name, BackendError, BackendErrorKind};
 
 use crate::config::NatsConfig;
@@ -384,7 +384,7 @@ impl NatsConnection {
 }
 
 #[async_trait]
-impl Registry for NatsConnection {
+impl Presence for NatsConnection {
     async fn insert(
         &self,
         group: Group<'_>,

@@ -12,7 +12,7 @@ use rodario_core::ClusterName;
 async fn listing_while_members_renew_lists_them_all() {
     let fx = Fixture::new().await;
     let backend = fx.backend().await;
-    let registry = backend.registry().clone();
+    let registry = backend.presence().clone();
     let channel = ClusterName::new("busy").unwrap();
     let ttl = Duration::from_secs(30);
     for node in ["n1", "n2", "n3"] {

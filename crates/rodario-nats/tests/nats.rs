@@ -120,16 +120,16 @@ async fn names_that_are_not_subject_tokens_are_refused() {
     let weird = ["a.b", "a_2Eb", "*", ">", "ü/=", "global.lock"];
     for name in weird {
         assert!(a
-            .registry()
+            .presence()
             .insert(Group::Actors, name, "owner", Duration::from_secs(10))
             .await
             .unwrap());
     }
-    let members = a.registry().members(Group::Actors).await.unwrap();
+    let members = a.presence().members(Group::Actors).await.unwrap();
     assert_eq!(members, weird.iter().map(|s| s.to_string()).collect());
     let channel = ClusterName::new("c.with.dots").unwrap();
     assert!(a
-        .registry()
+        .presence()
         .insert(
             Group::Members(&channel),
             "n.1",
@@ -140,13 +140,13 @@ async fn names_that_are_not_subject_tokens_are_refused() {
         .unwrap());
     let other = ClusterName::new("c").unwrap();
     assert!(a
-        .registry()
+        .presence()
         .members(Group::Members(&other))
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
-        a.registry()
+        a.presence()
             .members(Group::Members(&channel))
             .await
             .unwrap(),
@@ -191,13 +191,13 @@ async fn ttl_longer_than_max_age_is_refused() {
         .await
         .unwrap();
     let err = a
-        .registry()
+        .presence()
         .insert(Group::Actors, "x", "o", Duration::from_secs(61))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{err}");
     assert!(a
-        .registry()
+        .presence()
         .insert(Group::Actors, "x", "o", Duration::from_secs(60))
         .await
         .unwrap());
@@ -220,23 +220,23 @@ async fn prefixes_are_isolated() {
     assert_eq!(delivery, Delivery::Exact(0));
     no_frame(&mut sub).await;
     assert!(a
-        .registry()
+        .presence()
         .insert(Group::Actors, "same", "o", Duration::from_secs(10))
         .await
         .unwrap());
     assert!(!other
-        .registry()
+        .presence()
         .contains(Group::Actors, "same")
         .await
         .unwrap());
     assert!(other
-        .registry()
+        .presence()
         .members(Group::Actors)
         .await
         .unwrap()
         .is_empty());
     assert!(other
-        .registry()
+        .presence()
         .insert(Group::Actors, "same", "o2", Duration::from_secs(10))
         .await
         .unwrap());
@@ -293,7 +293,7 @@ async fn user_password_auth() {
         .await
         .unwrap();
     assert!(ok
-        .registry()
+        .presence()
         .insert(Group::Actors, "x", "o", Duration::from_secs(5))
         .await
         .unwrap());
@@ -365,7 +365,7 @@ async fn survives_a_server_restart() {
     let channel = actor("survivor");
     let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
     assert!(a
-        .registry()
+        .presence()
         .insert(Group::Actors, "survivor", "A", Duration::from_secs(60))
         .await
         .unwrap());
@@ -381,7 +381,7 @@ async fn survives_a_server_restart() {
         .unwrap_err();
     assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
     let err = b
-        .registry()
+        .presence()
         .contains(Group::Actors, "survivor")
         .await
         .unwrap_err();
@@ -426,17 +426,17 @@ async fn survives_a_server_restart() {
     assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"after"));
     // The registry survived (file storage) and works again.
     assert!(b
-        .registry()
+        .presence()
         .contains(Group::Actors, "survivor")
         .await
         .unwrap());
     assert!(b
-        .registry()
+        .presence()
         .insert(Group::Actors, "newcomer", "B", Duration::from_secs(60))
         .await
         .unwrap());
     assert_eq!(
-        a.registry().members(Group::Actors).await.unwrap(),
+        a.presence().members(Group::Actors).await.unwrap(),
         BTreeSet::from(["newcomer".to_owned(), "survivor".to_owned()])
     );
 }
@@ -447,7 +447,7 @@ async fn large_groups_are_listed_whole_and_listings_leave_no_consumer() {
     let a = fx.backend().await;
     let names: BTreeSet<String> = (0..300).map(|i| format!("actor.{i}")).collect();
     let inserts = names.iter().map(|name| {
-        a.registry()
+        a.presence()
             .insert(Group::Actors, name, "owner", Duration::from_secs(60))
     });
     for inserted in futures_util::future::join_all(inserts).await {
@@ -455,12 +455,12 @@ async fn large_groups_are_listed_whole_and_listings_leave_no_consumer() {
     }
     // Deleted and expired entries are not listed.
     assert!(a
-        .registry()
+        .presence()
         .remove(Group::Actors, "actor.7", None)
         .await
         .unwrap());
     assert!(a
-        .registry()
+        .presence()
         .insert(Group::Actors, "brief", "o", Duration::from_millis(50))
         .await
         .unwrap());
@@ -468,7 +468,7 @@ async fn large_groups_are_listed_whole_and_listings_leave_no_consumer() {
     let mut expected = names.clone();
     expected.remove("actor.7");
     for _ in 0..3 {
-        assert_eq!(a.registry().members(Group::Actors).await.unwrap(), expected);
+        assert_eq!(a.presence().members(Group::Actors).await.unwrap(), expected);
     }
 
     let client = async_nats::connect(fx.url.as_str()).await.unwrap();
@@ -549,7 +549,7 @@ async fn an_unresponsive_server_gives_bounded_connection_errors() {
     let channel = actor("frozen");
     let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
     assert!(a
-        .registry()
+        .presence()
         .insert(Group::Actors, "frozen", "o", Duration::from_secs(60))
         .await
         .unwrap());
@@ -563,8 +563,8 @@ async fn an_unresponsive_server_gives_bounded_connection_errors() {
     let started = Instant::now();
     let (publish, contains, members, acquire, subscribe) = tokio::join!(
         a.transport().publish(&channel, Bytes::from_static(b"x")),
-        a.registry().contains(Group::Actors, "frozen"),
-        a.registry().members(Group::Actors),
+        a.presence().contains(Group::Actors, "frozen"),
+        a.presence().members(Group::Actors),
         a.locks().acquire(&key, "t", Duration::from_secs(5)),
         a.transport().subscribe_stream(&other),
     );
@@ -599,7 +599,7 @@ async fn an_unresponsive_server_gives_bounded_connection_errors() {
         }
     }
     assert!(a
-        .registry()
+        .presence()
         .contains(Group::Actors, "frozen")
         .await
         .unwrap());

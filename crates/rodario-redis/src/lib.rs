@@ -36,7 +36,7 @@
 //!
 //! A registry entry is live while it is in the SET *and* its lease key exists. Leases
 //! expire on the server's clock, so a process that dies without cleaning up drops out of
-//! [`Registry::members`](rodario_core::backend::Registry::members)/[`Registry::contains`](rodario_core::backend::Registry::contains) once its leases run out; those calls also
+//! [`Presence::members`](rodario_core::backend::Presence::members)/[`Presence::contains`](rodario_core::backend::Presence::contains) once its leases run out; those calls also
 //! remove the dead members from the SET (lazily). A member put in the SET by something
 //! that writes no lease (the Python library) counts as not live and may be replaced.
 //! Avoid a lock context named `actors` or `members:..`: its keys could meet lease keys.

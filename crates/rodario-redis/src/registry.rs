@@ -1,10 +1,10 @@
-//! [`Registry`] over a SET per group plus one expiring lease key per member.
+//! [`Presence`] over a SET per group plus one expiring lease key per member.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rodario_core::backend::{check_ttl, Group, Registry};
+use rodario_core::backend::{check_ttl, Group, Presence};
 use rodario_core::error::BackendError;
 
 use crate::{ttl_ms, Handle};
@@ -17,7 +17,7 @@ impl Handle {
 }
 
 #[async_trait]
-impl Registry for Handle {
+impl Presence for Handle {
     async fn insert(
         &self,
         group: Group<'_>,

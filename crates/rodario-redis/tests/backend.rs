@@ -80,7 +80,7 @@ async fn close_and_drop_unsubscribe_at_the_server() {
 async fn expired_members_leave_the_set() {
     let server = RedisServer::start().await;
     let backend = server.backend("live").await;
-    let registry = backend.registry();
+    let registry = backend.presence();
     assert!(registry
         .insert(Group::Actors, "gone", "node1", Duration::from_millis(300))
         .await
@@ -109,7 +109,7 @@ async fn check_layout(server: &RedisServer, backend: &Backend, prefix: &str) {
     let owner = "owner-node";
 
     // Registry: SET `actors` plus a lease holding the owner.
-    let registry = backend.registry();
+    let registry = backend.presence();
     assert!(registry
         .insert(Group::Actors, &uuid, owner, Duration::from_secs(30))
         .await
@@ -236,7 +236,7 @@ async fn with_a_prefix_every_name_carries_it() {
     // And another prefix does not see it.
     let other = server.backend("other-tenant").await;
     assert!(other
-        .registry()
+        .presence()
         .members(Group::Actors)
         .await
         .unwrap()
@@ -290,7 +290,7 @@ async fn acl_user_auth_and_permissions() {
         .await
         .unwrap();
     assert!(alice
-        .registry()
+        .presence()
         .insert(Group::Actors, "a", "n", Duration::from_secs(5))
         .await
         .unwrap());
@@ -301,7 +301,7 @@ async fn acl_user_auth_and_permissions() {
         .await
         .unwrap();
     assert!(bob
-        .registry()
+        .presence()
         .insert(Group::Actors, "b", "n", Duration::from_secs(5))
         .await
         .unwrap());
@@ -383,7 +383,7 @@ async fn one_connection_per_handle_closed_when_dropped() {
                 .unwrap(),
         );
     }
-    let registry = backend.registry();
+    let registry = backend.presence();
     assert!(registry
         .insert(Group::Actors, "x", "n", Duration::from_secs(5))
         .await

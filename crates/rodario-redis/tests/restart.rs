@@ -96,7 +96,7 @@ async fn subscriptions_and_commands_survive_a_long_restart() {
         .unwrap_err();
     assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
     let err = a
-        .registry()
+        .presence()
         .contains(Group::Actors, "survivor")
         .await
         .unwrap_err();
@@ -154,13 +154,13 @@ async fn subscriptions_and_commands_survive_a_long_restart() {
     );
 
     // Commands work again (scripts are reloaded into the fresh server).
-    let registry = a.registry();
+    let registry = a.presence();
     assert!(registry
         .insert(Group::Actors, "survivor", "node-a", Duration::from_secs(30))
         .await
         .unwrap());
     assert!(b
-        .registry()
+        .presence()
         .contains(Group::Actors, "survivor")
         .await
         .unwrap());

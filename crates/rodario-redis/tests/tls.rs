@@ -159,7 +159,7 @@ async fn rediss_urls_connect_with_tls() {
         .unwrap();
     assert_eq!(frame, "sealed");
     assert!(backend
-        .registry()
+        .presence()
         .insert(Group::Actors, "secure", "n", Duration::from_secs(5))
         .await
         .unwrap());

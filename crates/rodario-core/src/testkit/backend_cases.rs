@@ -1,5 +1,5 @@
 //! The behaviours of the three backend traits themselves, checked through the trait objects
-//! of [`Backend`]s (no [`crate::Node`]): what every [`Registry`], [`LockStore`] and
+//! of [`Backend`]s (no [`crate::Node`]): what every [`Presence`], [`LockStore`] and
 //! [`Transport`] must do, whichever broker is behind it.
 //!
 //! Each case takes its connections from [`TestBroker::connect`] (each one as another process
@@ -7,7 +7,7 @@
 //! milliseconds and every wait after one has a margin of several hundred more, so that a
 //! loaded machine does not fail them; each assertion still fails when the behaviour breaks.
 //!
-//! [`Registry`]: crate::backend::Registry
+//! [`Presence`]: crate::backend::Presence
 //! [`LockStore`]: crate::backend::LockStore
 //! [`Transport`]: crate::backend::Transport
 
@@ -69,7 +69,7 @@ pub async fn registry_insert_race_has_one_winner(broker: &dyn TestBroker) {
         let member = format!("contested-{round}");
         let tasks: Vec<_> = (0..RACING_TASKS)
             .map(|task| {
-                let registry = backends[task % backends.len()].registry().clone();
+                let registry = backends[task % backends.len()].presence().clone();
                 let member = member.clone();
                 tokio::spawn(async move {
                     registry
@@ -85,7 +85,7 @@ pub async fn registry_insert_race_has_one_winner(broker: &dyn TestBroker) {
         }
         assert_eq!(winners, 1, "round {round}: {winners} racing inserts won");
     }
-    let registry = backends[0].registry();
+    let registry = backends[0].presence();
     let members = registry.members(Group::Actors).await.unwrap();
     assert_eq!(members.len(), rounds, "{members:?}");
     assert!(registry
@@ -107,7 +107,7 @@ pub async fn registry_insert_race_has_one_winner(broker: &dyn TestBroker) {
 pub async fn registry_renew_and_remove_are_owner_only(broker: &dyn TestBroker) {
     let a = broker.connect("a").await;
     let b = broker.connect("a").await;
-    let (ra, rb) = (a.registry(), b.registry());
+    let (ra, rb) = (a.presence(), b.presence());
     assert!(ra.insert(Group::Actors, "x", "A", LONG).await.unwrap());
     assert!(ra.insert(Group::Actors, "y", "A", LONG).await.unwrap());
     assert!(rb.insert(Group::Actors, "z", "B", LONG).await.unwrap());
@@ -162,7 +162,7 @@ pub async fn registry_renew_and_remove_are_owner_only(broker: &dyn TestBroker) {
 pub async fn registry_entries_expire_unless_renewed(broker: &dyn TestBroker) {
     let a = broker.connect("a").await;
     let b = broker.connect("a").await;
-    let (ra, rb) = (a.registry(), b.registry());
+    let (ra, rb) = (a.presence(), b.presence());
     let jobs = ClusterName::new("jobs").unwrap();
     let members = Group::Members(&jobs);
     let started = Instant::now();
@@ -222,7 +222,7 @@ pub async fn registry_entries_expire_unless_renewed(broker: &dyn TestBroker) {
 /// `Group::Actors` and the `Group::Members` of each channel are separate sets.
 pub async fn registry_groups_are_separate(broker: &dyn TestBroker) {
     let backend = broker.connect("a").await;
-    let registry = backend.registry();
+    let registry = backend.presence();
     let one = ClusterName::new("one").unwrap();
     let two = ClusterName::new("two").unwrap();
     assert!(registry
@@ -371,10 +371,10 @@ pub async fn lock_leases_expire(broker: &dyn TestBroker) {
 }
 
 /// A zero TTL is refused with [`BackendErrorKind::InvalidInput`] by `LockStore::acquire`
-/// and `renew` and by `Registry::insert` and `renew`, and changes nothing.
+/// and `renew` and by `Presence::insert` and `renew`, and changes nothing.
 pub async fn zero_ttls_are_refused(broker: &dyn TestBroker) {
     let backend = broker.connect("a").await;
-    let (locks, registry) = (backend.locks(), backend.registry());
+    let (locks, registry) = (backend.locks(), backend.presence());
     let key = lock_key("zero");
     let refused = |what: &str, result: Result<_, crate::error::BackendError>| match result {
         Err(e) => assert_eq!(e.kind(), BackendErrorKind::InvalidInput, "{what}: {e}"),

@@ -225,7 +225,7 @@ pub async fn registry_and_lease_operations_end_by_deadline(broker: &dyn TestBrok
         .await
         .unwrap()
         .expect("a free lease");
-    faults.delay(Operation::Registry, STALL);
+    faults.delay(Operation::Presence, STALL);
     faults.delay(Operation::Locks, STALL);
     let registry = node.registry();
     let (result, took) = timed(registry.actors()).await;
@@ -302,7 +302,7 @@ pub async fn registrations_are_restored_on_reconnect(broker: &dyn TestBroker) {
         .unwrap();
     actor.join("workers").await.unwrap();
     let other = broker.connect("a").await;
-    let registry = other.registry();
+    let registry = other.presence();
     let channel = ClusterName::new("workers").unwrap();
     let counts = other.transport().counts_receivers();
     faults.cut();

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::backend::{
-    Backend, Channel, ConnectionState, Delivery, FrameSink, Group, LockKey, LockStore, Registry,
+    Backend, Channel, ConnectionState, Delivery, FrameSink, Group, LockKey, LockStore, Presence,
     Subscription, Transport,
 };
 use crate::error::{BackendError, BackendErrorKind};
@@ -57,8 +57,8 @@ pub enum Operation {
     Publish,
     /// [`Transport::subscribe`].
     Subscribe,
-    /// Every [`Registry`] operation.
-    Registry,
+    /// Every [`Presence`] operation.
+    Presence,
     /// Every [`LockStore`] operation.
     Locks,
 }
@@ -70,7 +70,7 @@ impl Operation {
         match self {
             Operation::Publish => 0,
             Operation::Subscribe => 1,
-            Operation::Registry => 2,
+            Operation::Presence => 2,
             Operation::Locks => 3,
         }
     }
@@ -282,7 +282,7 @@ impl Transport for FaultyConnection {
 }
 
 #[async_trait]
-impl Registry for FaultyConnection {
+impl Presence for FaultyConnection {
     async fn insert(
         &self,
         group: Group<'_>,
@@ -290,9 +290,9 @@ impl Registry for FaultyConnection {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.gate(Operation::Registry).await?;
+        self.gate(Operation::Presence).await?;
         self.inner
-            .registry()
+            .presence()
             .insert(group, member, owner, ttl)
             .await
     }
@@ -304,9 +304,9 @@ impl Registry for FaultyConnection {
         owner: &str,
         ttl: Duration,
     ) -> Result<Vec<bool>, BackendError> {
-        self.gate(Operation::Registry).await?;
+        self.gate(Operation::Presence).await?;
         self.inner
-            .registry()
+            .presence()
             .renew(group, members, owner, ttl)
             .await
     }
@@ -317,18 +317,18 @@ impl Registry for FaultyConnection {
         member: &str,
         owner: Option<&str>,
     ) -> Result<bool, BackendError> {
-        self.gate(Operation::Registry).await?;
-        self.inner.registry().remove(group, member, owner).await
+        self.gate(Operation::Presence).await?;
+        self.inner.presence().remove(group, member, owner).await
     }
 
     async fn contains(&self, group: Group<'_>, member: &str) -> Result<bool, BackendError> {
-        self.gate(Operation::Registry).await?;
-        self.inner.registry().contains(group, member).await
+        self.gate(Operation::Presence).await?;
+        self.inner.presence().contains(group, member).await
     }
 
     async fn members(&self, group: Group<'_>) -> Result<BTreeSet<String>, BackendError> {
-        self.gate(Operation::Registry).await?;
-        self.inner.registry().members(group).await
+        self.gate(Operation::Presence).await?;
+        self.inner.presence().members(group).await
     }
 }
 
