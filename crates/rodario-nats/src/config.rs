@@ -169,7 +169,7 @@ impl NatsConfig {
 
     /// How long one broker operation (a registry or lock update, a subscription, a checked
     /// publish) may take before it fails with a connection error; default 5 s. While the
-    /// connection is down, operations fail at once instead.
+    /// connection is down, or when it drops while they wait, operations fail at once instead.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -1,6 +1,7 @@
 //! The connection: connecting, the round-trip probe, and the [`Transport`] implementation.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -33,7 +34,17 @@ pub(crate) fn not_connected() -> BackendError {
     )
 }
 
-pub(crate) fn timed_out(what: &str, after: Duration) -> BackendError {
+fn dropped(what: &str) -> BackendError {
+    error(
+        BackendErrorKind::Connection,
+        format!(
+            "the connection to the NATS server dropped while {what} waited for its answer \
+             (the client is reconnecting in the background)"
+        ),
+    )
+}
+
+fn timed_out(what: &str, after: Duration) -> BackendError {
     error(
         BackendErrorKind::Connection,
         format!("{what} got no answer from the NATS server within {after:?}"),
@@ -133,13 +144,52 @@ impl Inner {
         }
     }
 
+    /// Runs `op`, one operation that waits for the server (`what` names it in errors): fails
+    /// at once when the connection is down, as soon as it drops while `op` waits, and after
+    /// the operation timeout. A request or marker sent before a drop is lost with the
+    /// connection (the client resends subscriptions after reconnecting, not requests), so
+    /// waiting on would only end at the timeout, long after the client knew.
+    pub(crate) async fn while_connected<T>(
+        &self,
+        what: &str,
+        op: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        // Subscribed before the check, so a drop between the two is not missed; a new
+        // receiver counts the current state as seen, and only a later drop ends the wait.
+        let mut state = self.state.subscribe();
+        self.ensure_connected()?;
+        let drop = async move {
+            loop {
+                if state.changed().await.is_err() {
+                    // The sender lives in `self`, so this does not happen while `op` runs.
+                    return std::future::pending().await;
+                }
+                if *state.borrow_and_update() == ConnectionState::Disconnected {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            result = tokio::time::timeout(self.timeout, op) => {
+                result.unwrap_or_else(|_| Err(timed_out(what, self.timeout)))
+            }
+            () = drop => Err(dropped(what)),
+        }
+    }
+
     /// A round trip to the server: optionally publishes `frame` on `subject` with a reply
     /// subject, then publishes a marker to this connection's probe inbox and waits for it to
     /// come back. When it does, the server has handled everything this connection sent
     /// before (subscriptions are active, unsubscriptions done), and a "no responders" status
     /// for the frame, if any, has arrived. Returns whether it did.
     async fn round_trip(&self, checked: Option<(String, Bytes)>) -> Result<bool, BackendError> {
-        self.ensure_connected()?;
+        self.while_connected("a round trip", self.send_marker(checked))
+            .await
+    }
+
+    /// The body of [`Inner::round_trip`], without its bounds.
+    async fn send_marker(&self, checked: Option<(String, Bytes)>) -> Result<bool, BackendError> {
         let n = self.next_probe.fetch_add(1, Ordering::Relaxed);
         let (done, answer) = oneshot::channel();
         lock(&self.probes.waiters).insert(
@@ -163,14 +213,12 @@ impl Inner {
             .publish(format!("{}.b{n}", self.inbox), Bytes::new())
             .await
             .map_err(publish_error)?;
-        match tokio::time::timeout(self.timeout, answer).await {
-            Ok(Ok(no_responders)) => Ok(no_responders),
-            Ok(Err(_)) => Err(error(
+        answer.await.map_err(|_| {
+            error(
                 BackendErrorKind::Connection,
                 "the NATS connection was closed",
-            )),
-            Err(_) => Err(timed_out("a round trip", self.timeout)),
-        }
+            )
+        })
     }
 }
 
@@ -394,12 +442,17 @@ impl Transport for NatsConnection {
                 Delivery::AtLeastOne
             });
         }
-        self.inner.ensure_connected()?;
+        // The client queues the frame for its connection task; that waits only when the
+        // queue is full, which a drop must not turn into a wait for the reconnect.
         self.inner
-            .client
-            .publish(subject, frame)
-            .await
-            .map_err(publish_error)?;
+            .while_connected("a publish", async {
+                self.inner
+                    .client
+                    .publish(subject, frame)
+                    .await
+                    .map_err(publish_error)
+            })
+            .await?;
         Ok(Delivery::Unknown)
     }
 
@@ -409,19 +462,22 @@ impl Transport for NatsConnection {
         sink: Arc<dyn FrameSink>,
     ) -> Result<Subscription, BackendError> {
         let subject = names::subject(&self.inner.prefix, channel)?;
-        self.inner.ensure_connected()?;
         let subscriber = self
             .inner
-            .client
-            .subscribe(subject.clone())
-            .await
-            .map_err(|err| {
-                error(
-                    BackendErrorKind::Connection,
-                    format!("cannot subscribe to {subject}: {err}"),
-                )
-                .with_source(err)
-            })?;
+            .while_connected("a subscription", async {
+                self.inner
+                    .client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|err| {
+                        error(
+                            BackendErrorKind::Connection,
+                            format!("cannot subscribe to {subject}: {err}"),
+                        )
+                        .with_source(err)
+                    })
+            })
+            .await?;
         // Active at the server once a round trip sent after the SUB has come back. On error
         // the subscriber is dropped here, which unsubscribes.
         self.inner.round_trip(None).await?;

@@ -14,7 +14,7 @@ use rodario_core::backend::{check_ttl, Group, LockKey, LockStore, Presence};
 use rodario_core::error::{quote_name, BackendError, BackendErrorKind};
 
 use crate::config::NatsConfig;
-use crate::connection::{error, timed_out, NatsConnection};
+use crate::connection::{error, NatsConnection};
 use crate::names;
 
 /// Attempts of a read-then-compare-and-set before giving up under contention.
@@ -361,17 +361,14 @@ enum Cas {
 }
 
 impl NatsConnection {
-    /// Runs a KV operation with the connection check and the operation timeout.
+    /// Runs a KV operation with the connection check, failing as soon as the connection
+    /// drops, and the operation timeout.
     async fn bounded<T>(
         &self,
         what: &str,
         op: impl std::future::Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
-        self.inner.ensure_connected()?;
-        match tokio::time::timeout(self.inner.timeout, op).await {
-            Ok(result) => result,
-            Err(_) => Err(timed_out(what, self.inner.timeout)),
-        }
+        self.inner.while_connected(what, op).await
     }
 
     fn registry_bucket(&self) -> &Bucket {

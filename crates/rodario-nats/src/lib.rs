@@ -105,8 +105,11 @@
 //! [`NatsConfig::reconnect_max_delay`], and restores subscriptions on its own: a
 //! subscription's stream stays open across the outage. While the connection is down,
 //! publishes, subscriptions and registry and lease operations fail at once with
-//! [`BackendErrorKind::Connection`](rodario_core::error::BackendErrorKind::Connection); an
-//! operation under way when it drops fails with that kind within [`NatsConfig::timeout`].
+//! [`BackendErrorKind::Connection`](rodario_core::error::BackendErrorKind::Connection), and
+//! so does an operation under way when it drops, as soon as the client notices (its request
+//! is lost with the connection, so waiting on could only end at [`NatsConfig::timeout`]).
+//! An operation waits up to [`NatsConfig::timeout`] only while the connection is up and the
+//! server does not answer.
 //! At [`NatsBackend::connect`], refused credentials are
 //! [`BackendErrorKind::Auth`](rodario_core::error::BackendErrorKind::Auth) and an unreachable
 //! server [`BackendErrorKind::Connection`](rodario_core::error::BackendErrorKind::Connection).
