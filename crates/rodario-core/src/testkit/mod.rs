@@ -28,6 +28,7 @@ pub mod backend_cases;
 pub mod cases;
 pub mod fault_cases;
 pub mod faults;
+pub mod outage;
 pub mod server;
 
 /// A backend under test: hands out connections to one isolated namespace per test.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use rodario_core::backend::Backend;
+use rodario_core::testkit::outage::KillableBroker;
 use rodario_core::testkit::server::{free_port, on_path, ServerProcess};
 use rodario_core::testkit::TestBroker;
 use rodario_nats::{NatsBackend, NatsConfig};
@@ -246,6 +247,41 @@ fn namespace_token(namespace: &str) -> String {
         }
     }
     token
+}
+
+/// A private server with a unique prefix, which a test may kill and restart.
+pub struct KillableFixture {
+    server: PrivateServer,
+    prefix: String,
+}
+
+impl KillableFixture {
+    pub fn start() -> Self {
+        KillableFixture {
+            server: PrivateServer::start(&[]),
+            prefix: unique("t"),
+        }
+    }
+}
+
+#[async_trait]
+impl TestBroker for KillableFixture {
+    async fn connect(&self, namespace: &str) -> Backend {
+        let prefix = format!("{}.{}", self.prefix, namespace_token(namespace));
+        NatsBackend::connect(config_for(&self.server.url, &prefix))
+            .await
+            .expect("cannot connect to the test NATS server")
+    }
+}
+
+impl KillableBroker for KillableFixture {
+    fn kill(&mut self) {
+        self.server.stop();
+    }
+
+    fn restart(&mut self) {
+        self.server.restart();
+    }
 }
 
 #[async_trait]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rodario_core::backend::Backend;
+use rodario_core::testkit::outage::KillableBroker;
 use rodario_core::testkit::server::{free_port, on_path, ServerProcess};
 use rodario_core::testkit::TestBroker;
 use rodario_redis::{RedisConfig, URL_ENV};
@@ -205,6 +206,16 @@ impl RedisServer {
 impl TestBroker for RedisServer {
     async fn connect(&self, namespace: &str) -> Backend {
         self.backend(namespace).await
+    }
+}
+
+impl KillableBroker for RedisServer {
+    fn kill(&mut self) {
+        self.stop();
+    }
+
+    fn restart(&mut self) {
+        RedisServer::restart(self);
     }
 }
 
