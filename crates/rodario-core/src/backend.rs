@@ -8,7 +8,7 @@
 //! types stay simple (`ActorProxy`, not `ActorProxy<RedisTransport, ..>`). A virtual call
 //! costs nothing next to a network hop, and nothing measurable next to encoding a frame.
 //!
-//! Every backend must pass the conformance suite in [`crate::testkit`] (feature `testkit`).
+//! Every backend must pass the conformance suite in `testkit` (feature `testkit`).
 
 use std::collections::BTreeSet;
 use std::fmt;

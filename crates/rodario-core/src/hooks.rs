@@ -10,15 +10,21 @@
 //!
 //! [`Singular`] is such a hook: it makes exactly one member of a cluster run each call.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use serde::Serialize;
 
 use crate::error::{RemoteError, RemoteErrorKind};
-use crate::frame::{decode_value, encode_value};
-use crate::lock::Locks;
+use crate::frame::{decode_value, encode_value, Outcome};
+use crate::locks::{Locks, DEFAULT_LOCK_CONTEXT};
 use crate::name::{ActorId, ClusterName, NodeId};
+use crate::sync::unix_ms;
 
 /// What a before hook decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,9 +110,7 @@ impl CallContext<'_> {
 
     /// How long until the caller gives up (zero once it has).
     pub fn remaining(&self) -> Duration {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = unix_ms(SystemTime::now());
         Duration::from_millis(self.deadline_ms.saturating_sub(now))
     }
 
@@ -140,9 +144,6 @@ pub trait Hook: Send + Sync + 'static {
     }
 }
 
-/// The default lock context of [`Singular`], as in the Python library.
-pub const DEFAULT_LOCK_CONTEXT: &str = "global.lock";
-
 /// The default lease of [`Singular`]: 3 s, as in the Python library.
 pub const DEFAULT_SINGULAR_EXPIRY: Duration = Duration::from_secs(3);
 
@@ -171,7 +172,8 @@ impl Default for Singular {
 }
 
 impl Singular {
-    /// A singular hook with the defaults: context `global.lock`, expiry 3 s.
+    /// A singular hook with the defaults: context [`DEFAULT_LOCK_CONTEXT`] (`global.lock`),
+    /// expiry 3 s.
     pub fn new() -> Self {
         Self::default()
     }
@@ -216,5 +218,82 @@ impl Hook for Singular {
                 format!("singular could not take its lease: {e}"),
             )),
         }
+    }
+}
+
+/// The hooks of one method, in the order they were attached. [`HookChain::run`] runs every
+/// before hook in order (the first that answers, declines or fails ends the call), then the
+/// method, then every after hook in order, each free to replace the outcome. A panic
+/// anywhere is caught and answered as a [`RemoteErrorKind::Panic`] error: the actor keeps
+/// running.
+#[derive(Clone, Default)]
+pub(crate) struct HookChain {
+    hooks: Vec<Arc<dyn Hook>>,
+}
+
+impl HookChain {
+    pub(crate) fn push(&mut self, hook: Arc<dyn Hook>) {
+        self.hooks.push(hook);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.hooks.len()
+    }
+
+    /// Runs the chain around `method` for the call described by `context`.
+    pub(crate) async fn run(
+        &self,
+        context: &CallContext<'_>,
+        method: impl Future<Output = Result<Vec<u8>, RemoteError>>,
+    ) -> Outcome {
+        for hook in &self.hooks {
+            match guarded("a before hook panicked: ", hook.before(context)).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Return(value)) => return Outcome::Ok(value),
+                Ok(Flow::Decline) => return Outcome::Declined,
+                Err(error) => return Outcome::Err(error),
+            }
+        }
+        let mut result = guarded("", method).await;
+        if result
+            .as_ref()
+            .is_err_and(|e| e.kind == RemoteErrorKind::Panic)
+        {
+            tracing::error!(actor = %context.actor(), method = context.method(), "method panicked");
+        }
+        for hook in &self.hooks {
+            result = guarded("an after hook panicked: ", hook.after(context, result)).await;
+        }
+        match result {
+            Ok(value) => Outcome::Ok(value),
+            Err(error) => Outcome::Err(error),
+        }
+    }
+}
+
+/// Runs `step`, answering a panic in it as a [`RemoteErrorKind::Panic`] error whose message
+/// is `prefix` and the panic's payload.
+pub(crate) async fn guarded<T>(
+    prefix: &str,
+    step: impl Future<Output = Result<T, RemoteError>>,
+) -> Result<T, RemoteError> {
+    AssertUnwindSafe(step)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(RemoteError::new(
+                RemoteErrorKind::Panic,
+                format!("{prefix}{}", panic_message(panic)),
+            ))
+        })
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "the method panicked".to_owned()
     }
 }

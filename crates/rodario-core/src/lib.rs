@@ -12,33 +12,53 @@
 //!   proxies ([`Node::registry`], [`Node::cluster`]);
 //! - [`Actor`]: implemented by `#[rodario::actor]`, which also generates typed proxies;
 //! - [`frame`]: the versioned wire frames and the MessagePack value codec.
+//!
+//! # Where the code is
+//!
+//! A call has two legs, and so does the source: each leg is a struct that owns its state,
+//! and `node.rs` only builds the two and wires them together. Neither leg imports the other.
+//!
+//! | where | what |
+//! |---|---|
+//! | `client/` | the caller's leg: [`ActorProxy`], [`ClusterProxy`], [`Pending`], [`Gather`], the table of calls in flight with its deadline sweeper, the reply channel, failing calls when the connection drops |
+//! | `host/` | the host's leg: a running actor's mailbox and worker, decoding calls, the outbox of replies, cluster channels and their fan-out, liveness (registration, heartbeat, renewal) |
+//! | `actor.rs`, `handle.rs` | the [`Actor`] trait and method specs; [`ActorBuilder`] and [`ActorHandle`], which join the two legs for one actor |
+//! | `hooks.rs`, `locks.rs` | [`Hook`], [`Singular`] and the hook chain that runs them; leases ([`Locks`]) |
+//! | `registry.rs` | [`ActorRegistry`], the user's view of who is registered |
+//! | `shared.rs` | what both legs share: the node's id, backend, settings, connection state, and the deadlines every broker operation runs under |
+//! | `backend.rs`, `frame.rs`, `error.rs`, `name.rs` | the traits backends implement, the wire, the errors, validated names |
+//! | `testkit/` | the conformance suite, the `Faults` wrapper, the outage scenario (feature `testkit`) |
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod actor;
 pub mod backend;
-pub mod cluster;
+mod client;
 pub mod error;
 pub mod frame;
+mod handle;
 pub mod hooks;
-pub mod lock;
+mod host;
+pub mod locks;
 pub mod name;
 pub mod node;
-pub mod proxy;
 pub mod registry;
+mod shared;
+mod sync;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
-pub use actor::{Actor, ActorBuilder, ActorHandle, MethodInfo, MethodSpec};
-pub use cluster::{ClusterProxy, Gather, TypedCluster};
+pub use actor::{Actor, MethodInfo, MethodSpec};
+pub use client::{ActorProxy, ClusterProxy, Gather, Pending, TypedCluster, TypedProxy};
 pub use error::{Error, RemoteError, RemoteErrorKind, Result};
+pub use handle::{ActorBuilder, ActorHandle};
 pub use hooks::{CallContext, Flow, Hook, Singular};
-pub use lock::{Lease, Locks};
+pub use host::ClusterHandler;
+pub use locks::{Lease, Locks};
 pub use name::{ActorId, ClusterName, NodeId};
-pub use node::{ClusterHandler, Node, NodeBuilder};
-pub use proxy::{ActorProxy, Pending, TypedProxy};
+pub use node::{Node, NodeBuilder};
 pub use registry::ActorRegistry;
 pub use rodario_macros::actor;
 

@@ -1,22 +1,33 @@
 //! The user-facing registry: which actors exist, and proxies to them by UUID.
 
 use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
 
 use crate::actor::{MethodInfo, METHODS_METHOD};
 use crate::backend::Group;
+use crate::client::{ActorProxy, Client, TypedProxy};
 use crate::error::{Error, Result};
+use crate::host::Liveness;
 use crate::name::ActorId;
-use crate::node::Node;
-use crate::proxy::{ActorProxy, TypedProxy};
 
 /// The actor registry of a node's backend (the Python library's `Registry`), scoped by the
-/// backend's prefix. Get one with [`Node::registry`].
+/// backend's prefix. Get one with [`Node::registry`](crate::Node::registry).
 ///
 /// Every operation is bounded by the node's call timeout: a broker that does not answer in
 /// time ends it with a connection error ([`Error::Backend`]).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ActorRegistry {
-    node: Node,
+    client: Arc<Client>,
+    liveness: Arc<Liveness>,
+}
+
+impl fmt::Debug for ActorRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorRegistry")
+            .field("backend", &self.client.shared().backend.name())
+            .finish_non_exhaustive()
+    }
 }
 
 fn invalid_proxy(error: Error) -> Error {
@@ -26,34 +37,28 @@ fn invalid_proxy(error: Error) -> Error {
 }
 
 impl ActorRegistry {
-    pub(crate) fn new(node: Node) -> Self {
-        ActorRegistry { node }
+    pub(crate) fn new(client: Arc<Client>, liveness: Arc<Liveness>) -> Self {
+        ActorRegistry { client, liveness }
     }
 
     /// The UUIDs of the live registered actors.
     pub async fn actors(&self) -> Result<BTreeSet<String>> {
-        let list = async {
-            Ok(self
-                .node
-                .backend()
-                .presence()
-                .members(Group::Actors)
-                .await?)
-        };
-        self.node.inner.bounded("listing the actors", list).await
+        let shared = self.client.shared();
+        let list = async { Ok(shared.backend.presence().members(Group::Actors).await?) };
+        shared.bounded("listing the actors", list).await
     }
 
     /// Whether a live actor is registered under `uuid`.
     pub async fn exists(&self, uuid: &str) -> Result<bool> {
+        let shared = self.client.shared();
         let lookup = async {
-            Ok(self
-                .node
-                .backend()
+            Ok(shared
+                .backend
                 .presence()
                 .contains(Group::Actors, uuid)
                 .await?)
         };
-        self.node.inner.bounded("looking up an actor", lookup).await
+        shared.bounded("looking up an actor", lookup).await
     }
 
     /// Registers `uuid` without starting an actor (starting an actor does this itself). The
@@ -61,7 +66,7 @@ impl ActorRegistry {
     /// Fails with [`Error::UuidInUse`] if it is taken.
     pub async fn register(&self, uuid: &str) -> Result<()> {
         let id = ActorId::new(uuid)?;
-        self.node.inner.register_actor(&id).await
+        self.liveness.register(&id).await
     }
 
     /// Removes `uuid` from the registry, whichever process registered it; returns whether it
@@ -70,7 +75,7 @@ impl ActorRegistry {
     /// registrations after a broker restart): stop an actor to remove it for good.
     pub async fn unregister(&self, uuid: &str) -> Result<bool> {
         let id = ActorId::new(uuid)?;
-        self.node.inner.unregister_actor(&id, true).await
+        self.liveness.unregister(&id, true).await
     }
 
     /// A proxy to the actor `uuid`, typed (`GreeterProxy`) or untyped ([`ActorProxy`]),
@@ -83,7 +88,7 @@ impl ActorRegistry {
         let id = ActorId::new(uuid)?;
         let methods = P::METHODS.iter().map(|m| (*m).to_owned()).collect();
         Ok(P::from_proxy(ActorProxy::new(
-            self.node.clone(),
+            self.client.clone(),
             id,
             methods,
         )))
@@ -96,7 +101,7 @@ impl ActorRegistry {
     /// proxy type calls, and with [`Error::InvalidActor`] if no actor answers.
     pub async fn get_proxy<P: TypedProxy>(&self, uuid: &str) -> Result<P> {
         let id = ActorId::new(uuid).map_err(invalid_proxy)?;
-        let probe = ActorProxy::new(self.node.clone(), id.clone(), Vec::new());
+        let probe = ActorProxy::new(self.client.clone(), id.clone(), Vec::new());
         let infos: Vec<MethodInfo> = probe.call(METHODS_METHOD, ()).await?.await?;
         let names: Vec<String> = infos.into_iter().map(|m| m.name).collect();
         let missing: Vec<&str> = P::METHODS
@@ -113,6 +118,10 @@ impl ActorRegistry {
                 ),
             });
         }
-        Ok(P::from_proxy(ActorProxy::new(self.node.clone(), id, names)))
+        Ok(P::from_proxy(ActorProxy::new(
+            self.client.clone(),
+            id,
+            names,
+        )))
     }
 }

@@ -78,7 +78,8 @@ async fn durations_too_long_for_the_clock_are_capped() {
     actor.join("forever").await.unwrap();
     let cluster: CounterCluster = node.cluster("forever").unwrap();
     assert_eq!(cluster.add(1).await.unwrap().all().await.unwrap(), vec![4]);
-    let untyped = ClusterProxy::new(node.clone(), "forever")
+    let untyped = node
+        .cluster::<ClusterProxy>("forever")
         .unwrap()
         .with_timeout(Duration::MAX);
     let values: Vec<u64> = untyped

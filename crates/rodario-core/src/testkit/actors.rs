@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::hooks::{CallContext, Flow, Hook};
-use crate::node::ClusterHandler;
+use crate::host::ClusterHandler;
 
 /// An actor with a counter, and methods that fail, panic, sleep and run singular.
 #[derive(Debug, Default)]

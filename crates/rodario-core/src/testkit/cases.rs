@@ -12,14 +12,15 @@ use tokio::time::Instant;
 
 use super::actors::{Counter, CounterCluster, CounterProxy, FixedAnswer, Named};
 use super::TestBroker;
-use crate::actor::{ActorHandle, MethodInfo, METHODS_METHOD};
+use crate::actor::{MethodInfo, METHODS_METHOD};
 use crate::backend::Channel;
-use crate::cluster::ClusterProxy;
+use crate::client::ClusterProxy;
+use crate::client::{ActorProxy, TypedProxy};
 use crate::error::{Error, FrameError, RemoteErrorKind};
 use crate::frame::{encode_frame, Frame, Outcome, Reply, DEFAULT_MAX_FRAME};
+use crate::handle::ActorHandle;
 use crate::name::ActorId;
 use crate::node::Node;
-use crate::proxy::{ActorProxy, TypedProxy};
 
 /// The call deadline the cases use: long enough for a loaded CI machine, short enough that
 /// a case which waits for it fails quickly.

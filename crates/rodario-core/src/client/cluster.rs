@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,12 +15,13 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::caller::{Client, SentCall};
+use super::calls::{GatherEvent, PendingSlot, SlotGuard};
 use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
 use crate::frame::{decode_value, encode_value, Outcome, Reply};
 use crate::name::ClusterName;
-use crate::node::{within, GatherEvent, Node, PendingSlot, MAX_WAIT};
-use crate::proxy::{PendingRegistration, SentCall};
+use crate::shared::{within, MAX_WAIT};
 
 /// A cluster proxy type: [`ClusterProxy`] itself, or the typed one `#[actor]` generates
 /// (`GreeterCluster` for `Greeter`).
@@ -32,10 +34,10 @@ pub trait TypedCluster: Sized + Send + Sync + 'static {
 }
 
 /// Broadcasts calls to the actors that joined a channel (`cluster:{channel}`) and gathers
-/// their replies. Make one with [`Node::cluster`].
+/// their replies. Make one with [`Node::cluster`](crate::Node::cluster).
 #[derive(Clone)]
 pub struct ClusterProxy {
-    node: Node,
+    client: Arc<Client>,
     channel: ClusterName,
     timeout: Duration,
 }
@@ -60,12 +62,12 @@ impl fmt::Debug for ClusterProxy {
 }
 
 impl ClusterProxy {
-    /// A cluster proxy for `channel` on `node`.
-    pub fn new(node: Node, channel: &str) -> Result<Self> {
+    /// A cluster proxy for `channel` (refused with [`Error::InvalidName`] when invalid).
+    pub(crate) fn new(client: Arc<Client>, channel: &str) -> Result<Self> {
         let channel = ClusterName::new(channel)?;
-        let timeout = node.call_timeout();
+        let timeout = client.shared().config.call_timeout;
         Ok(ClusterProxy {
-            node,
+            client,
             channel,
             timeout,
         })
@@ -103,16 +105,13 @@ impl ClusterProxy {
         method: &str,
         args: Vec<u8>,
     ) -> Result<Gather<R>> {
-        let node = &self.node.inner;
+        let client = &self.client;
         let timeout = self.timeout.min(MAX_WAIT);
         let deadline = Instant::now() + timeout;
         // Unbounded: at most one expect frame per node and one reply per member arrive.
         let (tx, rx) = mpsc::unbounded_channel();
         let send = async {
-            let SentCall {
-                registration,
-                delivery,
-            } = node
+            let SentCall { slot, delivery } = client
                 .send_call(
                     &Channel::Cluster(self.channel.clone()),
                     method,
@@ -123,22 +122,23 @@ impl ClusterProxy {
                 .await?;
             let nodes = match delivery {
                 Delivery::Exact(n) => n,
-                Delivery::AtLeastOne | Delivery::Unknown => node
+                Delivery::AtLeastOne | Delivery::Unknown => client
+                    .shared()
                     .backend
                     .presence()
                     .members(Group::Members(&self.channel))
                     .await?
                     .len(),
             };
-            Ok((registration, nodes))
+            Ok((slot, nodes))
         };
-        let (registration, nodes) = within(method, timeout, deadline, send).await?;
+        let (slot, nodes) = within(method, timeout, deadline, send).await?;
         if nodes == 0 {
             return Err(self.empty());
         }
         Ok(Gather {
             events: rx,
-            _registration: registration,
+            _slot: slot,
             nodes,
             acks: 0,
             expected: 0,
@@ -170,7 +170,7 @@ impl ClusterProxy {
 #[must_use = "streams do nothing unless polled"]
 pub struct Gather<T> {
     events: mpsc::UnboundedReceiver<GatherEvent>,
-    _registration: PendingRegistration,
+    _slot: SlotGuard,
     nodes: usize,
     acks: usize,
     expected: usize,

@@ -9,8 +9,10 @@ use futures_util::future::BoxFuture;
 
 use crate::backend::{LockKey, LockStore};
 use crate::error::{Error, Result};
-use crate::hooks::DEFAULT_LOCK_CONTEXT;
-use crate::node::broker_within;
+use crate::shared::broker_within;
+
+/// The default lock context, as in the Python library: lock keys are `{context}:{name}`.
+pub const DEFAULT_LOCK_CONTEXT: &str = "global.lock";
 
 /// The default lease length of [`Locks::acquire`].
 pub const DEFAULT_LOCK_EXPIRY: Duration = Duration::from_secs(3);

@@ -1,0 +1,199 @@
+//! The calls a node waits on: each call's reply slot and deadline, routed replies, and the
+//! sweep that fails calls whose deadline passed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::frame::{Expect, Frame, Reply};
+use crate::sync::locked;
+
+/// Where a reply to one of this node's calls goes.
+pub(crate) enum PendingSlot {
+    Single(oneshot::Sender<Result<Reply, Failure>>),
+    Gather(mpsc::UnboundedSender<GatherEvent>),
+}
+
+/// Why a call ended without a reply.
+pub(crate) enum Failure {
+    /// Its deadline passed.
+    TimedOut,
+    /// Something else ended it (the connection dropped).
+    Lost(Error),
+}
+
+/// What a cluster call's gatherer receives.
+pub(crate) enum GatherEvent {
+    TimedOut,
+    Expect(u32),
+    Reply(Reply),
+    Failed(Error),
+}
+
+struct Waiting {
+    slot: PendingSlot,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct Table {
+    calls: HashMap<u64, Waiting>,
+    /// The earliest deadline the sweeper knows of.
+    sweep_at: Option<Instant>,
+}
+
+/// The table of calls waiting for replies. Shared by the node's client, the reply sink and
+/// every pending reply (which removes its own slot when dropped).
+#[derive(Default)]
+pub(crate) struct CallTable {
+    table: Mutex<Table>,
+    /// Wakes the deadline sweeper when a call with an earlier deadline comes in.
+    sweeper: Notify,
+}
+
+impl CallTable {
+    /// Waits for replies to call `id` in `slot` until `deadline`.
+    pub(crate) fn add(&self, id: u64, slot: PendingSlot, deadline: Instant) {
+        let mut table = locked(&self.table);
+        table.calls.insert(id, Waiting { slot, deadline });
+        if table.sweep_at.is_none_or(|at| deadline < at) {
+            table.sweep_at = Some(deadline);
+            self.sweeper.notify_one();
+        }
+    }
+
+    pub(crate) fn remove(&self, id: u64) {
+        locked(&self.table).calls.remove(&id);
+    }
+
+    /// Forgets every call (their waiters see the node closed).
+    pub(crate) fn clear(&self) {
+        locked(&self.table).calls.clear();
+    }
+
+    /// Hands a frame from the reply channel to the call waiting for it.
+    pub(crate) fn route(&self, frame: Frame) {
+        let mut table = locked(&self.table);
+        let calls = &mut table.calls;
+        match frame {
+            Frame::Reply(reply) => match calls.get(&reply.id).map(|w| &w.slot) {
+                Some(PendingSlot::Single(_)) => {
+                    if let Some(Waiting {
+                        slot: PendingSlot::Single(tx),
+                        ..
+                    }) = calls.remove(&reply.id)
+                    {
+                        let _ = tx.send(Ok(reply));
+                    }
+                }
+                Some(PendingSlot::Gather(tx)) => {
+                    let _ = tx.send(GatherEvent::Reply(reply));
+                }
+                None => tracing::debug!(call = reply.id, "reply for a call nobody awaits"),
+            },
+            Frame::Expect(Expect { id, count }) => {
+                if let Some(PendingSlot::Gather(tx)) = calls.get(&id).map(|w| &w.slot) {
+                    let _ = tx.send(GatherEvent::Expect(count));
+                }
+            }
+            Frame::Call(_) => tracing::warn!("dropped a call frame sent to a reply channel"),
+        }
+    }
+
+    /// Fails the calls whose deadline has passed; returns the next deadline to look at.
+    fn sweep(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let (expired, next) = {
+            let mut table = locked(&self.table);
+            let expired: Vec<u64> = table
+                .calls
+                .iter()
+                .filter(|(_, waiting)| waiting.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            let expired: Vec<PendingSlot> = expired
+                .iter()
+                .filter_map(|id| table.calls.remove(id))
+                .map(|waiting| waiting.slot)
+                .collect();
+            let next = table.calls.values().map(|waiting| waiting.deadline).min();
+            table.sweep_at = next;
+            (expired, next)
+        };
+        for slot in expired {
+            match slot {
+                PendingSlot::Single(tx) => {
+                    let _ = tx.send(Err(Failure::TimedOut));
+                }
+                PendingSlot::Gather(tx) => {
+                    let _ = tx.send(GatherEvent::TimedOut);
+                }
+            }
+        }
+        next
+    }
+
+    /// Fails every call with the error `lost` makes; returns how many there were.
+    pub(crate) fn fail_all(&self, lost: impl Fn() -> Error) -> usize {
+        let drained: Vec<PendingSlot> = locked(&self.table)
+            .calls
+            .drain()
+            .map(|(_, waiting)| waiting.slot)
+            .collect();
+        let count = drained.len();
+        for slot in drained {
+            match slot {
+                PendingSlot::Single(tx) => {
+                    let _ = tx.send(Err(Failure::Lost(lost())));
+                }
+                PendingSlot::Gather(tx) => {
+                    let _ = tx.send(GatherEvent::Failed(lost()));
+                }
+            }
+        }
+        count
+    }
+}
+
+/// Fails each call when its deadline passes. One task per node, asleep until the earliest
+/// deadline (or until a call with an earlier one comes in), instead of a timer per call.
+pub(crate) async fn sweep_deadlines(
+    calls: Arc<CallTable>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let stopped = shutdown.wait_for(|down| *down);
+    tokio::pin!(stopped);
+    loop {
+        let next = calls.sweep();
+        let notified = calls.sweeper.notified();
+        tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            () = notified => {}
+            () = sleep_until_or_forever(next) => {}
+        }
+    }
+}
+
+async fn sleep_until_or_forever(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Removes a call's slot when what waits on it (a pending reply, a gather, or a send that
+/// was abandoned) is dropped.
+pub(crate) struct SlotGuard {
+    pub(crate) calls: Arc<CallTable>,
+    pub(crate) id: u64,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.calls.remove(self.id);
+    }
+}

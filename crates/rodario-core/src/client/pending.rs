@@ -1,0 +1,131 @@
+//! The reply to one call: [`Pending`], the Python library's `Future`.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use super::calls::{Failure, SlotGuard};
+use crate::error::{Error, Result};
+use crate::frame::{decode_value, Outcome, Reply};
+use crate::name::ActorId;
+
+/// The reply to a published call: the Python library's `Future`.
+///
+/// Check it without waiting with [`Pending::ready`], wait a bounded time with
+/// [`Pending::get`], or `.await` it (it is a [`Future`]) to wait until the call's deadline. Pending replies
+/// resolve independently: await them in any order. Dropping one abandons the reply.
+#[must_use = "the reply is lost unless awaited"]
+pub struct Pending<T> {
+    reply: oneshot::Receiver<Result<Reply, Failure>>,
+    resolved: Option<Result<Reply, Failure>>,
+    _slot: SlotGuard,
+    timeout: Duration,
+    method: Box<str>,
+    target: ActorId,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending")
+            .field("method", &self.method)
+            .field("uuid", &self.target)
+            .field("resolved", &self.resolved.is_some())
+            .finish()
+    }
+}
+
+impl<T> Pending<T> {
+    pub(crate) fn new(
+        reply: oneshot::Receiver<Result<Reply, Failure>>,
+        slot: SlotGuard,
+        timeout: Duration,
+        method: &str,
+        target: ActorId,
+    ) -> Self {
+        Pending {
+            reply,
+            resolved: None,
+            _slot: slot,
+            timeout,
+            method: method.into(),
+            target,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Pending<T> {
+    /// Whether the reply has arrived (or the call has failed), without waiting.
+    pub fn ready(&mut self) -> bool {
+        if self.resolved.is_some() {
+            return true;
+        }
+        match self.reply.try_recv() {
+            Ok(reply) => self.resolved = Some(reply),
+            Err(oneshot::error::TryRecvError::Empty) => return false,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                self.resolved = Some(Err(Failure::Lost(Error::Closed("the node was shut down"))));
+            }
+        }
+        true
+    }
+
+    /// Waits up to `timeout` (and never past the call's deadline) for the value.
+    pub async fn get(self, timeout: Duration) -> Result<T> {
+        let method = self.method.clone();
+        match tokio::time::timeout(timeout, self).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                method: method.into(),
+                after: timeout,
+            }),
+        }
+    }
+
+    fn timeout_error(&self, after: Duration) -> Error {
+        Error::Timeout {
+            method: self.method.to_string(),
+            after,
+        }
+    }
+
+    fn value(&self, reply: Result<Reply, Failure>) -> Result<T> {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(Failure::TimedOut) => return Err(self.timeout_error(self.timeout)),
+            Err(Failure::Lost(error)) => return Err(error),
+        };
+        match reply.outcome {
+            Outcome::Ok(bytes) => Ok(decode_value(&bytes, "return value")?),
+            Outcome::Err(error) => Err(error.into_error(&self.method, self.target.as_str())),
+            Outcome::Declined => Err(Error::Declined {
+                method: self.method.to_string(),
+            }),
+        }
+    }
+}
+
+/// Awaiting a pending reply waits until the call's deadline.
+impl<T: DeserializeOwned> Future for Pending<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let this = self.get_mut();
+        if let Some(resolved) = this.resolved.take() {
+            return Poll::Ready(this.value(resolved));
+        }
+        // The node's deadline sweeper answers `TimedOut` when the deadline passes.
+        match Pin::new(&mut this.reply).poll(cx) {
+            Poll::Ready(Ok(reply)) => Poll::Ready(this.value(reply)),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(Error::Closed("the node was shut down"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

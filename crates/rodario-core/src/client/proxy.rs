@@ -1,0 +1,167 @@
+//! Proxies to one actor.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::caller::{Client, SentCall};
+use super::calls::PendingSlot;
+use super::pending::Pending;
+use crate::backend::{Channel, Delivery, Group};
+use crate::error::{Error, Result};
+use crate::frame::encode_value;
+use crate::name::{ActorId, NodeId};
+use crate::shared::{within, MAX_WAIT};
+
+/// A proxy type for one actor: [`ActorProxy`] itself, or the typed proxy `#[actor]`
+/// generates (`GreeterProxy` for `Greeter`), which wraps one.
+pub trait TypedProxy: Sized + Send + Sync + 'static {
+    /// The methods this proxy calls; a proxy built from a UUID checks that the actor serves
+    /// them all.
+    const METHODS: &'static [&'static str];
+
+    /// Wraps an untyped proxy.
+    fn from_proxy(proxy: ActorProxy) -> Self;
+
+    /// The untyped proxy inside.
+    fn untyped(&self) -> &ActorProxy;
+}
+
+/// A proxy to one actor, calling methods by name. Cheap to clone.
+///
+/// Its calls go out on the actor's channel `actor:{uuid}`; replies come back on the node's
+/// reply channel `proxy:{node id}`, which all of a node's proxies share (the Python library
+/// opened one per proxy).
+#[derive(Clone)]
+pub struct ActorProxy {
+    client: Arc<Client>,
+    target: ActorId,
+    methods: Arc<[String]>,
+    timeout: Duration,
+}
+
+impl TypedProxy for ActorProxy {
+    const METHODS: &'static [&'static str] = &[];
+
+    fn from_proxy(proxy: ActorProxy) -> Self {
+        proxy
+    }
+
+    fn untyped(&self) -> &ActorProxy {
+        self
+    }
+}
+
+impl fmt::Debug for ActorProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorProxy")
+            .field("uuid", &self.target)
+            .field("methods", &self.methods)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ActorProxy {
+    pub(crate) fn new(client: Arc<Client>, target: ActorId, methods: Vec<String>) -> Self {
+        let timeout = client.shared().config.call_timeout;
+        ActorProxy {
+            client,
+            target,
+            methods: methods.into(),
+            timeout,
+        }
+    }
+
+    /// The UUID of the actor this proxy calls.
+    pub fn uuid(&self) -> &ActorId {
+        &self.target
+    }
+
+    /// The id of the reply channel (the node's) that this proxy's replies come back on.
+    pub fn proxy_id(&self) -> &NodeId {
+        &self.client.shared().id
+    }
+
+    /// The actor's public methods, as it listed them (or as its type declares them, for a
+    /// proxy made from a live actor).
+    pub fn methods(&self) -> &[String] {
+        &self.methods
+    }
+
+    /// The deadline given to each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The same proxy with another call deadline.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Calls `method` with `args` (a tuple of the method's parameters: `("x",)`, `(1, 2)`, or
+    /// `()` for none) and returns the pending reply once the call is published.
+    ///
+    /// Fails at once with [`Error::InvalidActor`] if no actor receives the call, with
+    /// [`Error::Frame`] if the arguments make a frame over the size limit, and with
+    /// [`Error::Backend`] (a connection error; the call was not sent) while the backend
+    /// reports its connection down. Publishing is bounded by the call's deadline too: a
+    /// broker that does not take the call in time ends it with [`Error::Timeout`].
+    pub async fn call<R: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &str,
+        args: impl Serialize,
+    ) -> Result<Pending<R>> {
+        let args = encode_value(&args, "arguments")?;
+        self.call_encoded(method, args).await
+    }
+
+    /// Like [`ActorProxy::call`], with the argument tuple already encoded.
+    pub async fn call_encoded<R: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &str,
+        args: Vec<u8>,
+    ) -> Result<Pending<R>> {
+        let client = &self.client;
+        let timeout = self.timeout.min(MAX_WAIT);
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = oneshot::channel();
+        let send = async {
+            let SentCall { slot, delivery } = client
+                .send_call(
+                    &Channel::Actor(self.target.clone()),
+                    method,
+                    args,
+                    (timeout, deadline),
+                    PendingSlot::Single(tx),
+                )
+                .await?;
+            let received = match delivery {
+                Delivery::Exact(n) => n > 0,
+                Delivery::AtLeastOne => true,
+                Delivery::Unknown => {
+                    client
+                        .shared()
+                        .backend
+                        .presence()
+                        .contains(Group::Actors, self.target.as_str())
+                        .await?
+                }
+            };
+            if !received {
+                return Err(Error::InvalidActor {
+                    uuid: self.target.to_string(),
+                });
+            }
+            Ok(slot)
+        };
+        let slot = within(method, timeout, deadline, send).await?;
+        Ok(Pending::new(rx, slot, timeout, method, self.target.clone()))
+    }
+}

@@ -1,0 +1,123 @@
+//! Calls coming in: decoding them, and queueing an actor's direct calls in its mailbox.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::handler::ClusterHandler;
+use super::outbox::reply;
+use crate::backend::FrameSink;
+use crate::error::{RemoteError, RemoteErrorKind};
+use crate::frame::{decode_frame, Call, Frame, Outcome};
+use crate::name::{ActorId, ClusterName, NodeId};
+use crate::shared::Shared;
+use crate::sync::locked;
+
+/// A call queued for an actor.
+pub(crate) struct Envelope {
+    pub(crate) call: Arc<Call>,
+    pub(crate) reply_to: NodeId,
+    pub(crate) via: Via,
+}
+
+/// How a call reached the actor.
+pub(crate) enum Via {
+    Direct,
+    Cluster {
+        channel: ClusterName,
+        handler: Option<Arc<dyn ClusterHandler>>,
+    },
+}
+
+/// Decodes a frame that must be a call, logging (not failing) on anything else.
+/// `last_caller` keeps the previous caller's validated id: most calls on a channel come from
+/// the same few nodes, so this skips re-validating and re-allocating it.
+pub(crate) fn decode_call(
+    max_frame: usize,
+    bytes: &[u8],
+    channel: &dyn fmt::Display,
+    last_caller: &mut Option<NodeId>,
+) -> Option<(Call, NodeId)> {
+    match decode_frame(bytes, max_frame) {
+        Ok(Frame::Call(call)) => match last_caller {
+            Some(caller) if caller.as_str() == call.reply_to => {
+                let caller = caller.clone();
+                Some((call, caller))
+            }
+            _ => match NodeId::new(&call.reply_to) {
+                Ok(reply_to) => {
+                    *last_caller = Some(reply_to.clone());
+                    Some((call, reply_to))
+                }
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e, "dropped a call with an invalid reply channel");
+                    None
+                }
+            },
+        },
+        Ok(other) => {
+            tracing::warn!(%channel, kind = other.kind(), "dropped a frame that is not a call");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%channel, error = %e, "dropped a malformed frame");
+            None
+        }
+    }
+}
+
+/// Queues the calls on an actor's own channel in its mailbox as the backend reads them,
+/// shedding them with an "overloaded" reply when the mailbox is full, so the broker never
+/// sees a slow subscriber.
+pub(crate) struct ActorSink {
+    shared: Weak<Shared>,
+    id: ActorId,
+    mailbox: mpsc::Sender<Envelope>,
+    last_caller: Mutex<Option<NodeId>>,
+}
+
+impl ActorSink {
+    pub(crate) fn new(shared: &Arc<Shared>, id: ActorId, mailbox: mpsc::Sender<Envelope>) -> Self {
+        ActorSink {
+            shared: Arc::downgrade(shared),
+            id,
+            mailbox,
+            last_caller: Mutex::new(None),
+        }
+    }
+}
+
+impl FrameSink for ActorSink {
+    fn deliver(&self, bytes: Bytes) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let max_frame = shared.config.max_frame;
+        let decoded = decode_call(max_frame, &bytes, &self.id, &mut locked(&self.last_caller));
+        let Some((call, reply_to)) = decoded else {
+            return;
+        };
+        let envelope = Envelope {
+            call: Arc::new(call),
+            reply_to,
+            via: Via::Direct,
+        };
+        if let Err(mpsc::error::TrySendError::Full(envelope)) = self.mailbox.try_send(envelope) {
+            tracing::warn!(actor = %self.id, "mailbox full: shedding a call");
+            // A sink must not wait, so the refusal is sent from a task of its own.
+            let id = self.id.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        let error = RemoteError::new(RemoteErrorKind::Overloaded, "mailbox full");
+                        let (to, call) = (&envelope.reply_to, envelope.call.id);
+                        reply(&shared, to, call, &id, Outcome::Err(error)).await;
+                    });
+                }
+                Err(_) => tracing::warn!(actor = %id, "no runtime to send the refusal from"),
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The loop that handles an actor's calls one at a time, in arrival order.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
+
+use super::inbox::{Envelope, Via};
+use super::outbox::{reply_later, Outbox};
+use crate::actor::{Actor, MethodInfo, MethodSpec, METHODS_METHOD};
+use crate::error::quote_name;
+use crate::error::{RemoteError, RemoteErrorKind};
+use crate::frame::{encode_value, Call, Outcome};
+use crate::hooks::{guarded, CallContext};
+use crate::locks::Locks;
+use crate::name::{ActorId, ClusterName, NodeId};
+use crate::shared::Shared;
+
+/// An actor with what it needs to handle its calls.
+pub(crate) struct Worker<A> {
+    actor: A,
+    id: ActorId,
+    methods: HashMap<&'static str, MethodSpec>,
+    shared: Arc<Shared>,
+    locks: Locks,
+}
+
+impl<A: Actor> Worker<A> {
+    pub(crate) fn new(
+        actor: A,
+        id: ActorId,
+        methods: HashMap<&'static str, MethodSpec>,
+        shared: &Arc<Shared>,
+        locks: &Locks,
+    ) -> Self {
+        Worker {
+            actor,
+            id,
+            methods,
+            shared: shared.clone(),
+            locks: locks.clone(),
+        }
+    }
+}
+
+/// Marks the actor dead when the worker ends, however it ends.
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Handles the calls in `inbox` one by one until `stop`, then answers the calls still
+/// queued with "stopped".
+pub(crate) async fn run_worker<A: Actor>(
+    mut worker: Worker<A>,
+    mut inbox: mpsc::Receiver<Envelope>,
+    mut stop: watch::Receiver<bool>,
+    alive: Arc<AtomicBool>,
+) {
+    let _alive = AliveGuard(alive);
+    let mut outbox = Outbox::new();
+    let stopped = stop.wait_for(|stop| *stop);
+    tokio::pin!(stopped);
+    loop {
+        let envelope = tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            () = outbox.progress(), if outbox.is_busy() => continue,
+            next = inbox.recv() => match next {
+                Some(envelope) => envelope,
+                None => break,
+            },
+        };
+        if let Some(reply) = worker.handle(envelope).await {
+            outbox.send(reply).await;
+        }
+    }
+    inbox.close();
+    while let Ok(envelope) = inbox.try_recv() {
+        let error = RemoteError::new(RemoteErrorKind::Stopped, "the actor stopped");
+        let reply = reply_later(
+            &worker.shared,
+            envelope.reply_to,
+            envelope.call.id,
+            worker.id.clone(),
+            Outcome::Err(error),
+        );
+        outbox.send(reply).await;
+    }
+    outbox.flush().await;
+}
+
+impl<A: Actor> Worker<A> {
+    /// Runs one call; returns the publish of its reply (none for a call whose caller gave up).
+    async fn handle(&mut self, envelope: Envelope) -> Option<BoxFuture<'static, ()>> {
+        let Envelope {
+            call,
+            reply_to,
+            via,
+        } = envelope;
+        if self.shared.caller_gave_up(call.deadline_ms) {
+            tracing::debug!(actor = %self.id, call = call.id, "skipped a call whose caller gave up");
+            return None;
+        }
+        let outcome = match via {
+            Via::Cluster {
+                handler: Some(handler),
+                ..
+            } => match guarded("", handler.handle(&call.method, &call.args)).await {
+                Ok(value) => Outcome::Ok(value),
+                Err(error) => Outcome::Err(error),
+            },
+            Via::Cluster { channel, .. } => self.run_method(&call, &reply_to, Some(&channel)).await,
+            Via::Direct => self.run_method(&call, &reply_to, None).await,
+        };
+        Some(reply_later(
+            &self.shared,
+            reply_to,
+            call.id,
+            self.id.clone(),
+            outcome,
+        ))
+    }
+
+    async fn run_method(
+        &mut self,
+        call: &Call,
+        caller: &NodeId,
+        cluster: Option<&ClusterName>,
+    ) -> Outcome {
+        if call.method == METHODS_METHOD {
+            let infos: Vec<MethodInfo> = self.methods.values().map(MethodSpec::info).collect();
+            return match encode_value(&infos, "method list") {
+                Ok(bytes) => Outcome::Ok(bytes),
+                Err(e) => Outcome::Err(RemoteError::new(RemoteErrorKind::Handler, e.to_string())),
+            };
+        }
+        let Worker {
+            actor,
+            id,
+            methods,
+            locks,
+            ..
+        } = self;
+        let Some(spec) = methods.get(call.method.as_str()) else {
+            return Outcome::Err(RemoteError::new(
+                RemoteErrorKind::UnknownMethod,
+                format!("no method named {}", quote_name(&call.method)),
+            ));
+        };
+        let context = CallContext {
+            actor: id,
+            method: &call.method,
+            tags: spec.tags(),
+            args: &call.args,
+            call_id: call.id,
+            caller,
+            cluster,
+            deadline_ms: call.deadline_ms,
+            locks,
+        };
+        spec.chain()
+            .run(&context, actor.dispatch(&call.method, &call.args))
+            .await
+    }
+}
