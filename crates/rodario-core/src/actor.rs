@@ -11,7 +11,8 @@ use crate::error::RemoteError;
 use crate::hooks::{Hook, HookChain, Singular};
 
 /// The method a proxy built from a UUID calls to learn the actor's public methods, as the
-/// Python library's proxies do. Names starting with `__` are reserved.
+/// Python library's proxies do. The actor's node answers it without entering the actor's
+/// mailbox, so a busy actor is described at once. Names starting with `__` are reserved.
 pub const METHODS_METHOD: &str = "__methods__";
 
 /// An actor: state plus public methods that other processes call through proxies.
@@ -29,6 +30,12 @@ pub trait Actor: Send + 'static {
     /// The public methods, with their tags and hooks. Called once when the actor starts.
     fn methods() -> Vec<MethodSpec>;
 
+    /// The actor's type name as discovery reports it (see [`ActorInfo`]): by default the
+    /// type's name without its module path.
+    fn type_name() -> &'static str {
+        short_type_name(std::any::type_name::<Self>())
+    }
+
     /// Runs `method` with the encoded argument tuple `args` and returns the encoded result.
     fn dispatch<'a>(
         &'a mut self,
@@ -37,12 +44,41 @@ pub trait Actor: Send + 'static {
     ) -> BoxFuture<'a, Result<Vec<u8>, RemoteError>>;
 }
 
+/// `path::to::Type` as `Type`; a generic type keeps its whole name.
+fn short_type_name(full: &'static str) -> &'static str {
+    if full.contains('<') {
+        return full;
+    }
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+/// What discovery tells about a running actor: its type and its public methods.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ActorInfo {
+    /// The actor's type name ([`Actor::type_name`]).
+    pub type_name: String,
+    /// Its public methods.
+    pub methods: Vec<MethodInfo>,
+}
+
+impl ActorInfo {
+    /// The description of an actor of type `A`.
+    pub(crate) fn of<A: Actor>() -> Self {
+        ActorInfo {
+            type_name: A::type_name().to_owned(),
+            methods: A::methods().iter().map(MethodSpec::info).collect(),
+        }
+    }
+}
+
 /// A public method: its name, decoration tags and hooks.
 #[derive(Clone)]
 pub struct MethodSpec {
     name: &'static str,
     tags: Vec<&'static str>,
     chain: HookChain,
+    singular: Option<Singular>,
 }
 
 impl MethodSpec {
@@ -52,6 +88,7 @@ impl MethodSpec {
             name,
             tags: Vec::new(),
             chain: HookChain::default(),
+            singular: None,
         }
     }
 
@@ -70,7 +107,8 @@ impl MethodSpec {
     }
 
     /// Makes the method singular (see [`Singular`]) and tags it `singular`.
-    pub fn singular(self, singular: Singular) -> Self {
+    pub fn singular(mut self, singular: Singular) -> Self {
+        self.singular = Some(singular.clone());
         self.tag("singular").hook(singular)
     }
 
@@ -94,6 +132,11 @@ impl MethodSpec {
 
     pub(crate) fn chain(&self) -> &HookChain {
         &self.chain
+    }
+
+    /// The method's `singular` settings, if it is singular.
+    pub(crate) fn singular_spec(&self) -> Option<&Singular> {
+        self.singular.as_ref()
     }
 }
 

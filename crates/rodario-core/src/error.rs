@@ -1,6 +1,7 @@
 //! The errors a rodario caller can see, and the errors backends report.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -13,13 +14,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The first five mirror the Python library's exceptions (`InvalidActorException`,
 /// `InvalidProxyException`, `UUIDInUseException`, `RegistrationException`,
 /// `EmptyClusterException`); the rest are failures the original left silent.
-#[derive(Debug, thiserror::Error)]
+///
+/// Errors are `Clone`, so a caller can keep one after matching (say, to report it later).
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// No live actor answers at this UUID ("No such actor"): it was never started, was
     /// stopped, or its process died and its registration expired.
     #[error("no such actor: {uuid} (not registered, stopped, or its process died)")]
     InvalidActor {
+        /// The UUID that was called.
+        uuid: String,
+    },
+    /// The actor a call waited on is gone: it stopped, or its process died and its
+    /// registration lapsed, while the call waited for its reply. The call may or may not
+    /// have run (the actor may have died mid-way). Calls made afterwards fail with
+    /// [`Error::InvalidActor`].
+    #[error("actor {uuid} is gone (stopped, or its process died) while the call waited; it may or may not have run")]
+    ActorLost {
         /// The UUID that was called.
         uuid: String,
     },
@@ -233,7 +245,7 @@ impl RemoteError {
 }
 
 /// A value that could not be encoded or decoded with the frame's codec.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
     /// Encoding a value failed (for example a map with non-string keys where the codec
@@ -315,14 +327,15 @@ pub enum BackendErrorKind {
 }
 
 /// An error reported by a backend adapter: which backend, what kind, and the cause.
-#[derive(Debug, thiserror::Error)]
+/// Cloning shares the cause.
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{backend}: {message}")]
 pub struct BackendError {
     backend: &'static str,
     kind: BackendErrorKind,
     message: String,
     #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl BackendError {
@@ -338,7 +351,7 @@ impl BackendError {
 
     /// Attaches the underlying error.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.source = Some(Arc::new(source));
         self
     }
 

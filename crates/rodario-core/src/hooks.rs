@@ -59,6 +59,9 @@ pub struct CallContext<'a> {
     pub(crate) cluster: Option<&'a ClusterName>,
     pub(crate) deadline_ms: u64,
     pub(crate) locks: &'a Locks,
+    /// The node took this cluster call's `singular` lease when the call arrived and chose
+    /// this member to run it.
+    pub(crate) singular_claimed: bool,
 }
 
 impl CallContext<'_> {
@@ -150,6 +153,12 @@ pub const DEFAULT_SINGULAR_EXPIRY: Duration = Duration::from_secs(3);
 /// First come, first served: exactly one member of a cluster runs each cluster call of the
 /// method; the others answer "declined", which a cluster caller counts but does not yield.
 ///
+/// Each node decides for its members as soon as a cluster call arrives, before it reaches
+/// any mailbox: it takes the call's lease once, hands the call to one idle member if it won
+/// (a busy one only when none is idle), and answers "declined" at once for every other
+/// member. So a cluster call of a singular method ends as soon as the one member has run
+/// it, however busy the others are.
+///
 /// The first member to take the lease `{context}:{method}:{caller}.{call_id}` runs the call.
 /// The lease is never released, only left to expire, and lasts at least until the caller's
 /// deadline, so a member that arrives late (even after the winner has finished) still
@@ -192,32 +201,54 @@ impl Singular {
     }
 }
 
-#[async_trait]
-impl Hook for Singular {
-    async fn before(&self, call: &CallContext<'_>) -> Result<Flow, RemoteError> {
-        if call.cluster().is_none() {
-            return Ok(Flow::Continue);
-        }
-        let name = format!("{}:{}.{}", call.method(), call.caller(), call.call_id());
-        let remaining = call.remaining();
+impl Singular {
+    /// Takes the lease of cluster call `call_id` from `caller` to `method`, asking the
+    /// broker for no longer than `remaining` (the caller's time left): true if this process
+    /// won it, false if another member did.
+    pub(crate) async fn claim(
+        &self,
+        locks: &Locks,
+        method: &str,
+        caller: &NodeId,
+        call_id: u64,
+        remaining: Duration,
+    ) -> Result<bool, RemoteError> {
+        let name = format!("{method}:{caller}.{call_id}");
         let lease = self.expiry.max(remaining + Duration::from_secs(1));
         // The lease is asked for no longer than the caller waits: a broker slow to answer
         // must not keep the actor (and its other callers) waiting past that.
-        match call
-            .locks()
+        let acquired = locks
             .acquire(&name)
             .context(&self.context)
             .expiry(lease)
             .timeout(remaining)
-            .await
-        {
-            Ok(Some(_won)) => Ok(Flow::Continue),
-            Ok(None) => Ok(Flow::Decline),
+            .await;
+        match acquired {
+            Ok(won) => Ok(won.is_some()),
             Err(e) => Err(RemoteError::new(
                 RemoteErrorKind::Hook,
                 format!("singular could not take its lease: {e}"),
             )),
         }
+    }
+}
+
+#[async_trait]
+impl Hook for Singular {
+    async fn before(&self, call: &CallContext<'_>) -> Result<Flow, RemoteError> {
+        if call.cluster().is_none() || call.singular_claimed {
+            return Ok(Flow::Continue);
+        }
+        let won = self
+            .claim(
+                call.locks(),
+                call.method(),
+                call.caller(),
+                call.call_id(),
+                call.remaining(),
+            )
+            .await?;
+        Ok(if won { Flow::Continue } else { Flow::Decline })
     }
 }
 

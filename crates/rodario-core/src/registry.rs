@@ -3,8 +3,9 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::actor::{MethodInfo, METHODS_METHOD};
+use crate::actor::{ActorInfo, METHODS_METHOD};
 use crate::backend::Group;
 use crate::client::{ActorProxy, Client, TypedProxy};
 use crate::error::{Error, Result};
@@ -20,6 +21,7 @@ use crate::name::ActorId;
 pub struct ActorRegistry {
     client: Arc<Client>,
     liveness: Arc<Liveness>,
+    timeout: Duration,
 }
 
 impl fmt::Debug for ActorRegistry {
@@ -30,15 +32,22 @@ impl fmt::Debug for ActorRegistry {
     }
 }
 
-fn invalid_proxy(error: Error) -> Error {
-    Error::InvalidProxy {
-        reason: error.to_string(),
-    }
-}
-
 impl ActorRegistry {
     pub(crate) fn new(client: Arc<Client>, liveness: Arc<Liveness>) -> Self {
-        ActorRegistry { client, liveness }
+        let timeout = client.shared().config.call_timeout;
+        ActorRegistry {
+            client,
+            liveness,
+            timeout,
+        }
+    }
+
+    /// The same registry with another deadline for discovery ([`ActorRegistry::describe`],
+    /// [`ActorRegistry::get_proxy`]) and for the proxies it makes (default: the node's call
+    /// timeout).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The UUIDs of the live registered actors.
@@ -94,16 +103,70 @@ impl ActorRegistry {
         )))
     }
 
-    /// A proxy to the actor `uuid`, typed (`GreeterProxy`) or untyped ([`ActorProxy`]).
+    /// Resolves when the actor `uuid` is gone: stopped, or its process died and its
+    /// registration lapsed (within the liveness TTL of its death). It watches the registry
+    /// (a fifth of this node's liveness TTL between looks) and keeps watching through broker
+    /// outages; an actor that is not registered now resolves at once.
     ///
-    /// As in the Python library, it first asks the actor for its public methods. Fails with
-    /// [`Error::InvalidProxy`] if `uuid` is not a valid name or the actor lacks a method the
-    /// proxy type calls, and with [`Error::InvalidActor`] if no actor answers.
+    /// Fails only with [`Error::InvalidName`] when `uuid` is not a valid actor name. Drop the
+    /// future to stop watching.
+    pub async fn monitor(&self, uuid: &str) -> Result<()> {
+        let id = ActorId::new(uuid)?;
+        let shared = self.client.shared();
+        let period = shared.config.liveness_ttl / 5;
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let lookup = async {
+                Ok(shared
+                    .backend
+                    .presence()
+                    .contains(Group::Actors, id.as_str())
+                    .await?)
+            };
+            match shared.bounded("watching an actor", lookup).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(actor = %id, error = %e, "could not look up a monitored actor; will retry")
+                }
+            }
+        }
+    }
+
+    /// What the actor `uuid` is: its type name and its public methods.
+    ///
+    /// Its node answers at once, however busy the actor is, within the registry's deadline
+    /// ([`ActorRegistry::with_timeout`]). Fails with [`Error::InvalidName`] if `uuid` is not a
+    /// valid actor name, [`Error::InvalidActor`] if no actor answers, and
+    /// [`Error::Timeout`] at the deadline.
+    pub async fn describe(&self, uuid: &str) -> Result<ActorInfo> {
+        let id = ActorId::new(uuid)?;
+        let probe = ActorProxy::new(self.client.clone(), id, Vec::new()).with_timeout(self.timeout);
+        let described = async { probe.call(METHODS_METHOD, ()).await?.await }.await;
+        described.map_err(|e| match e {
+            Error::Timeout { after, .. } => Error::Timeout {
+                method: format!("describing actor {uuid}"),
+                after,
+            },
+            other => other,
+        })
+    }
+
+    /// A proxy to the actor `uuid`, typed (`GreeterProxy`) or untyped ([`ActorProxy`]),
+    /// checked first: as in the Python library, it asks the actor's node for its methods
+    /// ([`ActorRegistry::describe`], answered at once however busy the actor is). The
+    /// proxy's calls get the registry's deadline.
+    ///
+    /// Fails with [`Error::InvalidName`] if `uuid` is not a valid actor name,
+    /// [`Error::InvalidActor`] if no actor answers, [`Error::InvalidProxy`] if the actor
+    /// lacks a method the proxy type calls, and [`Error::Timeout`] at the deadline. For a
+    /// proxy with no round trip at all, use [`ActorRegistry::proxy`].
     pub async fn get_proxy<P: TypedProxy>(&self, uuid: &str) -> Result<P> {
-        let id = ActorId::new(uuid).map_err(invalid_proxy)?;
-        let probe = ActorProxy::new(self.client.clone(), id.clone(), Vec::new());
-        let infos: Vec<MethodInfo> = probe.call(METHODS_METHOD, ()).await?.await?;
-        let names: Vec<String> = infos.into_iter().map(|m| m.name).collect();
+        let info = self.describe(uuid).await?;
+        let id = ActorId::new(uuid)?;
+        let names: Vec<String> = info.methods.into_iter().map(|m| m.name).collect();
         let missing: Vec<&str> = P::METHODS
             .iter()
             .copied()
@@ -112,16 +175,14 @@ impl ActorRegistry {
         if !missing.is_empty() {
             return Err(Error::InvalidProxy {
                 reason: format!(
-                    "actor {id} does not serve {} that {} calls",
+                    "actor {id} ({}) does not serve {} that {} calls",
+                    info.type_name,
                     missing.join(", "),
                     std::any::type_name::<P>()
                 ),
             });
         }
-        Ok(P::from_proxy(ActorProxy::new(
-            self.client.clone(),
-            id,
-            names,
-        )))
+        let proxy = ActorProxy::new(self.client.clone(), id, names).with_timeout(self.timeout);
+        Ok(P::from_proxy(proxy))
     }
 }

@@ -8,12 +8,17 @@ use bytes::Bytes;
 use tokio::sync::{watch, OnceCell};
 use tokio::time::Instant;
 
-use super::calls::{sweep_deadlines, CallTable, PendingSlot, SlotGuard};
+use super::calls::{sweep_deadlines, watch_targets, CallTable, PendingSlot, SlotGuard};
 use crate::backend::{Channel, ConnectionState, Delivery, FrameSink, Subscription};
 use crate::error::{BackendError, BackendErrorKind, Error, Result};
 use crate::frame::{decode_frame, encode_call};
 use crate::shared::{connection_change, Shared};
 use crate::sync::locked;
+
+/// How often per liveness TTL a node checks that the actors its calls wait on are still
+/// registered: a call to an actor whose process died fails within about a TTL and a fifth
+/// (its registration lapses within a TTL of the death).
+const LOST_ACTOR_CHECKS_PER_TTL: u32 = 5;
 
 /// A node's caller side: the calls it waits on and the reply channel they come back on.
 pub(crate) struct Client {
@@ -55,6 +60,10 @@ impl Client {
         (timeout, deadline): (Duration, Instant),
         slot: PendingSlot,
     ) -> Result<SentCall> {
+        let target = match channel {
+            Channel::Actor(actor) => Some(actor.clone()),
+            _ => None,
+        };
         self.shared.check_connected()?;
         self.ensure_reply_channel().await?;
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
@@ -66,7 +75,7 @@ impl Client {
             self.shared.deadline_ms(timeout),
             self.shared.config.max_frame,
         )?;
-        self.calls.add(id, slot, deadline);
+        self.calls.add(id, slot, deadline, target);
         // Registered before publishing: a reply can arrive before `publish` returns, and a
         // failed (or abandoned) publish removes the slot again when this is dropped.
         let slot = SlotGuard {
@@ -96,6 +105,12 @@ impl Client {
                     .await?;
                 tokio::spawn(sweep_deadlines(
                     self.calls.clone(),
+                    self.shared.shutdown_signal(),
+                ));
+                tokio::spawn(watch_targets(
+                    self.calls.clone(),
+                    Arc::downgrade(&self.shared),
+                    self.shared.config.liveness_ttl / LOST_ACTOR_CHECKS_PER_TTL,
                     self.shared.shutdown_signal(),
                 ));
                 if let Some(connection) = self.shared.connection_state() {

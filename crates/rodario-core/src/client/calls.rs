@@ -1,14 +1,18 @@
 //! The calls a node waits on: each call's reply slot and deadline, routed replies, and the
 //! sweep that fails calls whose deadline passed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
+use crate::backend::Group;
 use crate::error::Error;
 use crate::frame::{Expect, Frame, Reply};
+use crate::name::ActorId;
+use crate::shared::Shared;
 use crate::sync::locked;
 
 /// Where a reply to one of this node's calls goes.
@@ -36,6 +40,9 @@ pub(crate) enum GatherEvent {
 struct Waiting {
     slot: PendingSlot,
     deadline: Instant,
+    /// The actor a direct call waits on (cluster calls wait on no one actor).
+    target: Option<ActorId>,
+    since: Instant,
 }
 
 #[derive(Default)]
@@ -55,10 +62,24 @@ pub(crate) struct CallTable {
 }
 
 impl CallTable {
-    /// Waits for replies to call `id` in `slot` until `deadline`.
-    pub(crate) fn add(&self, id: u64, slot: PendingSlot, deadline: Instant) {
+    /// Waits for replies to call `id` in `slot` until `deadline`; `target` is the actor a
+    /// direct call waits on.
+    pub(crate) fn add(
+        &self,
+        id: u64,
+        slot: PendingSlot,
+        deadline: Instant,
+        target: Option<ActorId>,
+    ) {
         let mut table = locked(&self.table);
-        table.calls.insert(id, Waiting { slot, deadline });
+        let since = Instant::now();
+        let waiting = Waiting {
+            slot,
+            deadline,
+            target,
+            since,
+        };
+        table.calls.insert(id, waiting);
         if table.sweep_at.is_none_or(|at| deadline < at) {
             table.sweep_at = Some(deadline);
             self.sweeper.notify_one();
@@ -136,6 +157,42 @@ impl CallTable {
         next
     }
 
+    /// The actors that direct calls have waited on since before `before`.
+    fn awaited_since(&self, before: Instant) -> BTreeSet<ActorId> {
+        locked(&self.table)
+            .calls
+            .values()
+            .filter(|waiting| waiting.since <= before)
+            .filter_map(|waiting| waiting.target.clone())
+            .collect()
+    }
+
+    /// Fails the direct calls waiting on `actor` with [`Error::ActorLost`]; returns how many.
+    fn fail_calls_to(&self, actor: &ActorId) -> usize {
+        let lost: Vec<PendingSlot> = {
+            let mut table = locked(&self.table);
+            let ids: Vec<u64> = table
+                .calls
+                .iter()
+                .filter(|(_, waiting)| waiting.target.as_ref() == Some(actor))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter()
+                .filter_map(|id| table.calls.remove(id))
+                .map(|waiting| waiting.slot)
+                .collect()
+        };
+        let count = lost.len();
+        for slot in lost {
+            if let PendingSlot::Single(tx) = slot {
+                let _ = tx.send(Err(Failure::Lost(Error::ActorLost {
+                    uuid: actor.to_string(),
+                })));
+            }
+        }
+        count
+    }
+
     /// Fails every call with the error `lost` makes; returns how many there were.
     pub(crate) fn fail_all(&self, lost: impl Fn() -> Error) -> usize {
         let drained: Vec<PendingSlot> = locked(&self.table)
@@ -174,6 +231,49 @@ pub(crate) async fn sweep_deadlines(
             _ = &mut stopped => break,
             () = notified => {}
             () = sleep_until_or_forever(next) => {}
+        }
+    }
+}
+
+/// Fails the direct calls waiting on an actor whose registration is gone (it stopped, or
+/// its process died and its registration lapsed), instead of leaving them to their deadline.
+/// Every `period`, asks the broker about each actor that calls have waited on for at least
+/// that long: nothing is asked while no call waits.
+pub(crate) async fn watch_targets(
+    calls: Arc<CallTable>,
+    shared: Weak<Shared>,
+    period: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let stopped = shutdown.wait_for(|down| *down);
+    tokio::pin!(stopped);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            _ = ticks.tick() => {}
+        }
+        let awaited = calls.awaited_since(Instant::now() - period);
+        if awaited.is_empty() {
+            continue;
+        }
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        let presence = shared.backend.presence();
+        for actor in awaited {
+            match presence.contains(Group::Actors, actor.as_str()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let failed = calls.fail_calls_to(&actor);
+                    if failed > 0 {
+                        tracing::info!(%actor, calls = failed, "an awaited actor is gone: failed its calls");
+                    }
+                }
+                Err(e) => tracing::debug!(%actor, error = %e, "could not check an awaited actor"),
+            }
         }
     }
 }

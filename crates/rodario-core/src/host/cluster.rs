@@ -2,7 +2,9 @@
 //! subscription each channel needs, and the fan-out of each cluster call to the members.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -14,10 +16,13 @@ use super::liveness::Liveness;
 use super::outbox::{reply_later, Outbox};
 use crate::backend::{Channel, FrameSink, Subscription};
 use crate::error::{RemoteError, RemoteErrorKind, Result};
-use crate::frame::{Expect, Frame, Outcome};
-use crate::name::{ActorId, ClusterName};
+use crate::frame::{Call, Expect, Frame, Outcome};
+use crate::hooks::Singular;
+use crate::locks::Locks;
+use crate::name::{ActorId, ClusterName, NodeId};
 use crate::shared::Shared;
 use crate::sync::locked;
+use crate::sync::unix_ms;
 
 /// A local actor on a cluster channel.
 #[derive(Clone)]
@@ -25,6 +30,21 @@ pub(crate) struct ClusterMember {
     pub(crate) actor: ActorId,
     pub(crate) mailbox: mpsc::Sender<Envelope>,
     pub(crate) handler: Option<Arc<dyn ClusterHandler>>,
+    /// Whether the actor is handling a call right now.
+    pub(crate) busy: Arc<AtomicBool>,
+    /// The actor's `singular` methods.
+    pub(crate) singular: Arc<HashMap<&'static str, Singular>>,
+}
+
+impl ClusterMember {
+    /// The `singular` settings under which this member would run `method`, if it would run
+    /// it through a singular method (not through a custom handler).
+    fn singular(&self, method: &str) -> Option<&Singular> {
+        match self.handler {
+            Some(_) => None,
+            None => self.singular.get(method),
+        }
+    }
 }
 
 /// One cluster channel this node subscribed to, and its local members.
@@ -41,14 +61,16 @@ const CLUSTER_QUEUE: usize = 4096;
 pub(crate) struct Clusters {
     shared: Arc<Shared>,
     liveness: Arc<Liveness>,
+    locks: Locks,
     entries: tokio::sync::Mutex<HashMap<ClusterName, ClusterEntry>>,
 }
 
 impl Clusters {
-    pub(crate) fn new(shared: Arc<Shared>, liveness: Arc<Liveness>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, liveness: Arc<Liveness>, locks: Locks) -> Self {
         Clusters {
             shared,
             liveness,
+            locks,
             entries: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -79,6 +101,7 @@ impl Clusters {
         let members = Arc::new(Mutex::new(vec![member]));
         let fan_out = tokio::spawn(fan_out(
             Arc::downgrade(&self.shared),
+            self.locks.clone(),
             channel.clone(),
             queued,
             members.clone(),
@@ -144,9 +167,12 @@ impl FrameSink for ClusterSink {
 }
 
 /// Reads a cluster channel, tells each caller how many local members got its call, and
-/// hands the call to each member's mailbox (shedding with an error when one is full).
+/// hands the call to each member's mailbox (shedding with an error when one is full). A
+/// call of a `singular` method is decided here, once for all the node's members: see
+/// [`decide_singular`].
 async fn fan_out(
     shared: Weak<Shared>,
+    locks: Locks,
     channel: ClusterName,
     mut queued: mpsc::Receiver<Bytes>,
     members: Arc<Mutex<Vec<ClusterMember>>>,
@@ -197,13 +223,47 @@ async fn fan_out(
             Err(e) => tracing::warn!(error = %e, "could not encode an expect frame"),
         }
         let call = Arc::new(call);
-        for member in members {
+        let decided = decide_singular(&locks, &call, &reply_to, &members).await;
+        for (index, member) in members.into_iter().enumerate() {
+            let singular_claimed = match &decided {
+                Decision::Everyone => false,
+                Decision::Only(chosen) if *chosen == index => true,
+                Decision::Only(_) | Decision::Nobody => {
+                    if member.singular(&call.method).is_some() {
+                        let reply = reply_later(
+                            &shared,
+                            reply_to.clone(),
+                            call.id,
+                            member.actor,
+                            Outcome::Declined,
+                        );
+                        outbox.send(reply).await;
+                        continue;
+                    }
+                    false
+                }
+                Decision::Failed(error) => {
+                    if member.singular(&call.method).is_some() {
+                        let reply = reply_later(
+                            &shared,
+                            reply_to.clone(),
+                            call.id,
+                            member.actor,
+                            Outcome::Err(error.clone()),
+                        );
+                        outbox.send(reply).await;
+                        continue;
+                    }
+                    false
+                }
+            };
             let envelope = Envelope {
                 call: call.clone(),
                 reply_to: reply_to.clone(),
                 via: Via::Cluster {
                     channel: channel.clone(),
                     handler: member.handler.clone(),
+                    singular_claimed,
                 },
             };
             if let Err(refused) = member.mailbox.try_send(envelope) {
@@ -224,4 +284,55 @@ async fn fan_out(
         }
     }
     outbox.flush().await;
+}
+
+/// What a node decided for its members about one cluster call.
+enum Decision {
+    /// The call is not of a `singular` method: every member gets it.
+    Everyone,
+    /// The node took the call's lease: the member at this index runs it, the others that
+    /// serve the method as singular decline.
+    Only(usize),
+    /// Another node took the lease: every member that serves the method as singular
+    /// declines.
+    Nobody,
+    /// The lease could not be asked for: those members answer this error.
+    Failed(RemoteError),
+}
+
+/// Decides a cluster call of a `singular` method once for all the node's members, as soon
+/// as it arrives: takes its lease (asking the broker no longer than the caller waits) and,
+/// if won, picks an idle member to run it (a busy one only if none is idle). Members busy
+/// with other calls so never hold up the caller: those that do not run it decline at once.
+async fn decide_singular(
+    locks: &Locks,
+    call: &Call,
+    caller: &NodeId,
+    members: &[ClusterMember],
+) -> Decision {
+    let Some(singular) = members.iter().find_map(|m| m.singular(&call.method)) else {
+        return Decision::Everyone;
+    };
+    let remaining = Duration::from_millis(
+        call.deadline_ms
+            .saturating_sub(unix_ms(std::time::SystemTime::now())),
+    );
+    match singular
+        .claim(locks, &call.method, caller, call.id, remaining)
+        .await
+    {
+        Ok(true) => {
+            let serving = || {
+                members
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| m.singular(&call.method).is_some())
+            };
+            let idle = serving().find(|(_, m)| !m.busy.load(Ordering::Acquire));
+            let chosen = idle.or_else(|| serving().next()).map_or(0, |(i, _)| i);
+            Decision::Only(chosen)
+        }
+        Ok(false) => Decision::Nobody,
+        Err(error) => Decision::Failed(error),
+    }
 }

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::handler::ClusterHandler;
 use super::outbox::reply;
+use crate::actor::METHODS_METHOD;
 use crate::backend::FrameSink;
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::frame::{decode_frame, Call, Frame, Outcome};
@@ -28,6 +29,8 @@ pub(crate) enum Via {
     Cluster {
         channel: ClusterName,
         handler: Option<Arc<dyn ClusterHandler>>,
+        /// The node took the call's `singular` lease for this member.
+        singular_claimed: bool,
     },
 }
 
@@ -71,20 +74,42 @@ pub(crate) fn decode_call(
 /// Queues the calls on an actor's own channel in its mailbox as the backend reads them,
 /// shedding them with an "overloaded" reply when the mailbox is full, so the broker never
 /// sees a slow subscriber.
+///
+/// It also answers discovery ([`METHODS_METHOD`]) itself, from the description it was
+/// given: the actor's mailbox and whatever the actor is busy with never delay it.
 pub(crate) struct ActorSink {
     shared: Weak<Shared>,
     id: ActorId,
     mailbox: mpsc::Sender<Envelope>,
     last_caller: Mutex<Option<NodeId>>,
+    /// The encoded [`ActorInfo`](crate::actor::ActorInfo) discovery answers with.
+    description: Arc<[u8]>,
 }
 
 impl ActorSink {
-    pub(crate) fn new(shared: &Arc<Shared>, id: ActorId, mailbox: mpsc::Sender<Envelope>) -> Self {
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        id: ActorId,
+        mailbox: mpsc::Sender<Envelope>,
+        description: Vec<u8>,
+    ) -> Self {
         ActorSink {
             shared: Arc::downgrade(shared),
             id,
             mailbox,
             last_caller: Mutex::new(None),
+            description: description.into(),
+        }
+    }
+
+    /// Sends `outcome` for `call` from a task of its own: a sink must not wait.
+    fn reply_from_task(&self, shared: Arc<Shared>, to: NodeId, call: u64, outcome: Outcome) {
+        let id = self.id.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { reply(&shared, &to, call, &id, outcome).await });
+            }
+            Err(_) => tracing::warn!(actor = %id, "no runtime to send a reply from"),
         }
     }
 }
@@ -99,6 +124,11 @@ impl FrameSink for ActorSink {
         let Some((call, reply_to)) = decoded else {
             return;
         };
+        if call.method == METHODS_METHOD {
+            let description = Outcome::Ok(self.description.to_vec());
+            self.reply_from_task(shared, reply_to, call.id, description);
+            return;
+        }
         let envelope = Envelope {
             call: Arc::new(call),
             reply_to,
@@ -106,18 +136,9 @@ impl FrameSink for ActorSink {
         };
         if let Err(mpsc::error::TrySendError::Full(envelope)) = self.mailbox.try_send(envelope) {
             tracing::warn!(actor = %self.id, "mailbox full: shedding a call");
-            // A sink must not wait, so the refusal is sent from a task of its own.
-            let id = self.id.clone();
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(async move {
-                        let error = RemoteError::new(RemoteErrorKind::Overloaded, "mailbox full");
-                        let (to, call) = (&envelope.reply_to, envelope.call.id);
-                        reply(&shared, to, call, &id, Outcome::Err(error)).await;
-                    });
-                }
-                Err(_) => tracing::warn!(actor = %id, "no runtime to send the refusal from"),
-            }
+            let error = RemoteError::new(RemoteErrorKind::Overloaded, "mailbox full");
+            let (to, call) = (envelope.reply_to, envelope.call.id);
+            self.reply_from_task(shared, to, call, Outcome::Err(error));
         }
     }
 }

@@ -51,7 +51,7 @@ impl Host {
     pub(crate) fn new(shared: Arc<Shared>, locks: Locks) -> Self {
         let liveness = Arc::new(Liveness::new(shared.clone()));
         Host {
-            clusters: Clusters::new(shared.clone(), liveness.clone()),
+            clusters: Clusters::new(shared.clone(), liveness.clone(), locks.clone()),
             shared,
             locks,
             actors: Mutex::new(HashMap::new()),

@@ -13,9 +13,11 @@ use super::handler::ClusterHandler;
 use super::inbox::{ActorSink, Envelope};
 use super::worker::{run_worker, Worker};
 use super::Host;
-use crate::actor::{Actor, MethodSpec};
+use crate::actor::{Actor, ActorInfo, MethodSpec};
 use crate::backend::{Channel, Subscription};
 use crate::error::{Error, Result};
+use crate::frame::encode_value;
+use crate::hooks::Singular;
 use crate::name::{ActorId, ClusterName};
 use crate::sync::locked;
 
@@ -26,6 +28,9 @@ pub(crate) struct ActorEntry {
     mailbox: mpsc::Sender<Envelope>,
     stop: watch::Sender<bool>,
     alive: Arc<AtomicBool>,
+    busy: Arc<AtomicBool>,
+    /// The actor's `singular` methods, which its node decides on for it in cluster calls.
+    singular: Arc<HashMap<&'static str, Singular>>,
     joined: Mutex<Vec<ClusterName>>,
     /// The actor's subscription and worker task, until it stops.
     running: tokio::sync::Mutex<Option<(Subscription, JoinHandle<()>)>>,
@@ -39,9 +44,15 @@ impl ActorEntry {
         id: ActorId,
     ) -> Result<Arc<Self>> {
         let shared = &host.shared;
+        let description = encode_value(&ActorInfo::of::<A>(), "actor description")?;
         host.liveness.register(&id).await?;
         let (mailbox, inbox) = mpsc::channel(shared.config.mailbox);
-        let sink = Arc::new(ActorSink::new(shared, id.clone(), mailbox.clone()));
+        let sink = Arc::new(ActorSink::new(
+            shared,
+            id.clone(),
+            mailbox.clone(),
+            description,
+        ));
         let subscribed = shared
             .backend
             .transport()
@@ -56,10 +67,22 @@ impl ActorEntry {
         };
         let methods: HashMap<&'static str, MethodSpec> =
             A::methods().into_iter().map(|m| (m.name(), m)).collect();
+        let singular = methods
+            .iter()
+            .filter_map(|(name, spec)| Some((*name, spec.singular_spec()?.clone())))
+            .collect();
         let (stop, stopped) = watch::channel(false);
         let alive = Arc::new(AtomicBool::new(true));
+        let busy = Arc::new(AtomicBool::new(false));
         let worker = tokio::spawn(run_worker(
-            Worker::new(actor, id.clone(), methods, shared, &host.locks),
+            Worker::new(
+                actor,
+                id.clone(),
+                methods,
+                shared,
+                &host.locks,
+                busy.clone(),
+            ),
             inbox,
             stopped,
             alive.clone(),
@@ -70,6 +93,8 @@ impl ActorEntry {
             mailbox,
             stop,
             alive,
+            busy,
+            singular: Arc::new(singular),
             joined: Mutex::new(Vec::new()),
             running: tokio::sync::Mutex::new(Some((subscription, worker))),
         });
@@ -95,6 +120,8 @@ impl ActorEntry {
             actor: self.id.clone(),
             mailbox: self.mailbox.clone(),
             handler,
+            busy: self.busy.clone(),
+            singular: self.singular.clone(),
         };
         self.host.clusters.join(&channel, member).await?;
         let mut joined = locked(&self.joined);

@@ -9,10 +9,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::inbox::{Envelope, Via};
 use super::outbox::{reply_later, Outbox};
-use crate::actor::{Actor, MethodInfo, MethodSpec, METHODS_METHOD};
+use crate::actor::{Actor, MethodSpec};
 use crate::error::quote_name;
 use crate::error::{RemoteError, RemoteErrorKind};
-use crate::frame::{encode_value, Call, Outcome};
+use crate::frame::{Call, Outcome};
 use crate::hooks::{guarded, CallContext};
 use crate::locks::Locks;
 use crate::name::{ActorId, ClusterName, NodeId};
@@ -25,6 +25,9 @@ pub(crate) struct Worker<A> {
     methods: HashMap<&'static str, MethodSpec>,
     shared: Arc<Shared>,
     locks: Locks,
+    /// Set while a call is being handled, so that a node choosing a member to run a
+    /// `singular` call prefers an idle one.
+    busy: Arc<AtomicBool>,
 }
 
 impl<A: Actor> Worker<A> {
@@ -34,6 +37,7 @@ impl<A: Actor> Worker<A> {
         methods: HashMap<&'static str, MethodSpec>,
         shared: &Arc<Shared>,
         locks: &Locks,
+        busy: Arc<AtomicBool>,
     ) -> Self {
         Worker {
             actor,
@@ -41,6 +45,7 @@ impl<A: Actor> Worker<A> {
             methods,
             shared: shared.clone(),
             locks: locks.clone(),
+            busy,
         }
     }
 }
@@ -76,7 +81,10 @@ pub(crate) async fn run_worker<A: Actor>(
                 None => break,
             },
         };
-        if let Some(reply) = worker.handle(envelope).await {
+        worker.busy.store(true, Ordering::Release);
+        let reply = worker.handle(envelope).await;
+        worker.busy.store(false, Ordering::Release);
+        if let Some(reply) = reply {
             outbox.send(reply).await;
         }
     }
@@ -115,7 +123,14 @@ impl<A: Actor> Worker<A> {
                 Ok(value) => Outcome::Ok(value),
                 Err(error) => Outcome::Err(error),
             },
-            Via::Cluster { channel, .. } => self.run_method(&call, &reply_to, Some(&channel)).await,
+            Via::Cluster {
+                channel,
+                singular_claimed,
+                ..
+            } => {
+                let cluster = Some((&channel, singular_claimed));
+                self.run_method(&call, &reply_to, cluster).await
+            }
             Via::Direct => self.run_method(&call, &reply_to, None).await,
         };
         Some(reply_later(
@@ -131,15 +146,8 @@ impl<A: Actor> Worker<A> {
         &mut self,
         call: &Call,
         caller: &NodeId,
-        cluster: Option<&ClusterName>,
+        cluster: Option<(&ClusterName, bool)>,
     ) -> Outcome {
-        if call.method == METHODS_METHOD {
-            let infos: Vec<MethodInfo> = self.methods.values().map(MethodSpec::info).collect();
-            return match encode_value(&infos, "method list") {
-                Ok(bytes) => Outcome::Ok(bytes),
-                Err(e) => Outcome::Err(RemoteError::new(RemoteErrorKind::Handler, e.to_string())),
-            };
-        }
         let Worker {
             actor,
             id,
@@ -160,9 +168,10 @@ impl<A: Actor> Worker<A> {
             args: &call.args,
             call_id: call.id,
             caller,
-            cluster,
+            cluster: cluster.map(|(channel, _)| channel),
             deadline_ms: call.deadline_ms,
             locks,
+            singular_claimed: cluster.is_some_and(|(_, claimed)| claimed),
         };
         spec.chain()
             .run(&context, actor.dispatch(&call.method, &call.args))

@@ -12,7 +12,6 @@ use tokio::time::Instant;
 
 use super::actors::{Counter, CounterCluster, CounterProxy, FixedAnswer, Named};
 use super::TestBroker;
-use crate::actor::{MethodInfo, METHODS_METHOD};
 use crate::backend::Channel;
 use crate::client::ClusterProxy;
 use crate::client::{ActorProxy, TypedProxy};
@@ -158,17 +157,44 @@ pub async fn proxy_from_uuid_checks_methods(broker: &dyn TestBroker) {
     );
     let invalid = node.registry().get_proxy::<ActorProxy>("").await;
     assert!(
-        matches!(invalid, Err(Error::InvalidProxy { .. })),
+        matches!(invalid, Err(Error::InvalidName { .. })),
         "{invalid:?}"
     );
-    let infos: Vec<MethodInfo> = untyped
-        .call(METHODS_METHOD, ())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let claim = infos.iter().find(|m| m.name == "claim").unwrap();
+    let info = node.registry().describe("full").await.unwrap();
+    assert_eq!(info.type_name, "Counter");
+    let claim = info.methods.iter().find(|m| m.name == "claim").unwrap();
     assert_eq!(claim.tags, vec!["singular".to_owned()]);
+    assert_eq!(
+        node.registry().describe("small").await.unwrap().type_name,
+        "Named"
+    );
+}
+
+/// Discovery (`describe`, `get_proxy`) is answered by the actor's node, not through its
+/// mailbox: an actor busy for seconds is described at once, and a discovery that gets no
+/// answer ends at the registry's deadline with a timeout that names no internal method.
+pub async fn discovery_answers_while_the_actor_is_busy(broker: &dyn TestBroker) {
+    let host = node(broker, "a").await;
+    let caller = node(broker, "a").await;
+    let actor = counter(&host, "busy").await;
+    let _busy = actor.proxy().sleep_ms(5_000).await.unwrap();
+    let _queued = actor.proxy().add(1).await.unwrap();
+    let started = Instant::now();
+    let proxy: CounterProxy = caller.registry().get_proxy("busy").await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(50),
+        "get_proxy on a busy actor took {took:?}"
+    );
+    assert_eq!(proxy.untyped().timeout(), CALL_TIMEOUT);
+    let short = caller.registry().with_timeout(Duration::from_millis(300));
+    let proxy: CounterProxy = short.get_proxy("busy").await.unwrap();
+    assert_eq!(proxy.untyped().timeout(), Duration::from_millis(300));
+    let missing = short.describe("nobody-here").await;
+    assert!(
+        matches!(missing, Err(Error::InvalidActor { .. })),
+        "{missing:?}"
+    );
 }
 
 /// A call nobody receives fails at once with `InvalidActor`, not at the deadline.
@@ -459,6 +485,39 @@ pub async fn singular_runs_once_per_call(broker: &dyn TestBroker) {
     assert_eq!(total, 10, "each call ran exactly once in all");
 }
 
+/// A singular broadcast ends as soon as the one member has run it: members busy with
+/// other calls decline at once instead of after their current call, and the node hands the
+/// call to an idle member.
+pub async fn singular_broadcast_does_not_wait_for_busy_members(broker: &dyn TestBroker) {
+    let host = node(broker, "a").await;
+    let caller = node(broker, "a").await;
+    let mut actors = Vec::new();
+    for i in 0..3 {
+        let actor = counter(&host, &format!("w{i}")).await;
+        actor.join("jobs").await.unwrap();
+        actors.push(actor);
+    }
+    let _busy = actors[0].proxy().sleep_ms(2_000).await.unwrap();
+    // The busy member is in its call before the broadcast arrives.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cluster: CounterCluster = caller.cluster("jobs").unwrap();
+    let started = Instant::now();
+    let mut gather = cluster.claim().await.unwrap();
+    assert_eq!(gather.expected().await.unwrap(), 3);
+    let mut ran = Vec::new();
+    while let Some(reply) = gather.next().await {
+        ran.push(reply.unwrap());
+    }
+    let took = started.elapsed();
+    assert_eq!(ran.len(), 1, "one member runs it: {ran:?}");
+    assert_eq!(gather.declined(), 2);
+    assert!(
+        took < Duration::from_millis(200),
+        "the singular broadcast took {took:?} with one member busy"
+    );
+    assert_ne!(ran[0], "w0", "the busy member was chosen");
+}
+
 /// A member that reaches a singular call after the winner finished still declines it.
 pub async fn singular_late_member_declines(broker: &dyn TestBroker) {
     let node = node(broker, "a").await;
@@ -501,14 +560,8 @@ pub async fn hooks_short_circuit_and_replace(broker: &dyn TestBroker) {
         proxy.suffixed("x".into()).await.unwrap().await.unwrap(),
         "x+a+b"
     );
-    let infos: Vec<MethodInfo> = proxy
-        .untyped()
-        .call(METHODS_METHOD, ())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let suffixed = infos.iter().find(|m| m.name == "suffixed").unwrap();
+    let info = node.registry().describe("hooked").await.unwrap();
+    let suffixed = info.methods.iter().find(|m| m.name == "suffixed").unwrap();
     assert_eq!(suffixed.tags, vec!["suffixed".to_owned()]);
 }
 
@@ -617,6 +670,62 @@ pub async fn prefixes_isolate(broker: &dyn TestBroker) {
         cluster.name().await,
         Err(Error::EmptyCluster { .. })
     ));
+}
+
+/// A call waiting on an actor whose process dies fails with `ActorLost` once the actor's
+/// registration lapses (within about its liveness TTL), not at the call's deadline, and a
+/// monitor on the actor fires in the same bound; a monitor on an actor that stops fires
+/// too.
+pub async fn dead_actors_fail_waiting_calls_and_fire_monitors(broker: &dyn TestBroker) {
+    let ttl = Duration::from_millis(600);
+    let host = Node::builder(broker.connect("a").await)
+        .liveness_ttl(ttl)
+        .build();
+    let caller = Node::builder(broker.connect("a").await)
+        .call_timeout(Duration::from_secs(20))
+        .liveness_ttl(ttl)
+        .build();
+    let mortal = counter(&host, "mortal").await;
+    let proxy: CounterProxy = caller.registry().proxy("mortal").unwrap();
+    let waiting = proxy.sleep_ms(10_000).await.unwrap();
+    let registry = caller.registry();
+    let monitor = tokio::spawn(async move {
+        let started = Instant::now();
+        registry.monitor("mortal").await.unwrap();
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let killed = Instant::now();
+    host.simulate_crash().await;
+    drop(mortal);
+    let outcome = waiting.await;
+    let failed_after = killed.elapsed();
+    assert!(
+        matches!(&outcome, Err(Error::ActorLost { uuid }) if uuid == "mortal"),
+        "{outcome:?}"
+    );
+    assert!(
+        failed_after < ttl * 3,
+        "the waiting call failed {failed_after:?} after the kill (liveness TTL {ttl:?})"
+    );
+    let fired = monitor.await.unwrap();
+    assert!(
+        fired < ttl * 3 + Duration::from_millis(100),
+        "the monitor fired {fired:?} after it began"
+    );
+
+    let other = node(broker, "a").await;
+    let survivor = counter(&other, "survivor").await;
+    let registry = caller.registry();
+    let watching = tokio::spawn(async move { registry.monitor("survivor").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!watching.is_finished(), "the monitor fired on a live actor");
+    survivor.stop().await;
+    tokio::time::timeout(ttl * 2, watching)
+        .await
+        .expect("the monitor did not fire after the actor stopped")
+        .unwrap()
+        .unwrap();
 }
 
 /// A process that dies without stopping its actors loses them within the liveness TTL:
