@@ -15,6 +15,10 @@ use crate::hooks::{Hook, HookChain, Singular};
 /// mailbox, so a busy actor is described at once. Names starting with `__` are reserved.
 pub const METHODS_METHOD: &str = "__methods__";
 
+/// The method a cluster proxy calls to list a channel's members. Each node answers for its
+/// members without entering their mailboxes.
+pub(crate) const MEMBERS_METHOD: &str = "__members__";
+
 /// An actor: state plus public methods that other processes call through proxies.
 ///
 /// Write the methods in an `impl` block marked `#[rodario::actor]`; the attribute
@@ -70,6 +74,17 @@ impl ActorInfo {
             methods: A::methods().iter().map(MethodSpec::info).collect(),
         }
     }
+}
+
+/// One member of a cluster channel, as [`ActorRegistry::members`](crate::ActorRegistry::members)
+/// lists it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ChannelMember {
+    /// The member's UUID.
+    pub uuid: String,
+    /// Its type name ([`Actor::type_name`]).
+    pub type_name: String,
 }
 
 /// A public method: its name, decoration tags and hooks.

@@ -50,7 +50,7 @@ mod sync;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
-pub use actor::{Actor, ActorInfo, MethodInfo, MethodSpec};
+pub use actor::{Actor, ActorInfo, ChannelMember, MethodInfo, MethodSpec};
 pub use client::{ActorProxy, ClusterProxy, Gather, Pending, TypedCluster, TypedProxy};
 pub use error::{Error, RemoteError, RemoteErrorKind, Result};
 pub use handle::{ActorBuilder, ActorHandle};
@@ -76,10 +76,23 @@ pub mod __private {
 
     use crate::error::{RemoteError, RemoteErrorKind};
 
-    /// Decodes a method's argument tuple, answering "bad arguments" when it does not fit.
-    pub fn decode_args<T: DeserializeOwned>(args: &[u8]) -> Result<T, RemoteError> {
-        crate::frame::decode_value(args, "arguments")
-            .map_err(|e| RemoteError::new(RemoteErrorKind::BadArguments, e.to_string()))
+    /// The parameter tuple of an actor method, decodable from a call's arguments.
+    #[diagnostic::on_unimplemented(
+        message = "the parameters of this actor method cannot be decoded from a call: `{Self}` does not implement `serde::Deserialize`",
+        label = "a parameter type of this method does not implement `serde::Deserialize`",
+        note = "derive `serde::Deserialize` (and `serde::Serialize`, which the proxies need) for each parameter type"
+    )]
+    pub trait MethodParameters: Sized {
+        /// Decodes the argument tuple, answering "bad arguments" when it does not fit.
+        fn decode(args: &[u8]) -> Result<Self, RemoteError>;
+    }
+
+    #[diagnostic::do_not_recommend]
+    impl<T: DeserializeOwned> MethodParameters for T {
+        fn decode(args: &[u8]) -> Result<Self, RemoteError> {
+            crate::frame::decode_value(args, "arguments")
+                .map_err(|e| RemoteError::new(RemoteErrorKind::BadArguments, e.to_string()))
+        }
     }
 
     /// Encodes a method's return value.

@@ -5,9 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::actor::{ActorInfo, METHODS_METHOD};
+use crate::actor::{ActorInfo, ChannelMember, MEMBERS_METHOD, METHODS_METHOD};
 use crate::backend::Group;
-use crate::client::{ActorProxy, Client, TypedProxy};
+use crate::client::{ActorProxy, Client, ClusterProxy, TypedProxy};
 use crate::error::{Error, Result};
 use crate::host::Liveness;
 use crate::name::ActorId;
@@ -133,6 +133,31 @@ impl ActorRegistry {
                 }
             }
         }
+    }
+
+    /// The actors that joined the cluster channel `channel`, with their type names, sorted
+    /// by UUID (empty when nobody has joined). Each member's node answers for it, without
+    /// entering its mailbox, within the registry's deadline ([`Error::Timeout`] past it).
+    pub async fn members(&self, channel: &str) -> Result<Vec<ChannelMember>> {
+        let cluster = ClusterProxy::new(self.client.clone(), channel)?.with_timeout(self.timeout);
+        let gather = match cluster.call::<ChannelMember>(MEMBERS_METHOD, ()).await {
+            Ok(gather) => gather,
+            Err(Error::EmptyCluster { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut members = match gather.all().await {
+            Ok(members) => members,
+            Err(Error::EmptyCluster { .. }) => Vec::new(),
+            Err(Error::Timeout { after, .. }) => {
+                return Err(Error::Timeout {
+                    method: format!("listing the members of {channel}"),
+                    after,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        members.sort();
+        Ok(members)
     }
 
     /// What the actor `uuid` is: its type name and its public methods.

@@ -17,7 +17,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::parse::Parser;
 use syn::spanned::Spanned;
 use syn::{
@@ -389,8 +389,13 @@ fn dispatch_arm(krate: &Path, method: &Method) -> TokenStream2 {
         // Zero-parameter methods ignore whatever argument encoding the caller used.
         quote!()
     } else {
+        // Decoded through a trait whose refusal names what is missing, reported at the
+        // method's name rather than at the attribute.
+        let decode = quote_spanned! {name.span()=>
+            <(#(#types,)*) as #krate::__private::MethodParameters>::decode(args)?
+        };
         quote! {
-            let (#(#idents,)*): (#(#types,)*) = #krate::__private::decode_args(args)?;
+            let (#(#idents,)*): (#(#types,)*) = #decode;
         }
     };
     let awaited = if method.is_async {

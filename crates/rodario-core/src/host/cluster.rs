@@ -14,9 +14,10 @@ use super::handler::ClusterHandler;
 use super::inbox::{decode_call, Envelope, Via};
 use super::liveness::Liveness;
 use super::outbox::{reply_later, Outbox};
+use crate::actor::{ChannelMember, MEMBERS_METHOD};
 use crate::backend::{Channel, FrameSink, Subscription};
 use crate::error::{RemoteError, RemoteErrorKind, Result};
-use crate::frame::{Call, Expect, Frame, Outcome};
+use crate::frame::{encode_value, Call, Expect, Frame, Outcome};
 use crate::hooks::Singular;
 use crate::locks::Locks;
 use crate::name::{ActorId, ClusterName, NodeId};
@@ -32,6 +33,7 @@ pub(crate) struct ClusterMember {
     pub(crate) handler: Option<Arc<dyn ClusterHandler>>,
     /// Whether the actor is handling a call right now.
     pub(crate) busy: Arc<AtomicBool>,
+    pub(crate) type_name: &'static str,
     /// The actor's `singular` methods.
     pub(crate) singular: Arc<HashMap<&'static str, Singular>>,
 }
@@ -221,6 +223,24 @@ async fn fan_out(
                     .await;
             }
             Err(e) => tracing::warn!(error = %e, "could not encode an expect frame"),
+        }
+        if call.method == MEMBERS_METHOD {
+            // Listing answered by the node: no member's mailbox is entered.
+            for member in members {
+                let listed = ChannelMember {
+                    uuid: member.actor.to_string(),
+                    type_name: member.type_name.to_owned(),
+                };
+                let outcome = match encode_value(&listed, "channel member") {
+                    Ok(bytes) => Outcome::Ok(bytes),
+                    Err(e) => {
+                        Outcome::Err(RemoteError::new(RemoteErrorKind::Handler, e.to_string()))
+                    }
+                };
+                let reply = reply_later(&shared, reply_to.clone(), call.id, member.actor, outcome);
+                outbox.send(reply).await;
+            }
+            continue;
         }
         let call = Arc::new(call);
         let decided = decide_singular(&locks, &call, &reply_to, &members).await;

@@ -29,6 +29,7 @@ pub(crate) struct ActorEntry {
     stop: watch::Sender<bool>,
     alive: Arc<AtomicBool>,
     busy: Arc<AtomicBool>,
+    type_name: &'static str,
     /// The actor's `singular` methods, which its node decides on for it in cluster calls.
     singular: Arc<HashMap<&'static str, Singular>>,
     joined: Mutex<Vec<ClusterName>>,
@@ -94,6 +95,7 @@ impl ActorEntry {
             stop,
             alive,
             busy,
+            type_name: A::type_name(),
             singular: Arc::new(singular),
             joined: Mutex::new(Vec::new()),
             running: tokio::sync::Mutex::new(Some((subscription, worker))),
@@ -121,6 +123,7 @@ impl ActorEntry {
             mailbox: self.mailbox.clone(),
             handler,
             busy: self.busy.clone(),
+            type_name: self.type_name,
             singular: self.singular.clone(),
         };
         self.host.clusters.join(&channel, member).await?;

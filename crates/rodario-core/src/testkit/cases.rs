@@ -408,6 +408,44 @@ pub async fn cluster_gathers_every_member(broker: &dyn TestBroker) {
     assert_eq!(values, vec![1, 1, 1]);
 }
 
+/// `members(channel)` lists the actors on a cluster channel with their type names, from
+/// every node, at once even when a member is busy; an empty channel lists nobody.
+pub async fn members_of_a_channel_are_listed(broker: &dyn TestBroker) {
+    let a = node(broker, "a").await;
+    let b = node(broker, "a").await;
+    let c1 = counter(&a, "c1").await;
+    let c2 = counter(&b, "c2").await;
+    let named = b
+        .spawn(Named { name: "n".into() })
+        .uuid("n1")
+        .start()
+        .await
+        .unwrap();
+    c1.join("crew").await.unwrap();
+    c2.join("crew").await.unwrap();
+    named.join("crew").await.unwrap();
+    let _busy = c1.proxy().sleep_ms(3_000).await.unwrap();
+    let registry = node(broker, "a").await.registry();
+    let started = Instant::now();
+    let members = registry.members("crew").await.unwrap();
+    let took = started.elapsed();
+    let listed: Vec<(&str, &str)> = members
+        .iter()
+        .map(|m| (m.uuid.as_str(), m.type_name.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("c1", "Counter"), ("c2", "Counter"), ("n1", "Named")]
+    );
+    assert!(
+        took < Duration::from_millis(500),
+        "listing took {took:?} with a busy member"
+    );
+    assert!(c2.part("crew").await.unwrap());
+    assert_eq!(registry.members("crew").await.unwrap().len(), 2);
+    assert!(registry.members("nobody-joined").await.unwrap().is_empty());
+}
+
 /// `join_with` routes a channel's calls to a custom handler instead of the methods.
 pub async fn cluster_custom_handler(broker: &dyn TestBroker) {
     let node = node(broker, "a").await;
