@@ -237,6 +237,18 @@ pub enum Group<'a> {
     Members(&'a ClusterName),
 }
 
+impl Group<'_> {
+    /// The Python library's set name of this group, without any prefix: `actors` for
+    /// [`Group::Actors`], `members:{channel}` for [`Group::Members`]. The memory and Redis
+    /// backends name their sets with it, behind their prefix.
+    pub fn default_name(&self) -> String {
+        match self {
+            Group::Actors => "actors".to_owned(),
+            Group::Members(channel) => format!("members:{channel}"),
+        }
+    }
+}
+
 /// Registered names with liveness: members are held by an owner and expire after their
 /// TTL unless the owner renews them, so a crashed process's actors disappear on their own.
 #[async_trait]

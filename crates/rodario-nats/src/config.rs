@@ -1,8 +1,21 @@
-//! Connection settings for [`crate::NatsBackend::connect`].
+//! Settings and connecting: [`NatsConfig`], [`NatsBackend`], and opening the connection
+//! that a backend's three trait objects share.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_nats::{jetstream, ConnectOptions, Event, ServerAddr};
+use futures_util::StreamExt;
+use rodario_core::backend::{Backend, ConnectionState};
+use rodario_core::error::{BackendError, BackendErrorKind};
+use tokio::sync::watch;
+
+use crate::error::{connect_error, error};
+use crate::transport::Probes;
+use crate::{names, Inner, NatsConnection, NAME};
 
 /// The environment variable read by [`NatsConfig::new`] for the server URL(s).
 pub const URL_ENV: &str = "RODARIO_NATS_URL";
@@ -281,6 +294,189 @@ pub(crate) fn redact(url: &str) -> String {
     match scheme {
         Some(scheme) => format!("{scheme}://{rest}"),
         None => rest,
+    }
+}
+
+/// Connects rodario nodes to NATS. See the [crate docs](crate) for the layout.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct NatsBackend;
+
+impl NatsBackend {
+    /// Opens one connection with `config` and the KV bucket of its prefix (creating it when
+    /// missing), and returns it as a [`Backend`] for one node.
+    ///
+    /// Fails with `BackendErrorKind::Auth` when the server refuses the credentials,
+    /// `BackendErrorKind::Connection` when no server answers or JetStream is not enabled, and
+    /// `BackendErrorKind::InvalidInput` for a bad URL, prefix or credentials file.
+    pub async fn connect(config: NatsConfig) -> Result<Backend, BackendError> {
+        let connection = Arc::new(NatsConnection::connect(config).await?);
+        Ok(Backend::new(
+            NAME,
+            connection.clone(),
+            connection.clone(),
+            connection,
+        ))
+    }
+
+    /// Connects to `url` (or several URLs separated by commas) with the default settings;
+    /// shorthand for `NatsBackend::connect(NatsConfig::from_url(url))`.
+    pub async fn connect_url(url: &str) -> Result<Backend, BackendError> {
+        Self::connect(NatsConfig::from_url(url)).await
+    }
+}
+
+fn backoff(attempts: usize, max: Duration) -> Duration {
+    if attempts == 0 {
+        return Duration::ZERO;
+    }
+    let exponent = u32::try_from(attempts - 1).unwrap_or(u32::MAX).min(16);
+    Duration::from_millis(50u64 << exponent).min(max)
+}
+
+impl NatsConnection {
+    async fn connect(config: NatsConfig) -> Result<Self, BackendError> {
+        names::check_prefix(&config.prefix)?;
+        if config.servers.is_empty() {
+            return Err(error(
+                BackendErrorKind::InvalidInput,
+                "no NATS server URL given",
+            ));
+        }
+        let shown = config
+            .servers
+            .iter()
+            .map(|url| redact(url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut addrs = Vec::with_capacity(config.servers.len());
+        for url in &config.servers {
+            let addr: ServerAddr = url.parse().map_err(|err| {
+                error(
+                    BackendErrorKind::InvalidInput,
+                    format!("invalid NATS server URL {}: {err}", redact(url)),
+                )
+            })?;
+            addrs.push(addr);
+        }
+
+        let max_delay = config.reconnect_max_delay;
+        let state = watch::Sender::new(ConnectionState::Connected);
+        let events = state.clone();
+        let mut options = ConnectOptions::new()
+            .connection_timeout(config.connect_timeout)
+            .request_timeout(Some(config.timeout))
+            .max_reconnects(None)
+            .reconnect_delay_callback(move |attempts| backoff(attempts, max_delay))
+            .subscription_capacity(config.subscription_capacity)
+            .require_tls(config.require_tls)
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move {
+                    match event {
+                        Event::Connected => {
+                            tracing::info!("NATS connection (re)established");
+                            events.send_replace(ConnectionState::Connected);
+                        }
+                        Event::Disconnected => {
+                            tracing::warn!("NATS connection lost; reconnecting in the background");
+                            events.send_replace(ConnectionState::Disconnected);
+                        }
+                        Event::SlowConsumer(sid) => tracing::warn!(
+                        sid,
+                        "NATS slow consumer: a subscription's buffer was full, frames were dropped"
+                    ),
+                        Event::ServerError(err) => tracing::warn!(%err, "NATS server error"),
+                        Event::ClientError(err) => tracing::warn!(%err, "NATS client error"),
+                        other => tracing::debug!(event = %other, "NATS connection event"),
+                    }
+                }
+            });
+        if let Some(name) = &config.name {
+            options = options.name(name);
+        }
+        match &config.auth {
+            // The client does not read credentials from URLs: take the first URL's.
+            Auth::None => {
+                if let Some(addr) = addrs.iter().find(|addr| addr.username().is_some()) {
+                    let user = addr.username().unwrap_or_default().to_owned();
+                    options = match addr.password() {
+                        Some(password) => options.user_and_password(user, password.to_owned()),
+                        None => options.token(user),
+                    };
+                }
+            }
+            Auth::Token(token) => options = options.token(token.clone()),
+            Auth::UserPassword(user, password) => {
+                options = options.user_and_password(user.clone(), password.clone())
+            }
+            Auth::CredentialsFile(path) => {
+                options = options.credentials_file(path).await.map_err(|err| {
+                    error(
+                        BackendErrorKind::InvalidInput,
+                        format!(
+                            "cannot read the NATS credentials file {}: {err}",
+                            path.display()
+                        ),
+                    )
+                    .with_source(err)
+                })?;
+            }
+        }
+        for root in &config.root_certificates {
+            options = options.add_root_certificates(root.clone());
+        }
+        if let Some((cert, key)) = &config.client_certificate {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+
+        let client = options
+            .connect(addrs)
+            .await
+            .map_err(|err| connect_error(err, &shown))?;
+        tracing::debug!(servers = %shown, prefix = %config.prefix, "connected to NATS");
+
+        let inbox = client.new_inbox();
+        let mut probe_sub = client
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(|err| {
+                error(
+                    BackendErrorKind::Connection,
+                    format!("cannot subscribe to the probe inbox: {err}"),
+                )
+                .with_source(err)
+            })?;
+        let probes = Arc::new(Probes::default());
+        let task_probes = probes.clone();
+        let prefix_len = inbox.len() + 1;
+        let probe_task = tokio::spawn(async move {
+            while let Some(message) = probe_sub.next().await {
+                if let Some(token) = message.subject.get(prefix_len..) {
+                    task_probes.handle(token, message.status);
+                }
+            }
+        });
+
+        let mut context = jetstream::new(client.clone());
+        context.set_timeout(config.timeout);
+        let kv = crate::kv::Kv::open(context, &config).await?;
+
+        let inner = Arc::new(Inner {
+            client,
+            prefix: config.prefix.clone(),
+            timeout: config.timeout,
+            check_delivery: config.check_delivery,
+            inbox,
+            next_probe: AtomicU64::new(0),
+            probes,
+            probe_task,
+            kv,
+            state,
+        });
+        // The probe subscription is active once a first round trip has come back.
+        inner.round_trip(None).await?;
+        Ok(NatsConnection { inner })
     }
 }
 

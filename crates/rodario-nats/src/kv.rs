@@ -1,4 +1,6 @@
-//! The registry and the leases, on one JetStream KV bucket per prefix.
+//! The JetStream KV buckets of a prefix (one for the registry, one for the leases):
+//! opening them, and the revision-checked reads and writes that presence.rs and locks.rs
+//! build on.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -7,21 +9,18 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::kv::{Entry, Operation, Store, UpdateErrorKind};
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::jetstream::{self, ErrorCode};
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rodario_core::backend::{check_ttl, Group, LockKey, LockStore, Presence};
+use rodario_core::backend::check_ttl;
 use rodario_core::error::{quote_name, BackendError, BackendErrorKind};
 
 use crate::config::NatsConfig;
-use crate::connection::{error, NatsConnection};
+use crate::error::{error, kv_error, open_error};
 use crate::names;
+use crate::NatsConnection;
 
 /// Attempts of a read-then-compare-and-set before giving up under contention.
 const MAX_ATTEMPTS: usize = 32;
-
-/// Renewals sent to the server at once.
-const RENEW_CONCURRENCY: usize = 16;
 
 /// One KV bucket.
 pub(crate) struct Bucket {
@@ -38,14 +37,6 @@ pub(crate) struct Bucket {
 pub(crate) struct Kv {
     registry: Bucket,
     locks: Bucket,
-}
-
-fn kv_error(what: &str, err: impl std::error::Error + Send + Sync + 'static) -> BackendError {
-    error(
-        BackendErrorKind::Connection,
-        format!("NATS KV {what} failed: {err}"),
-    )
-    .with_source(err)
 }
 
 impl Kv {
@@ -96,16 +87,6 @@ impl Bucket {
             max_age,
         })
     }
-}
-
-fn open_error(bucket: &str, err: impl std::error::Error + Send + Sync + 'static) -> BackendError {
-    error(
-        BackendErrorKind::Connection,
-        format!(
-            "cannot open the NATS KV bucket {bucket:?} (is JetStream enabled, `nats-server -js`?): {err}"
-        ),
-    )
-    .with_source(err)
 }
 
 async fn create_stream(
@@ -203,7 +184,7 @@ fn entry_owner(entry: &Entry, now: i128) -> Option<&str> {
 
 impl Bucket {
     /// Refuses a zero TTL, as every backend does, and one longer than the bucket's max_age.
-    fn check_ttl(&self, ttl: Duration) -> Result<(), BackendError> {
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<(), BackendError> {
         check_ttl(crate::NAME, ttl)?;
         let max_age = self.max_age;
         if !max_age.is_zero() && ttl > max_age {
@@ -256,7 +237,12 @@ impl Bucket {
 
     /// Creates `key` for `owner` unless a live entry holds it; an expired or deleted entry is
     /// replaced with a revision-checked write, so of racing writers exactly one wins.
-    async fn insert(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, BackendError> {
+    pub(crate) async fn insert(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
         let value = encode(owner, ttl);
         let mut revision = 0;
         for _ in 0..MAX_ATTEMPTS {
@@ -273,7 +259,12 @@ impl Bucket {
     }
 
     /// Extends `key` to `ttl` from now if `owner` holds it live.
-    async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, BackendError> {
+    pub(crate) async fn renew(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
         let value = encode(owner, ttl);
         for _ in 0..MAX_ATTEMPTS {
             let Some(entry) = self.entry(key).await? else {
@@ -290,7 +281,11 @@ impl Bucket {
     }
 
     /// Deletes `key` if it is live and (when `owner` is given) held by `owner`.
-    async fn remove(&self, key: &str, owner: Option<&str>) -> Result<bool, BackendError> {
+    pub(crate) async fn remove(
+        &self,
+        key: &str,
+        owner: Option<&str>,
+    ) -> Result<bool, BackendError> {
         for _ in 0..MAX_ATTEMPTS {
             let Some(entry) = self.entry(key).await? else {
                 return Ok(false);
@@ -306,7 +301,7 @@ impl Bucket {
         Err(Self::contention(key))
     }
 
-    async fn contains(&self, key: &str) -> Result<bool, BackendError> {
+    pub(crate) async fn contains(&self, key: &str) -> Result<bool, BackendError> {
         Ok(self
             .entry(key)
             .await?
@@ -319,7 +314,7 @@ impl Bucket {
     /// A consumer replaying the last message of each subject would be one request fewer, but
     /// while members renew it keeps receiving their new messages, so a listing waiting for
     /// it to run dry could miss members or never end.
-    async fn list(&self, root: &str) -> Result<BTreeSet<String>, BackendError> {
+    pub(crate) async fn list(&self, root: &str) -> Result<BTreeSet<String>, BackendError> {
         let key_prefix = format!("{}{root}", self.subject_prefix);
         let mut subjects = self
             .store
@@ -363,7 +358,7 @@ enum Cas {
 impl NatsConnection {
     /// Runs a KV operation with the connection check, failing as soon as the connection
     /// drops, and the operation timeout.
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         what: &str,
         op: impl std::future::Future<Output = Result<T, BackendError>>,
@@ -371,117 +366,12 @@ impl NatsConnection {
         self.inner.while_connected(what, op).await
     }
 
-    fn registry_bucket(&self) -> &Bucket {
+    pub(crate) fn registry_bucket(&self) -> &Bucket {
         &self.inner.kv.registry
     }
 
-    fn locks_bucket(&self) -> &Bucket {
+    pub(crate) fn locks_bucket(&self) -> &Bucket {
         &self.inner.kv.locks
-    }
-}
-
-#[async_trait]
-impl Presence for NatsConnection {
-    async fn insert(
-        &self,
-        group: Group<'_>,
-        member: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, BackendError> {
-        let key = names::member_key(&names::group_root(group)?, member)?;
-        let bucket = self.registry_bucket();
-        bucket.check_ttl(ttl)?;
-        self.bounded("a registry insert", bucket.insert(&key, owner, ttl))
-            .await
-    }
-
-    async fn renew(
-        &self,
-        group: Group<'_>,
-        members: &[&str],
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<Vec<bool>, BackendError> {
-        let root = names::group_root(group)?;
-        let bucket = self.registry_bucket();
-        bucket.check_ttl(ttl)?;
-        let keys = members
-            .iter()
-            .map(|member| names::member_key(&root, member))
-            .collect::<Result<Vec<String>, _>>()?;
-        let renewals: Vec<_> = keys
-            .iter()
-            .map(|key| bucket.renew(key, owner, ttl))
-            .collect();
-        self.bounded("a registry renewal", async {
-            futures_util::stream::iter(renewals)
-                .buffered(RENEW_CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect()
-        })
-        .await
-    }
-
-    async fn remove(
-        &self,
-        group: Group<'_>,
-        member: &str,
-        owner: Option<&str>,
-    ) -> Result<bool, BackendError> {
-        let key = names::member_key(&names::group_root(group)?, member)?;
-        self.bounded(
-            "a registry removal",
-            self.registry_bucket().remove(&key, owner),
-        )
-        .await
-    }
-
-    async fn contains(&self, group: Group<'_>, member: &str) -> Result<bool, BackendError> {
-        let key = names::member_key(&names::group_root(group)?, member)?;
-        self.bounded("a registry lookup", self.registry_bucket().contains(&key))
-            .await
-    }
-
-    async fn members(&self, group: Group<'_>) -> Result<BTreeSet<String>, BackendError> {
-        let root = names::group_root(group)?;
-        self.bounded("a registry listing", self.registry_bucket().list(&root))
-            .await
-    }
-}
-
-#[async_trait]
-impl LockStore for NatsConnection {
-    async fn acquire(
-        &self,
-        key: &LockKey,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<bool, BackendError> {
-        let bucket = self.locks_bucket();
-        bucket.check_ttl(ttl)?;
-        let key = names::lock_key(key)?;
-        self.bounded("a lease acquire", bucket.insert(&key, token, ttl))
-            .await
-    }
-
-    async fn release(&self, key: &LockKey, token: &str) -> Result<bool, BackendError> {
-        let key = names::lock_key(key)?;
-        self.bounded(
-            "a lease release",
-            self.locks_bucket().remove(&key, Some(token)),
-        )
-        .await
-    }
-
-    async fn renew(&self, key: &LockKey, token: &str, ttl: Duration) -> Result<bool, BackendError> {
-        let bucket = self.locks_bucket();
-        bucket.check_ttl(ttl)?;
-        let key = names::lock_key(key)?;
-        self.bounded("a lease renewal", bucket.renew(&key, token, ttl))
-            .await
     }
 }
 

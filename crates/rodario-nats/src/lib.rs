@@ -113,49 +113,115 @@
 //! At [`NatsBackend::connect`], refused credentials are
 //! [`BackendErrorKind::Auth`](rodario_core::error::BackendErrorKind::Auth) and an unreachable
 //! server [`BackendErrorKind::Connection`](rodario_core::error::BackendErrorKind::Connection).
+//!
+//! # Source files
+//!
+//! The files of every rodario backend: `config.rs` (settings and connecting),
+//! `transport.rs` (the [`Transport`](rodario_core::backend::Transport), with the round
+//! trips that check delivery), `presence.rs` (the
+//! [`Presence`](rodario_core::backend::Presence)), `locks.rs` (the
+//! [`LockStore`](rodario_core::backend::LockStore)), `names.rs` (subjects, bucket names and
+//! keys, above), `error.rs` (async-nats errors as [`BackendError`]s); `lib.rs` holds the
+//! connection handle the three share. `kv.rs` is NATS's own: the two KV buckets and the
+//! revision-checked writes that presence and leases are built on.
 
 #![warn(missing_docs)]
 
 mod config;
-mod connection;
+mod error;
 mod kv;
+mod locks;
 mod names;
+mod presence;
+mod transport;
 
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
-use rodario_core::backend::Backend;
+use async_nats::connection::State;
+use rodario_core::backend::ConnectionState;
 use rodario_core::error::BackendError;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-pub use config::{NatsConfig, DEFAULT_PREFIX, DEFAULT_URL, URL_ENV};
+pub use config::{NatsBackend, NatsConfig, DEFAULT_PREFIX, DEFAULT_URL, URL_ENV};
 
-/// The backend's name in [`Backend::name`] and in errors.
+use crate::error::{dropped, not_connected, timed_out};
+use crate::transport::Probes;
+
+/// The backend's name in [`Backend::name`](rodario_core::backend::Backend::name) and in
+/// errors.
 pub const NAME: &str = "nats";
 
-/// Connects rodario nodes to NATS. See the [crate docs](crate) for the layout.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct NatsBackend;
+/// Everything one backend connection holds; shared by its three trait objects and by the
+/// close futures of its subscriptions.
+pub(crate) struct Inner {
+    pub(crate) client: async_nats::Client,
+    pub(crate) prefix: String,
+    pub(crate) timeout: Duration,
+    check_delivery: bool,
+    inbox: String,
+    next_probe: AtomicU64,
+    probes: Arc<Probes>,
+    probe_task: JoinHandle<()>,
+    pub(crate) kv: crate::kv::Kv,
+    /// The client's connection events, as the state core watches.
+    state: watch::Sender<ConnectionState>,
+}
 
-impl NatsBackend {
-    /// Opens one connection with `config` and the KV bucket of its prefix (creating it when
-    /// missing), and returns it as a [`Backend`] for one node.
-    ///
-    /// Fails with `BackendErrorKind::Auth` when the server refuses the credentials,
-    /// `BackendErrorKind::Connection` when no server answers or JetStream is not enabled, and
-    /// `BackendErrorKind::InvalidInput` for a bad URL, prefix or credentials file.
-    pub async fn connect(config: NatsConfig) -> Result<Backend, BackendError> {
-        let connection = Arc::new(connection::NatsConnection::connect(config).await?);
-        Ok(Backend::new(
-            NAME,
-            connection.clone(),
-            connection.clone(),
-            connection,
-        ))
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The task holds the probe subscription, which keeps the connection open.
+        self.probe_task.abort();
+    }
+}
+
+impl Inner {
+    pub(crate) fn ensure_connected(&self) -> Result<(), BackendError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            _ => Err(not_connected()),
+        }
     }
 
-    /// Connects to `url` (or several URLs separated by commas) with the default settings;
-    /// shorthand for `NatsBackend::connect(NatsConfig::from_url(url))`.
-    pub async fn connect_url(url: &str) -> Result<Backend, BackendError> {
-        Self::connect(NatsConfig::from_url(url)).await
+    /// Runs `op`, one operation that waits for the server (`what` names it in errors): fails
+    /// at once when the connection is down, as soon as it drops while `op` waits, and after
+    /// the operation timeout. A request or marker sent before a drop is lost with the
+    /// connection (the client resends subscriptions after reconnecting, not requests), so
+    /// waiting on would only end at the timeout, long after the client knew.
+    pub(crate) async fn while_connected<T>(
+        &self,
+        what: &str,
+        op: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        // Subscribed before the check, so a drop between the two is not missed; a new
+        // receiver counts the current state as seen, and only a later drop ends the wait.
+        let mut state = self.state.subscribe();
+        self.ensure_connected()?;
+        let drop = async move {
+            loop {
+                if state.changed().await.is_err() {
+                    // The sender lives in `self`, so this does not happen while `op` runs.
+                    return std::future::pending().await;
+                }
+                if *state.borrow_and_update() == ConnectionState::Disconnected {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            result = tokio::time::timeout(self.timeout, op) => {
+                result.unwrap_or_else(|_| Err(timed_out(what, self.timeout)))
+            }
+            () = drop => Err(dropped(what)),
+        }
     }
+}
+
+/// One connection to NATS; implements the three backend traits.
+pub(crate) struct NatsConnection {
+    pub(crate) inner: Arc<Inner>,
 }

@@ -70,7 +70,7 @@ pub(crate) struct Dispatch {
     addr: String,
 }
 
-fn lock(mutex: &Mutex<Table>) -> MutexGuard<'_, Table> {
+fn locked(mutex: &Mutex<Table>) -> MutexGuard<'_, Table> {
     // Every critical section is a handful of map operations that cannot leave the table
     // half updated, so a poisoned lock is safe to keep using.
     mutex
@@ -130,7 +130,7 @@ impl Dispatch {
             return;
         };
         tracing::trace!(addr = %self.addr, %channel, "subscription confirmed");
-        let mut table = lock(&self.table);
+        let mut table = locked(&self.table);
         if !table.channels.contains_key(&channel) {
             Self::request(&mut table, &self.reaper, channel, Reap::Stray);
         }
@@ -154,7 +154,7 @@ impl Dispatch {
             }
         };
         let sinks: Vec<Arc<dyn FrameSink>> = {
-            let mut table = lock(&self.table);
+            let mut table = locked(&self.table);
             let (sinks, reap) = match table.channels.get_mut(&channel) {
                 None => (Vec::new(), Some(Reap::Stray)),
                 Some(locals) => {
@@ -199,7 +199,7 @@ impl Dispatch {
 
     /// Asks the reaper to unsubscribe `channel` if nobody here listens to it any more.
     pub(crate) fn request_reap(&self, channel: &str, reason: Reap) {
-        let mut table = lock(&self.table);
+        let mut table = locked(&self.table);
         Self::request(&mut table, &self.reaper, channel.to_owned(), reason);
     }
 
@@ -213,7 +213,7 @@ impl Dispatch {
     ) -> (u64, Arc<AtomicBool>, bool) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let open = Arc::new(AtomicBool::new(true));
-        let mut table = lock(&self.table);
+        let mut table = locked(&self.table);
         let locals = table.channels.entry(channel.to_owned()).or_default();
         let first = locals.is_empty();
         locals.push(Local {
@@ -230,7 +230,7 @@ impl Dispatch {
     /// may still deliver it. The channel's entry stays until [`Dispatch::forget`], so frames
     /// still in flight are not taken for stray ones. Call with the channel's lock held.
     pub(crate) fn remove(&self, channel: &str, id: Option<u64>, stray: bool) -> bool {
-        let mut table = lock(&self.table);
+        let mut table = locked(&self.table);
         match table.channels.get_mut(channel) {
             Some(locals) => {
                 locals.retain(|local| Some(local.id) != id && local.open.load(Ordering::Acquire));
@@ -243,7 +243,7 @@ impl Dispatch {
     /// Forgets `channel` if nobody here listens to it (after unsubscribing, or after a
     /// failed subscribe). Call with the channel's lock held.
     pub(crate) fn forget(&self, channel: &str) {
-        let mut table = lock(&self.table);
+        let mut table = locked(&self.table);
         if table.channels.get(channel).is_some_and(Vec::is_empty) {
             table.channels.remove(channel);
         }
@@ -251,7 +251,7 @@ impl Dispatch {
 
     /// Takes `channel`'s pending reap request, if any.
     fn take_pending(&self, channel: &str) -> Option<Reap> {
-        lock(&self.table).pending.remove(channel)
+        locked(&self.table).pending.remove(channel)
     }
 }
 

@@ -7,14 +7,8 @@ use async_trait::async_trait;
 use rodario_core::backend::{check_ttl, Group, Presence};
 use rodario_core::error::BackendError;
 
+use crate::names::lease_prefix;
 use crate::{ttl_ms, Handle};
-
-impl Handle {
-    /// The lease key prefix of `set`: a member's lease is this followed by the member.
-    fn lease_prefix(set: &str) -> String {
-        format!("{set}:lease:")
-    }
-}
 
 #[async_trait]
 impl Presence for Handle {
@@ -27,7 +21,7 @@ impl Presence for Handle {
     ) -> Result<bool, BackendError> {
         check_ttl(crate::NAME, ttl)?;
         let set = self.set_name(group);
-        let lease = format!("{}{member}", Handle::lease_prefix(&set));
+        let lease = format!("{}{member}", lease_prefix(&set));
         let mut script = self.scripts.insert.key(&set);
         script.key(&lease).arg(member).arg(owner).arg(ttl_ms(ttl));
         let inserted: i64 = self.invoke("registry insert", &script).await?;
@@ -46,7 +40,7 @@ impl Presence for Handle {
             return Ok(Vec::new());
         }
         let set = self.set_name(group);
-        let prefix = Handle::lease_prefix(&set);
+        let prefix = lease_prefix(&set);
         let mut script = self.scripts.renew.key(&set);
         for member in members {
             script.key(format!("{prefix}{member}"));
@@ -78,7 +72,7 @@ impl Presence for Handle {
         owner: Option<&str>,
     ) -> Result<bool, BackendError> {
         let set = self.set_name(group);
-        let lease = format!("{}{member}", Handle::lease_prefix(&set));
+        let lease = format!("{}{member}", lease_prefix(&set));
         let mut script = self.scripts.remove.key(&set);
         script
             .key(&lease)
@@ -91,7 +85,7 @@ impl Presence for Handle {
 
     async fn contains(&self, group: Group<'_>, member: &str) -> Result<bool, BackendError> {
         let set = self.set_name(group);
-        let lease = format!("{}{member}", Handle::lease_prefix(&set));
+        let lease = format!("{}{member}", lease_prefix(&set));
         let mut script = self.scripts.contains.key(&set);
         script.key(&lease).arg(member);
         let live: i64 = self.invoke("registry contains", &script).await?;
@@ -101,7 +95,7 @@ impl Presence for Handle {
     async fn members(&self, group: Group<'_>) -> Result<BTreeSet<String>, BackendError> {
         let set = self.set_name(group);
         let mut script = self.scripts.members.key(&set);
-        script.arg(Handle::lease_prefix(&set));
+        script.arg(lease_prefix(&set));
         let live: Vec<String> = self.invoke("registry members", &script).await?;
         Ok(live.into_iter().collect())
     }

@@ -1,0 +1,143 @@
+//! [`Transport`]: each channel's subscribers, replaced whole when one comes or goes.
+
+use std::hash::Hasher;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rodario_core::backend::{Channel, Delivery, FrameSink, Subscription, Transport};
+use rodario_core::error::BackendError;
+
+use crate::broker::BrokerState;
+use crate::names::ChannelKey;
+use crate::{locked, MemoryConnection};
+
+/// FNV-1a: a publish hashes its channel's name, and SipHash's resistance to chosen keys buys
+/// nothing here (every name comes from the process itself) at several times the cost.
+pub(crate) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The subscribers of one channel. Replaced whole when one comes or goes (copy on write),
+/// so that a publish takes the broker's lock only to clone an `Arc`, and delivers without it.
+#[derive(Clone, Default)]
+pub(crate) struct Subscribers {
+    pub(crate) list: Vec<Subscriber>,
+    /// Distinct connections among them: what a publish reports, as Redis counts.
+    connections: usize,
+}
+
+#[derive(Clone)]
+pub(crate) struct Subscriber {
+    connection: u64,
+    id: u64,
+    sink: Arc<dyn FrameSink>,
+}
+
+impl Subscribers {
+    fn with(&self, subscriber: Subscriber) -> Self {
+        let mut list = self.list.clone();
+        list.push(subscriber);
+        Self::counted(list)
+    }
+
+    fn without(&self, id: u64) -> Self {
+        Self::counted(self.list.iter().filter(|s| s.id != id).cloned().collect())
+    }
+
+    fn counted(list: Vec<Subscriber>) -> Self {
+        let mut connections: Vec<u64> = list.iter().map(|s| s.connection).collect();
+        connections.sort_unstable();
+        connections.dedup();
+        Subscribers {
+            connections: connections.len(),
+            list,
+        }
+    }
+}
+
+/// Ends a subscription when dropped (closed or not).
+struct SubscriptionGuard {
+    state: Arc<BrokerState>,
+    key: ChannelKey,
+    id: u64,
+}
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        let mut channels = locked(&self.state.channels);
+        if let Some(subscribers) = channels.get(&self.key) {
+            let remaining = subscribers.without(self.id);
+            if remaining.list.is_empty() {
+                channels.remove(&self.key);
+            } else {
+                channels.insert(self.key.clone(), Arc::new(remaining));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for MemoryConnection {
+    async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError> {
+        let subscribers = locked(&self.state.channels)
+            .get(&self.channel_key(channel))
+            .cloned();
+        let Some(subscribers) = subscribers else {
+            return Ok(Delivery::Exact(0));
+        };
+        for subscriber in &subscribers.list {
+            subscriber.sink.deliver(frame.clone());
+        }
+        Ok(Delivery::Exact(subscribers.connections))
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<Subscription, BackendError> {
+        let key = self.channel_key(channel);
+        let id = self.state.next_connection.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut channels = locked(&self.state.channels);
+            let subscribers = channels
+                .get(&key)
+                .map_or_else(Subscribers::default, |s| Subscribers::clone(s));
+            let subscriber = Subscriber {
+                connection: self.id,
+                id,
+                sink,
+            };
+            channels.insert(key.clone(), Arc::new(subscribers.with(subscriber)));
+        }
+        let guard = SubscriptionGuard {
+            state: self.state.clone(),
+            key,
+            id,
+        };
+        Ok(Subscription::new(async move { drop(guard) }))
+    }
+
+    fn counts_receivers(&self) -> bool {
+        true
+    }
+}

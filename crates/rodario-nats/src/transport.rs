@@ -1,0 +1,228 @@
+//! [`Transport`]: core NATS publish and subscribe, and the round trips to the connection's
+//! own inbox that confirm subscriptions and check delivery.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_nats::StatusCode;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rodario_core::backend::{
+    Channel, ConnectionState, Delivery, FrameSink, Subscription, Transport,
+};
+use rodario_core::error::{BackendError, BackendErrorKind};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::{error, publish_error};
+use crate::{names, Inner, NatsConnection};
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a single map operation: a poisoned map is still consistent.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A round trip waiting for its marker to come back.
+struct Waiter {
+    /// The server answered the checked publish of this round trip with "no responders".
+    no_responders: bool,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+/// Round trips in flight, shared with the task that reads the probe inbox.
+#[derive(Default)]
+pub(crate) struct Probes {
+    waiters: Mutex<HashMap<u64, Waiter>>,
+}
+
+impl Probes {
+    /// Handles a message on `{inbox}.{token}`: `r{n}` is the server's status for the checked
+    /// publish `n`, `b{n}` the echo of round trip `n`'s marker. The server writes both to
+    /// this connection in the order it handled the publishes, so `r{n}` is seen first.
+    pub(crate) fn handle(&self, token: &str, status: Option<StatusCode>) {
+        let Some((kind, n)) = token.split_at_checked(1) else {
+            return;
+        };
+        let Ok(n) = n.parse::<u64>() else {
+            return;
+        };
+        let mut waiters = locked(&self.waiters);
+        match kind {
+            "r" if status == Some(StatusCode::NO_RESPONDERS) => {
+                if let Some(waiter) = waiters.get_mut(&n) {
+                    waiter.no_responders = true;
+                }
+            }
+            "b" => {
+                if let Some(mut waiter) = waiters.remove(&n) {
+                    if let Some(done) = waiter.done.take() {
+                        let _ = done.send(waiter.no_responders);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Removes a round trip's waiter when the round trip ends, however it ends.
+struct WaiterGuard<'a> {
+    probes: &'a Probes,
+    n: u64,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        locked(&self.probes.waiters).remove(&self.n);
+    }
+}
+
+impl Inner {
+    /// A round trip to the server: optionally publishes `frame` on `subject` with a reply
+    /// subject, then publishes a marker to this connection's probe inbox and waits for it to
+    /// come back. When it does, the server has handled everything this connection sent
+    /// before (subscriptions are active, unsubscriptions done), and a "no responders" status
+    /// for the frame, if any, has arrived. Returns whether it did.
+    pub(crate) async fn round_trip(
+        &self,
+        checked: Option<(String, Bytes)>,
+    ) -> Result<bool, BackendError> {
+        self.while_connected("a round trip", self.send_marker(checked))
+            .await
+    }
+
+    /// The body of [`Inner::round_trip`], without its bounds.
+    async fn send_marker(&self, checked: Option<(String, Bytes)>) -> Result<bool, BackendError> {
+        let n = self.next_probe.fetch_add(1, Ordering::Relaxed);
+        let (done, answer) = oneshot::channel();
+        locked(&self.probes.waiters).insert(
+            n,
+            Waiter {
+                no_responders: false,
+                done: Some(done),
+            },
+        );
+        let _guard = WaiterGuard {
+            probes: &self.probes,
+            n,
+        };
+        if let Some((subject, frame)) = checked {
+            self.client
+                .publish_with_reply(subject, format!("{}.r{n}", self.inbox), frame)
+                .await
+                .map_err(publish_error)?;
+        }
+        self.client
+            .publish(format!("{}.b{n}", self.inbox), Bytes::new())
+            .await
+            .map_err(publish_error)?;
+        answer.await.map_err(|_| {
+            error(
+                BackendErrorKind::Connection,
+                "the NATS connection was closed",
+            )
+        })
+    }
+}
+
+/// Ends a subscription's reader task (and with it the subscription) when dropped, closed or
+/// not.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[async_trait]
+impl Transport for NatsConnection {
+    async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError> {
+        let subject = names::subject(&self.inner.prefix, channel)?;
+        let checked = self.inner.check_delivery && !matches!(channel, Channel::Reply(_));
+        if checked {
+            let no_responders = self.inner.round_trip(Some((subject, frame))).await?;
+            return Ok(if no_responders {
+                Delivery::Exact(0)
+            } else {
+                Delivery::AtLeastOne
+            });
+        }
+        // The client queues the frame for its connection task; that waits only when the
+        // queue is full, which a drop must not turn into a wait for the reconnect.
+        self.inner
+            .while_connected("a publish", async {
+                self.inner
+                    .client
+                    .publish(subject, frame)
+                    .await
+                    .map_err(publish_error)
+            })
+            .await?;
+        Ok(Delivery::Unknown)
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<Subscription, BackendError> {
+        let subject = names::subject(&self.inner.prefix, channel)?;
+        let subscriber = self
+            .inner
+            .while_connected("a subscription", async {
+                self.inner
+                    .client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|err| {
+                        error(
+                            BackendErrorKind::Connection,
+                            format!("cannot subscribe to {subject}: {err}"),
+                        )
+                        .with_source(err)
+                    })
+            })
+            .await?;
+        // Active at the server once a round trip sent after the SUB has come back. On error
+        // the subscriber is dropped here, which unsubscribes.
+        self.inner.round_trip(None).await?;
+        // The client hands messages over through its own queue per subscription (bounded by
+        // `subscription_capacity`; it drops for a slow consumer); this task empties it into
+        // the sink, which never waits.
+        let mut subscriber = subscriber;
+        let reader = tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                sink.deliver(message.payload);
+            }
+        });
+        let reader = AbortOnDrop(reader);
+        let inner = self.inner.clone();
+        Ok(Subscription::new(async move {
+            // Ending the reader drops the subscriber, which queues the UNSUB; a round trip
+            // after it confirms the server handled it.
+            let mut reader = reader;
+            reader.0.abort();
+            let _ = (&mut reader.0).await;
+            if let Err(err) = inner.round_trip(None).await {
+                tracing::debug!(%err, %subject, "could not confirm the unsubscription");
+            }
+        }))
+    }
+
+    fn counts_receivers(&self) -> bool {
+        false
+    }
+
+    fn max_payload(&self) -> Option<usize> {
+        Some(self.inner.client.max_payload())
+    }
+
+    fn connection_state(&self) -> Option<watch::Receiver<ConnectionState>> {
+        Some(self.inner.state.subscribe())
+    }
+}
