@@ -64,12 +64,16 @@
 //! lease keys inside a script, which needs a standalone server (not Redis Cluster).
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod locks;
 mod pubsub;
 mod registry;
 mod scripts;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
