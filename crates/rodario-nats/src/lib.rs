@@ -115,11 +115,15 @@
 //! server [`BackendErrorKind::Connection`](rodario_core::error::BackendErrorKind::Connection).
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod connection;
 mod kv;
 mod names;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
 
 use std::sync::Arc;
 
