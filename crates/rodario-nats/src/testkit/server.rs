@@ -25,8 +25,9 @@ enum Server {
     Private(PrivateProcess),
     #[cfg(feature = "testcontainers")]
     Container {
-        /// Held only to remove the container on drop.
-        _container: testcontainers::ContainerAsync<testcontainers::GenericImage>,
+        /// Held only to remove the container on drop (boxed: it is far larger than the
+        /// other variants).
+        _container: Box<testcontainers::ContainerAsync<testcontainers::GenericImage>>,
     },
 }
 
@@ -70,7 +71,7 @@ impl NatsServer {
         Self::new(
             format!("nats://127.0.0.1:{port}"),
             Server::Container {
-                _container: container,
+                _container: Box::new(container),
             },
         )
     }

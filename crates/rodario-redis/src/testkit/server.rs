@@ -26,8 +26,9 @@ enum Server {
     Private(ServerProcess),
     #[cfg(feature = "testcontainers")]
     Container {
-        /// Held only to remove the container on drop.
-        _container: testcontainers::ContainerAsync<testcontainers::GenericImage>,
+        /// Held only to remove the container on drop (boxed: it is far larger than the
+        /// other variants).
+        _container: Box<testcontainers::ContainerAsync<testcontainers::GenericImage>>,
     },
 }
 
@@ -72,7 +73,7 @@ impl RedisServer {
         Self::new(
             format!("redis://127.0.0.1:{port}"),
             Server::Container {
-                _container: container,
+                _container: Box::new(container),
             },
         )
     }
