@@ -2,17 +2,17 @@
 //! responds, and a lease on a JetStream KV bucket, on the same client library
 //! (async-nats) with no framework.
 //!
-//! Starts a private `nats-server -js` (`RODARIO_NATS_SERVER_BIN` when set, else
-//! `nats-server` from `PATH`) on a free port with a temporary store directory, both removed
-//! when the bench ends. rodario's host and caller are two nodes with a connection each, as
-//! two processes would be, with the backend's default settings (so each call on an actor or
-//! cluster channel pays for the delivery check, see `NatsConfig::check_delivery`); both
-//! sides run on one 2-worker multi_thread runtime. Run with
-//! `cargo bench --features nats --bench nats` (add `-- --quick` for a fast pass).
+//! Starts a private `nats-server -js` (`rodario_nats::testkit::NatsServer`:
+//! `RODARIO_NATS_SERVER_BIN` when set, else `nats-server` from `PATH`) on a free port with a
+//! temporary store directory, both removed when the bench ends. rodario's host and caller
+//! are two nodes with a connection each, as two processes would be, with the backend's
+//! default settings (so each call on an actor or cluster channel pays for the delivery
+//! check, see `NatsConfig::check_delivery`); both sides run on one 2-worker multi_thread
+//! runtime. Run with `cargo bench --features nats --bench nats` (add `-- --quick` for a fast
+//! pass).
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::Store;
@@ -24,43 +24,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use rodario::nats::NatsConfig;
-use rodario_core::testkit::server::ServerProcess;
-
-/// A private nats-server with its own store directory, both gone on drop.
-struct NatsServer {
-    process: ServerProcess,
-    store: PathBuf,
-}
-
-impl NatsServer {
-    fn start() -> Self {
-        let program = match std::env::var("RODARIO_NATS_SERVER_BIN") {
-            Ok(bin) if !bin.is_empty() => bin,
-            _ => "nats-server".to_owned(),
-        };
-        let store = std::env::temp_dir().join(common::unique("rodario-bench-nats-"));
-        std::fs::create_dir_all(&store).expect("cannot create the store directory");
-        let store_arg = store.to_str().expect("temp dir is not UTF-8").to_owned();
-        let process = common::start_server(&program, |port| {
-            let port = port.to_string();
-            ["-js", "-a", "127.0.0.1", "-p", &port, "-sd", &store_arg]
-                .map(String::from)
-                .to_vec()
-        });
-        NatsServer { process, store }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.process.port())
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.process.stop();
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
-}
+use rodario_core::testkit::unique;
+use rodario_nats::testkit::NatsServer;
 
 /// The caller's side of the raw baseline.
 struct RawNats {
@@ -77,7 +42,7 @@ impl RawNats {
     /// Starts the echo on a connection of its own, then connects the caller and makes the
     /// KV bucket of the lock.
     async fn start(url: &str) -> Self {
-        let prefix = common::unique("raw");
+        let prefix = unique("raw");
         let echo_client = async_nats::connect(url).await.unwrap();
         let add = Subject::from(format!("{prefix}.add"));
         let requests = echo_client.subscribe(format!("{prefix}.*")).await.unwrap();
@@ -182,8 +147,8 @@ impl Raw for RawNats {
 }
 
 fn benches(c: &mut Criterion) {
-    let server = NatsServer::start();
-    let url = server.url();
+    let server = NatsServer::private(&[]);
+    let url = server.url().to_owned();
     let rt = common::runtime();
     let raw = rt.block_on(RawNats::start(&url));
     let connect = |prefix: String| {

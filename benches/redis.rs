@@ -1,10 +1,11 @@
 //! The Redis backend beside its raw baseline: hand-written request/reply over Redis pub/sub
 //! and a `SET NX PX` lock, on the same client library (redis-rs) with no framework.
 //!
-//! Starts a private `redis-server` (from `PATH`, no persistence) on a free port, killed when
-//! the bench ends. rodario's host and caller are two nodes with a connection each, as two
-//! processes would be; both sides run on one 2-worker multi_thread runtime. Run with
-//! `cargo bench --features redis --bench redis` (add `-- --quick` for a fast pass).
+//! Starts a private `redis-server` (`rodario_redis::testkit::RedisServer`: from `PATH`, no
+//! persistence) on a free port, killed when the bench ends. rodario's host and caller are
+//! two nodes with a connection each, as two processes would be; both sides run on one
+//! 2-worker multi_thread runtime. Run with `cargo bench --features redis --bench redis`
+//! (add `-- --quick` for a fast pass).
 //!
 //! The raw request/reply: the caller PUBLISHes `[id, argument]` on a request channel from a
 //! multiplexed connection and reads `[id, result]` from a second channel on a pub/sub
@@ -28,6 +29,8 @@ use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubStream};
 use redis::{AsyncCommands, Client, Script};
 use rodario::redis::RedisConfig;
+use rodario_core::testkit::unique;
+use rodario_redis::testkit::RedisServer;
 
 /// Deletes the lock key only if it still holds the caller's token.
 const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
@@ -45,7 +48,7 @@ struct Names {
 
 impl Names {
     fn new() -> Self {
-        let prefix = common::unique("raw");
+        let prefix = unique("raw");
         Names {
             add: format!("{prefix}:add"),
             size: format!("{prefix}:size"),
@@ -218,22 +221,8 @@ impl Raw for RawRedis {
 }
 
 fn benches(c: &mut Criterion) {
-    let server = common::start_server("redis-server", |port| {
-        let port = port.to_string();
-        [
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .map(String::from)
-        .to_vec()
-    });
-    let url = format!("redis://127.0.0.1:{}", server.port());
+    let server = RedisServer::private(&[]);
+    let url = server.url().to_owned();
     let rt = common::runtime();
     let client = Client::open(url.as_str()).unwrap();
     let raw = rt.block_on(RawRedis::start(&client));

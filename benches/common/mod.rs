@@ -1,10 +1,9 @@
-//! What the network benches (`redis.rs`, `nats.rs`) share: the runtime, private servers,
-//! the criterion settings, and the rodario side of every benchmark, which is the same code
+//! What the network benches (`redis.rs`, `nats.rs`) share: the runtime, the criterion
+//! settings, and the rodario side of every benchmark, which is the same code
 //! on each backend. Each bench file brings its backend's connection and its [`Raw`]
 //! baseline, written on the same client library with no framework.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +12,7 @@ use futures_util::future::join_all;
 use rodario::backend::Backend;
 use rodario::Node;
 use rodario_core::testkit::actors::{Counter, CounterCluster, CounterProxy};
-use rodario_core::testkit::server::{free_port, ServerProcess};
+use rodario_core::testkit::unique;
 use tokio::runtime::Runtime;
 
 /// Calls in flight at once in `call_inflight64`.
@@ -37,34 +36,6 @@ pub fn runtime() -> Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// A name no other run (or other part of this run) uses: letters and digits only, so that
-/// it is a valid Redis key part, NATS subject token and KV bucket name alike.
-pub fn unique(what: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{what}{}x{}x{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Starts `program` with `args(port)` on a free loopback port (a few ports are tried, in
-/// case another process takes one first). The server is killed when the handle is dropped.
-pub fn start_server(program: &str, args: impl Fn(u16) -> Vec<String>) -> ServerProcess {
-    let mut last_error = String::new();
-    for _ in 0..5 {
-        let port = free_port().expect("no free TCP port on 127.0.0.1");
-        match ServerProcess::start(program, &args(port), port) {
-            Ok(server) => return server,
-            Err(e) => last_error = e,
-        }
-    }
-    panic!("cannot start {program}: {last_error}");
 }
 
 /// The 64 KiB argument: every byte value in turn, as arbitrary binary data would have.

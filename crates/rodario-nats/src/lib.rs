@@ -126,6 +126,7 @@
 //! revision-checked writes that presence and leases are built on.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod error;
@@ -133,6 +134,9 @@ mod kv;
 mod locks;
 mod names;
 mod presence;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
 mod transport;
 
 use std::future::Future;

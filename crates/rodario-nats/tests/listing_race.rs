@@ -1,16 +1,14 @@
 //! Listing a group while its members renew must still list every live member.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Fixture;
 use rodario_core::backend::Group;
 use rodario_core::ClusterName;
+use rodario_nats::testkit::NatsServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_while_members_renew_lists_them_all() {
-    let fx = Fixture::new().await;
+    let fx = NatsServer::start().await;
     let backend = fx.backend().await;
     let registry = backend.presence().clone();
     let channel = ClusterName::new("busy").unwrap();

@@ -2,17 +2,16 @@
 //! buckets and limits, delivery checks), auth and faults. The behaviour of the three
 //! backend traits is checked by the conformance suite (`tests/conformance.rs`).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{config_for, Fixture, PrivateServer};
 use rodario_core::backend::{Backend, Channel, Delivery, Group, LockKey, TransportExt};
 use rodario_core::error::BackendErrorKind;
 use rodario_core::name::{ActorId, ClusterName, NodeId};
-use rodario_core::testkit::{next_frame, no_frame};
+use rodario_core::testkit::tls::Certificates;
+use rodario_core::testkit::{eventually, next_frame, no_frame, until_ok};
+use rodario_nats::testkit::{config_for, NatsServer};
 use rodario_nats::{NatsBackend, NatsConfig};
 
 fn actor(name: &str) -> Channel {
@@ -26,7 +25,7 @@ fn actor(name: &str) -> Channel {
 /// a close is in the conformance suite.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checked_publish_reports_no_responders() {
-    let fx = Fixture::new().await;
+    let fx = NatsServer::start().await;
     let a = fx.backend().await;
     let b = fx.backend().await;
     let publish = |backend: &Backend, channel: &Channel| {
@@ -68,7 +67,7 @@ async fn checked_publish_reports_no_responders() {
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchecked_publish_is_unknown() {
-    let fx = Fixture::new().await;
+    let fx = NatsServer::start().await;
     let a = NatsBackend::connect(fx.config().check_delivery(false))
         .await
         .unwrap();
@@ -91,7 +90,7 @@ async fn unchecked_publish_is_unknown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_that_are_not_subject_tokens_are_refused() {
-    let fx = Fixture::new().await;
+    let fx = NatsServer::start().await;
     let a = fx.backend().await;
     for bad in ["a.b", "a*", "*", ">", "a>b", "."] {
         let channel = actor(bad);
@@ -186,7 +185,7 @@ async fn names_that_are_not_subject_tokens_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_longer_than_max_age_is_refused() {
-    let fx = Fixture::new().await;
+    let fx = NatsServer::start().await;
     let a = NatsBackend::connect(fx.config().kv_max_age(Duration::from_secs(60)))
         .await
         .unwrap();
@@ -205,9 +204,9 @@ async fn ttl_longer_than_max_age_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefixes_are_isolated() {
-    let fx = Fixture::new().await;
+    let fx = NatsServer::start().await;
     let a = fx.backend().await;
-    let other = NatsBackend::connect(fx.config().prefix(format!("{}.other", fx.prefix)))
+    let other = NatsBackend::connect(fx.config().prefix(format!("{}.other", fx.prefix())))
         .await
         .unwrap();
     let channel = actor("same");
@@ -244,7 +243,7 @@ async fn prefixes_are_isolated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_frames_are_refused_with_the_limit() {
-    let fx = Fixture::new().await;
+    let fx = NatsServer::start().await;
     let a = fx.backend().await;
     let limit = a.transport().max_payload().unwrap();
     let channel = actor("big");
@@ -266,8 +265,8 @@ async fn oversize_frames_are_refused_with_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_auth() {
-    let server = PrivateServer::start(&["--auth", "s3cret"]);
-    let ok = NatsBackend::connect(config_for(&server.url, "auth").token("s3cret"))
+    let server = NatsServer::private(&["--auth", "s3cret"]);
+    let ok = NatsBackend::connect(config_for(server.url(), "auth").token("s3cret"))
         .await
         .unwrap();
     let mut sub = ok.transport().subscribe_stream(&actor("a")).await.unwrap();
@@ -277,8 +276,8 @@ async fn token_auth() {
         .unwrap();
     assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"in"));
     for config in [
-        config_for(&server.url, "auth").token("wrong"),
-        config_for(&server.url, "auth"),
+        config_for(server.url(), "auth").token("wrong"),
+        config_for(server.url(), "auth"),
     ] {
         let err = NatsBackend::connect(config).await.unwrap_err();
         assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
@@ -288,8 +287,8 @@ async fn token_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_password_auth() {
-    let server = PrivateServer::start(&["--user", "app", "--pass", "pw"]);
-    let ok = NatsBackend::connect(config_for(&server.url, "auth").user_password("app", "pw"))
+    let server = NatsServer::private(&["--user", "app", "--pass", "pw"]);
+    let ok = NatsBackend::connect(config_for(server.url(), "auth").user_password("app", "pw"))
         .await
         .unwrap();
     assert!(ok
@@ -298,15 +297,15 @@ async fn user_password_auth() {
         .await
         .unwrap());
     // Credentials in the URL work too.
-    let in_url = server.url.replace("nats://", "nats://app:pw@");
+    let in_url = server.url().replace("nats://", "nats://app:pw@");
     NatsBackend::connect(config_for(&in_url, "auth"))
         .await
         .unwrap();
-    let err = NatsBackend::connect(config_for(&server.url, "auth").user_password("app", "nope"))
+    let err = NatsBackend::connect(config_for(server.url(), "auth").user_password("app", "nope"))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
-    let err = NatsBackend::connect(config_for(&server.url, "auth"))
+    let err = NatsBackend::connect(config_for(server.url(), "auth"))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), BackendErrorKind::Auth, "{err}");
@@ -334,32 +333,29 @@ async fn refused_connection_is_a_connection_error() {
     assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{err}");
 }
 
-/// Waits until `backend` can publish again (its client reconnected).
+/// Waits until `backend` can publish again (its client reconnected); until then every
+/// publish must fail with a connection error.
 async fn until_reconnected(backend: &Backend) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match backend
+    until_ok(Duration::from_secs(15), "reconnecting", || async {
+        let published = backend
             .transport()
             .publish(&actor("probe"), Bytes::new())
-            .await
-        {
-            Ok(_) => return,
-            Err(err) => {
-                assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
-                assert!(Instant::now() < deadline, "did not reconnect: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            .await;
+        if let Err(err) = &published {
+            assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
         }
-    }
+        published
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_server_restart() {
-    let mut server = PrivateServer::start(&[]);
-    let a = NatsBackend::connect(config_for(&server.url, "restart"))
+    let mut server = NatsServer::private(&[]);
+    let a = NatsBackend::connect(config_for(server.url(), "restart"))
         .await
         .unwrap();
-    let b = NatsBackend::connect(config_for(&server.url, "restart"))
+    let b = NatsBackend::connect(config_for(server.url(), "restart"))
         .await
         .unwrap();
     let channel = actor("survivor");
@@ -408,21 +404,18 @@ async fn survives_a_server_restart() {
     server.restart();
     until_reconnected(&a).await;
     until_reconnected(&b).await;
-    // The existing subscription receives frames published after the restart.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    // The existing subscription receives frames published after the restart (the client
+    // may not have re-sent its SUB at once).
+    let restored = eventually(Duration::from_secs(10), || async {
         let delivery = b
             .transport()
             .publish(&channel, Bytes::from_static(b"after"))
             .await
             .unwrap();
-        if delivery == Delivery::AtLeastOne {
-            break;
-        }
-        // The client may not have re-sent its SUB yet.
-        assert!(Instant::now() < deadline, "subscription not restored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        delivery == Delivery::AtLeastOne
+    })
+    .await;
+    assert!(restored, "subscription not restored");
     assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"after"));
     // The registry survived (file storage) and works again.
     assert!(b
@@ -443,7 +436,7 @@ async fn survives_a_server_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_groups_are_listed_whole_and_listings_leave_no_consumer() {
-    let fx = Fixture::new().await;
+    let fx = NatsServer::start().await;
     let a = fx.backend().await;
     let names: BTreeSet<String> = (0..300).map(|i| format!("actor.{i}")).collect();
     let inserts = names.iter().map(|name| {
@@ -471,79 +464,26 @@ async fn large_groups_are_listed_whole_and_listings_leave_no_consumer() {
         assert_eq!(a.presence().members(Group::Actors).await.unwrap(), expected);
     }
 
-    let client = async_nats::connect(fx.url.as_str()).await.unwrap();
+    let client = async_nats::connect(fx.url()).await.unwrap();
     let context = async_nats::jetstream::new(client);
-    let mut stream = context
-        .get_stream(format!("KV_{}", fx.prefix))
+    let stream = context
+        .get_stream(format!("KV_{}", fx.prefix()))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let consumers = stream.info().await.unwrap().state.consumer_count;
-        if consumers == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{consumers} listing consumers left"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A nats-server that can be frozen (SIGSTOP): the connection stays open, nothing answers.
-struct Freezable {
-    child: std::process::Child,
-    store: std::path::PathBuf,
-    url: String,
-}
-
-impl Freezable {
-    fn start() -> Self {
-        let port = rodario_core::testkit::server::free_port().unwrap();
-        let store = std::env::temp_dir().join(common::unique("rodario-nats-frozen-"));
-        let child = std::process::Command::new(common::server_bin())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(&store)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Freezable {
-            child,
-            store,
-            url: format!("nats://127.0.0.1:{port}"),
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Freezable {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
+    let consumers = std::cell::Cell::new(0);
+    let none_left = eventually(Duration::from_secs(5), || async {
+        consumers.set(stream.get_info().await.unwrap().state.consumer_count);
+        consumers.get() == 0
+    })
+    .await;
+    assert!(none_left, "{} listing consumers left", consumers.get());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unresponsive_server_gives_bounded_connection_errors() {
-    let server = Freezable::start();
+    let server = NatsServer::private(&[]);
     let timeout = Duration::from_secs(1);
-    let a = NatsBackend::connect(config_for(&server.url, "frozen").timeout(timeout))
+    let a = NatsBackend::connect(config_for(server.url(), "frozen").timeout(timeout))
         .await
         .unwrap();
     let channel = actor("frozen");
@@ -554,7 +494,7 @@ async fn an_unresponsive_server_gives_bounded_connection_errors() {
         .await
         .unwrap());
 
-    server.signal("-STOP");
+    server.freeze();
     let key = LockKey {
         context: "c".into(),
         name: "n".into(),
@@ -576,21 +516,12 @@ async fn an_unresponsive_server_gives_bounded_connection_errors() {
     assert_eq!(subscribe.unwrap_err().kind(), BackendErrorKind::Connection);
     assert!(elapsed < timeout * 3, "took {elapsed:?}");
 
-    server.signal("-CONT");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match a
-            .transport()
-            .publish(&channel, Bytes::from_static(b"back"))
-            .await
-        {
-            Ok(delivery) => {
-                assert_eq!(delivery, Delivery::AtLeastOne);
-                break;
-            }
-            Err(err) => assert!(Instant::now() < deadline, "{err}"),
-        }
-    }
+    server.thaw();
+    let delivery = until_ok(Duration::from_secs(10), "publishing after the thaw", || {
+        a.transport().publish(&channel, Bytes::from_static(b"back"))
+    })
+    .await;
+    assert_eq!(delivery, Delivery::AtLeastOne);
     // The frame of the failed publish may have been delivered late: skip it.
     loop {
         let frame = next_frame(&mut sub).await;
@@ -605,102 +536,26 @@ async fn an_unresponsive_server_gives_bounded_connection_errors() {
         .unwrap());
 }
 
-/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with openssl.
-fn make_certificates(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let output = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the TLS test needs the openssl command");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("client.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=rodario test CA",
-    ]);
-    for who in ["server", "client"] {
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{who}.key"),
-            "-out",
-            &format!("{who}.csr"),
-            "-subj",
-            &format!("/CN={who}"),
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{who}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &format!("{who}.pem"),
-            "-days",
-            "1",
-            "-extfile",
-            &format!("{who}.ext"),
-        ]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_mutual_tls() {
-    let dir = std::env::temp_dir().join(common::unique("rodario-nats-tls-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    make_certificates(&dir);
-    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
-    let server = PrivateServer::start(&[
+    let certificates = Certificates::generate();
+    let path = |file: std::path::PathBuf| file.to_str().unwrap().to_owned();
+    let server = NatsServer::private(&[
         "--tls",
         "--tlscert",
-        &path("server.pem"),
+        &path(certificates.server_cert()),
         "--tlskey",
-        &path("server.key"),
+        &path(certificates.server_key()),
         "--tlsverify",
         "--tlscacert",
-        &path("ca.pem"),
+        &path(certificates.ca()),
     ]);
-    let tls_url = server.url.replace("nats://", "tls://");
+    let tls_url = server.url().replace("nats://", "tls://");
 
     let ok = NatsBackend::connect(
         config_for(&tls_url, "tls")
-            .root_certificate(path("ca.pem"))
-            .client_certificate(path("client.pem"), path("client.key")),
+            .root_certificate(certificates.ca())
+            .client_certificate(certificates.client_cert(), certificates.client_key()),
     )
     .await
     .unwrap();
@@ -716,10 +571,10 @@ async fn tls_and_mutual_tls() {
     assert_eq!(next_frame(&mut sub).await, Bytes::from_static(b"s"));
     // require_tls with a nats:// URL upgrades too.
     NatsBackend::connect(
-        config_for(&server.url, "tls")
+        config_for(server.url(), "tls")
             .require_tls(true)
-            .root_certificate(path("ca.pem"))
-            .client_certificate(path("client.pem"), path("client.key")),
+            .root_certificate(certificates.ca())
+            .client_certificate(certificates.client_cert(), certificates.client_key()),
     )
     .await
     .unwrap();
@@ -727,7 +582,7 @@ async fn tls_and_mutual_tls() {
     // An untrusted server certificate, or no client certificate, is refused at connect.
     let untrusted = NatsBackend::connect(
         config_for(&tls_url, "tls")
-            .client_certificate(path("client.pem"), path("client.key"))
+            .client_certificate(certificates.client_cert(), certificates.client_key())
             .connect_timeout(Duration::from_secs(2)),
     )
     .await
@@ -739,7 +594,7 @@ async fn tls_and_mutual_tls() {
     );
     let anonymous = NatsBackend::connect(
         config_for(&tls_url, "tls")
-            .root_certificate(path("ca.pem"))
+            .root_certificate(certificates.ca())
             .connect_timeout(Duration::from_secs(2)),
     )
     .await
@@ -751,6 +606,4 @@ async fn tls_and_mutual_tls() {
         ),
         "{anonymous}"
     );
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,14 +1,13 @@
 //! Actors on NATS across a server restart: in-flight calls fail with a clear error, then
 //! everything works again without user action.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{config_for, PrivateServer};
 use rodario_core::error::{BackendErrorKind, Error};
 use rodario_core::node::Node;
 use rodario_core::testkit::actors::{Counter, CounterProxy};
+use rodario_core::testkit::until_ok;
+use rodario_nats::testkit::{config_for, NatsServer};
 use rodario_nats::NatsBackend;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -22,9 +21,9 @@ async fn node(url: &str) -> Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actors_work_again_after_a_server_restart() {
-    let mut server = PrivateServer::start(&[]);
-    let host = node(&server.url).await;
-    let caller = node(&server.url).await;
+    let mut server = NatsServer::private(&[]);
+    let host = node(server.url()).await;
+    let caller = node(server.url()).await;
     let _actor = host
         .spawn(Counter::named("steady"))
         .uuid("steady")
@@ -64,17 +63,12 @@ async fn actors_work_again_after_a_server_restart() {
 
     server.restart();
     // No user action: the nodes reconnect, the actor's subscription comes back.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let value = loop {
-        match proxy.add(10).await {
-            Ok(pending) => match pending.await {
-                Ok(value) => break value,
-                Err(err) => assert!(Instant::now() < deadline, "{err}"),
-            },
-            Err(err) => assert!(Instant::now() < deadline, "{err}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let value = until_ok(
+        Duration::from_secs(15),
+        "a call after the restart",
+        || async { proxy.add(10).await?.await },
+    )
+    .await;
     // 1, then maybe the in-flight sleep's nothing, then 10 more (no retried add ran twice
     // unless its reply was lost).
     assert!(value >= 11, "{value}");

@@ -3,17 +3,15 @@
 //! by its deadline, and each time direct calls, registrations and a gather over every
 //! member work again within 1 s of the server answering.
 
-mod common;
-
 use std::time::Duration;
 
-use common::KillableFixture;
 use rodario_core::testkit::outage::kill_under_traffic;
+use rodario_nats::testkit::NatsServer;
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_end_by_their_deadline_through_a_restart_and_everything_comes_back() {
-    let mut broker = KillableFixture::start();
+    let mut broker = NatsServer::private(&[]);
     let report = kill_under_traffic(&mut broker, "outage", Duration::from_secs(4)).await;
     eprintln!("nats: {report}");
 }
@@ -24,7 +22,7 @@ async fn calls_end_by_their_deadline_through_a_restart_and_everything_comes_back
 async fn twenty_restarts_in_a_row() {
     const RUNS: usize = 20;
     const BUDGET: Duration = Duration::from_secs(240);
-    let mut broker = KillableFixture::start();
+    let mut broker = NatsServer::private(&[]);
     let began = Instant::now();
     for run in 0..RUNS {
         assert!(

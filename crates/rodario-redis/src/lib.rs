@@ -85,6 +85,7 @@
 //! [`BackendErrorKind::Connection`]: rodario_core::error::BackendErrorKind::Connection
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod error;
@@ -93,6 +94,9 @@ mod names;
 mod presence;
 mod pubsub;
 mod scripts;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
 mod transport;
 
 use std::hash::RandomState;

@@ -2,19 +2,17 @@
 //! client), authentication and connection failures. The behaviour of the three backend
 //! traits is checked by the conformance suite (`tests/conformance.rs`).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{eventually, RedisServer};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use rodario_core::backend::{Backend, Channel, Delivery, Group, LockKey, TransportExt};
 use rodario_core::error::BackendErrorKind;
 use rodario_core::name::{ActorId, ClusterName, NodeId};
-use rodario_core::testkit::{next_frame, no_frame};
+use rodario_core::testkit::{eventually, next_frame, no_frame};
+use rodario_redis::testkit::RedisServer;
 use rodario_redis::{RedisBackend, RedisConfig};
 
 fn actor(name: &str) -> Channel {

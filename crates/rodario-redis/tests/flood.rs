@@ -3,14 +3,12 @@
 //! connection continuously, so Redis never disconnects it; what the mailbox cannot hold is
 //! shed at once with `Overloaded`, every call ends by its deadline, and the actor serves on.
 
-mod common;
-
 use std::time::Duration;
 
-use common::RedisServer;
 use rodario_core::testkit::actors::Counter;
 use rodario_core::testkit::actors::CounterProxy;
 use rodario_core::{Error, Node};
+use rodario_redis::testkit::RedisServer;
 use serde_bytes::ByteBuf;
 use tokio::time::Instant;
 

@@ -1,15 +1,14 @@
 //! Whole nodes on Redis: a server restart under running actors, and frames published by a
 //! plain Redis client.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::RedisServer;
 use redis::AsyncCommands;
 use rodario_core::error::BackendErrorKind;
 use rodario_core::testkit::actors::{Counter, CounterCluster, CounterProxy};
+use rodario_core::testkit::until_ok;
 use rodario_core::{Error, Node};
+use rodario_redis::testkit::RedisServer;
 
 async fn node(server: &RedisServer) -> Node {
     let backend = server
@@ -22,25 +21,6 @@ async fn node(server: &RedisServer) -> Node {
         .call_timeout(Duration::from_secs(5))
         .liveness_ttl(Duration::from_secs(3))
         .build()
-}
-
-/// Retries `attempt` until it succeeds, for up to `within`.
-async fn until_ok<T, F, Fut>(within: Duration, what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = rodario_core::Result<T>>,
-{
-    let started = Instant::now();
-    loop {
-        match attempt().await {
-            Ok(value) => return value,
-            Err(e) => assert!(
-                started.elapsed() < within,
-                "{what} still failing after {within:?}: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,12 +2,10 @@
 //! later (`rodario_core::testkit::outage`). The backend's own command timeout (5 s, the
 //! default) is longer than the calls' deadline (2 s): the deadline must win.
 
-mod common;
-
 use std::time::Duration;
 
-use common::RedisServer;
 use rodario_core::testkit::outage::kill_under_traffic;
+use rodario_redis::testkit::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_end_by_their_deadline_through_a_restart_and_everything_comes_back() {

@@ -2,20 +2,19 @@
 //! Connection error within the command timeout instead of hanging, and afterwards the
 //! subscriptions made before the outage receive again, with no user action.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::RedisServer;
 use futures_util::StreamExt;
 use rodario_core::backend::{
     Backend, Channel, ConnectionState, Delivery, Group, LockKey, TransportExt,
 };
 use rodario_core::error::BackendErrorKind;
 use rodario_core::name::{ActorId, ClusterName};
+use rodario_core::testkit::eventually;
+use rodario_redis::testkit::RedisServer;
 
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -28,23 +27,20 @@ async fn backend(server: &RedisServer) -> Backend {
         .unwrap()
 }
 
-/// Publishes `frame` until one connection receives it.
+/// Publishes `frame` until one connection receives it; panics after 20 s.
 async fn publish_until_received(backend: &Backend, channel: &Channel, frame: &'static [u8]) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let received = eventually(Duration::from_secs(20), || async {
         let delivery = backend
             .transport()
             .publish(channel, Bytes::from_static(frame))
             .await;
-        if matches!(delivery, Ok(Delivery::Exact(1))) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no subscriber on {channel} 20 s after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        matches!(delivery, Ok(Delivery::Exact(1)))
+    })
+    .await;
+    assert!(
+        received,
+        "no subscriber on {channel} 20 s after the restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +142,7 @@ async fn subscriptions_and_commands_survive_a_long_restart() {
     // unsubscribed on its own (no frame needed): a publisher is not told it has a receiver.
     let wire = format!("{}actor:closed-in-outage", server.prefix("restart"));
     assert!(
-        common::eventually(Duration::from_secs(5), || async {
+        eventually(Duration::from_secs(5), || async {
             server.numsub(&wire).await == 0
         })
         .await,

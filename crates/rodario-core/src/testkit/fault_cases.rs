@@ -2,7 +2,7 @@
 //! backend under test behind [`Faults`], so an outage, a stalled broker or a lost frame is
 //! injected in milliseconds, the same way on every backend.
 
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::actors::{Counter, CounterCluster, CounterProxy};
 use super::faults::{Faults, Operation, Outage};
-use super::TestBroker;
+use super::{eventually, TestBroker};
 use crate::backend::Group;
 use crate::error::{BackendErrorKind, Error};
 use crate::name::ClusterName;
@@ -60,24 +60,6 @@ fn assert_timeout<T: std::fmt::Debug>(what: &str, result: crate::Result<T>) {
         matches!(result, Err(Error::Timeout { .. })),
         "{what}: expected a timeout, got {result:?}"
     );
-}
-
-/// Polls `check` until it holds, for up to `within`; false if it never did.
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let until = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A call waiting for its reply fails with a connection error as soon as the caller's

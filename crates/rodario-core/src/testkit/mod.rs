@@ -1,5 +1,10 @@
 //! The conformance suite every backend must pass, and helpers for backend tests.
 //!
+//! What every backend's tests and benches share lives here once: free ports and private
+//! server processes ([`server`]), names unique to a run ([`unique`]), polling until
+//! something holds ([`wait`]), and self-signed certificates for TLS tests ([`tls`]). Each
+//! backend crate builds its own server fixture on these (behind its `testkit` feature).
+//!
 //! A backend crate implements [`TestBroker`] for its test setup and invokes
 //! [`conformance_suite!`](crate::conformance_suite) once in an integration test; that
 //! expands to one `#[tokio::test]` per behaviour in [`cases`], so a failure names the
@@ -15,7 +20,8 @@
 //! rodario_core::conformance_suite!(async { MyBroker::start().await });
 //! ```
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,6 +36,10 @@ pub mod fault_cases;
 pub mod faults;
 pub mod outage;
 pub mod server;
+pub mod tls;
+pub mod wait;
+
+pub use wait::{eventually, until_ok};
 
 /// A backend under test: hands out connections to one isolated namespace per test.
 #[async_trait]
@@ -38,6 +48,22 @@ pub trait TestBroker: Send + Sync + 'static {
     /// `namespace`. Connections with the same namespace see each other; different
     /// namespaces (different prefixes) must not.
     async fn connect(&self, namespace: &str) -> Backend;
+}
+
+/// A name no other test run, and no other call in this process, yields: `what`, the process
+/// id, a counter and the clock's nanoseconds, joined by `x`. With `what` made of letters,
+/// digits and `-`, it is a valid Redis key part, NATS subject token, KV bucket name and file
+/// name alike.
+pub fn unique(what: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{what}{}x{}x{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The next frame of `stream`; panics if none comes within 5 s or the stream ended.

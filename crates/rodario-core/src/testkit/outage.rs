@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::actors::{Counter, CounterCluster, CounterProxy};
-use super::TestBroker;
+use super::{eventually, TestBroker};
 use crate::node::Node;
 
 /// The deadline of the scenario's calls.
@@ -136,21 +136,16 @@ async fn gather_both(cluster: CounterCluster) -> bool {
 
 /// Polls `check` until it holds and returns the time since `since`; panics naming `what`
 /// if that is not within [`RECOVERY`].
-async fn recovered<F, Fut>(what: &str, since: Instant, mut check: F) -> Duration
+async fn recovered<F, Fut>(what: &str, since: Instant, check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    loop {
-        if check().await {
-            return since.elapsed();
-        }
-        assert!(
-            since.elapsed() < RECOVERY,
-            "{what} did not work within {RECOVERY:?} of the server answering again"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        eventually(RECOVERY.saturating_sub(since.elapsed()), check).await,
+        "{what} did not work within {RECOVERY:?} of the server answering again"
+    );
+    since.elapsed()
 }
 
 /// Two hosts (an actor each, both on one cluster channel) and a caller making steady direct

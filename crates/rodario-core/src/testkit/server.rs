@@ -1,7 +1,8 @@
 //! Private broker servers for tests: a child process on a free loopback port, killed on drop.
 //!
 //! Backend crates use this to start `redis-server` or `nats-server` per test binary or per
-//! test (see DESIGN.md, "Servers in tests"), and fault tests stop and restart it.
+//! test: tests never assume a server on a fixed port, each gets one of its own (or a
+//! unique prefix on a shared one), and fault tests stop, freeze and restart it.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -57,6 +58,23 @@ impl ServerProcess {
         Ok(server)
     }
 
+    /// Runs `program` with the arguments `args(port)` for a [`free_port`], trying a few
+    /// ports in case another process takes one first; the last failure when none works.
+    pub fn start_on_free_port(
+        program: &str,
+        args: impl Fn(u16) -> Vec<String>,
+    ) -> Result<Self, String> {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port().map_err(|e| format!("no free TCP port on 127.0.0.1: {e}"))?;
+            match Self::start(program, &args(port), port) {
+                Ok(server) => return Ok(server),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
     fn launch(&mut self) -> Result<(), String> {
         let child = Command::new(&self.program)
             .args(&self.args)
@@ -109,6 +127,26 @@ impl ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Suspends the server (SIGSTOP, sent with the `kill` command): its connections stay
+    /// open and nothing answers, as with a hung server, until [`ServerProcess::thaw`].
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a server [`ServerProcess::freeze`] suspended (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is not running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("cannot run the `kill` command");
+        assert!(status.success(), "kill {signal} {} failed", child.id());
     }
 
     /// Starts the server again with the same program, arguments and port.
