@@ -2,6 +2,8 @@
 //! signal, and the bounds every broker operation runs under.
 
 use std::future::Future;
+use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -154,6 +156,10 @@ pub(crate) async fn within<T>(
     deadline: Instant,
     operation: impl Future<Output = Result<T>>,
 ) -> Result<T> {
+    let mut operation = pin!(operation);
+    if let Poll::Ready(result) = poll_once(operation.as_mut()).await {
+        return result;
+    }
     match tokio::time::timeout_at(deadline, operation).await {
         Ok(result) => result,
         Err(_) => Err(Error::Timeout {
@@ -171,6 +177,10 @@ pub(crate) async fn broker_within<T>(
     timeout: Duration,
     operation: impl Future<Output = Result<T>>,
 ) -> Result<T> {
+    let mut operation = pin!(operation);
+    if let Poll::Ready(result) = poll_once(operation.as_mut()).await {
+        return result;
+    }
     let timeout = timeout.min(MAX_WAIT);
     match tokio::time::timeout(timeout, operation).await {
         Ok(result) => result,
@@ -183,6 +193,14 @@ pub(crate) async fn broker_within<T>(
             ),
         ))),
     }
+}
+
+/// Polls `future` once: its output if it finished at once (an in-memory backend, a publish
+/// that only had to be queued), else `Pending`, to be awaited under a bound. Operations
+/// that finish at once so never set up a timer.
+pub(crate) async fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
+    let mut future = future;
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
 }
 
 /// The next connection state, or never when the backend cannot tell (or stopped telling).

@@ -450,10 +450,25 @@ impl NatsConnection {
         let probes = Arc::new(Probes::default());
         let task_probes = probes.clone();
         let prefix_len = inbox.len() + 1;
+        // The task also ends the round trips in flight when the connection drops: their
+        // markers are lost with it.
+        let mut drops = Some(state.subscribe());
         let probe_task = tokio::spawn(async move {
-            while let Some(message) = probe_sub.next().await {
-                if let Some(token) = message.subject.get(prefix_len..) {
-                    task_probes.handle(token, message.status);
+            loop {
+                tokio::select! {
+                    message = probe_sub.next() => match message {
+                        Some(message) => {
+                            if let Some(token) = message.subject.get(prefix_len..) {
+                                task_probes.handle(token, message.status);
+                            }
+                        }
+                        None => break,
+                    },
+                    Some(state) = connection_change(&mut drops) => {
+                        if state == ConnectionState::Disconnected {
+                            task_probes.fail_all();
+                        }
+                    }
                 }
             }
         });
@@ -477,6 +492,22 @@ impl NatsConnection {
         // The probe subscription is active once a first round trip has come back.
         inner.round_trip(None).await?;
         Ok(NatsConnection { inner })
+    }
+}
+
+/// The next connection state, or never once the state's sender is gone.
+async fn connection_change(
+    receiver: &mut Option<watch::Receiver<ConnectionState>>,
+) -> Option<ConnectionState> {
+    match receiver {
+        Some(changes) => match changes.changed().await {
+            Ok(()) => Some(*changes.borrow_and_update()),
+            Err(_) => {
+                *receiver = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -140,8 +140,10 @@ pub mod testkit;
 mod transport;
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -200,10 +202,20 @@ impl Inner {
         what: &str,
         op: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
-        // Subscribed before the check, so a drop between the two is not missed; a new
-        // receiver counts the current state as seen, and only a later drop ends the wait.
-        let mut state = self.state.subscribe();
         self.ensure_connected()?;
+        // Most operations (a publish that only has to be queued) finish at the first poll:
+        // they set up no timer and no watch.
+        let mut op = pin!(op);
+        let first = std::future::poll_fn(|cx| Poll::Ready(op.as_mut().poll(cx))).await;
+        if let Poll::Ready(result) = first {
+            return result;
+        }
+        // A new receiver counts the current state as seen, so a drop during the first poll
+        // is checked here, and only a later one ends the wait below.
+        let mut state = self.state.subscribe();
+        if *state.borrow_and_update() == ConnectionState::Disconnected {
+            return Err(dropped(what));
+        }
         let drop = async move {
             loop {
                 if state.changed().await.is_err() {
@@ -217,7 +229,7 @@ impl Inner {
         };
         tokio::select! {
             biased;
-            result = tokio::time::timeout(self.timeout, op) => {
+            result = tokio::time::timeout(self.timeout, op.as_mut()) => {
                 result.unwrap_or_else(|_| Err(timed_out(what, self.timeout)))
             }
             () = drop => Err(dropped(what)),

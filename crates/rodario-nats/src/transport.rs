@@ -16,7 +16,7 @@ use rodario_core::error::{BackendError, BackendErrorKind};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::error::{error, publish_error};
+use crate::error::{dropped, error, publish_error, timed_out};
 use crate::{names, Inner, NatsConnection};
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -40,6 +40,12 @@ pub(crate) struct Probes {
 }
 
 impl Probes {
+    /// Ends every round trip in flight: the connection dropped, so their markers will not
+    /// come back (each then fails as dropped, at once rather than at its timeout).
+    pub(crate) fn fail_all(&self) {
+        locked(&self.waiters).clear();
+    }
+
     /// Handles a message on `{inbox}.{token}`: `r{n}` is the server's status for the checked
     /// publish `n`, `b{n}` the echo of round trip `n`'s marker. The server writes both to
     /// this connection in the order it handled the publishes, so `r{n}` is seen first.
@@ -87,12 +93,21 @@ impl Inner {
     /// come back. When it does, the server has handled everything this connection sent
     /// before (subscriptions are active, unsubscriptions done), and a "no responders" status
     /// for the frame, if any, has arrived. Returns whether it did.
+    ///
+    /// Fails at once while the connection is down and as soon as it drops (the probe task
+    /// ends the round trips in flight then), else after [`NatsConfig::timeout`]. This is the
+    /// hot path of every call, so it sets up one timer and no watch of its own.
+    ///
+    /// [`NatsConfig::timeout`]: crate::NatsConfig::timeout
     pub(crate) async fn round_trip(
         &self,
         checked: Option<(String, Bytes)>,
     ) -> Result<bool, BackendError> {
-        self.while_connected("a round trip", self.send_marker(checked))
-            .await
+        self.ensure_connected()?;
+        match tokio::time::timeout(self.timeout, self.send_marker(checked)).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out("a round trip", self.timeout)),
+        }
     }
 
     /// The body of [`Inner::round_trip`], without its bounds.
@@ -110,6 +125,8 @@ impl Inner {
             probes: &self.probes,
             n,
         };
+        // A drop just before the waiter was in the table ended no round trip: check again.
+        self.ensure_connected()?;
         if let Some((subject, frame)) = checked {
             self.client
                 .publish_with_reply(subject, format!("{}.r{n}", self.inbox), frame)
@@ -120,12 +137,7 @@ impl Inner {
             .publish(format!("{}.b{n}", self.inbox), Bytes::new())
             .await
             .map_err(publish_error)?;
-        answer.await.map_err(|_| {
-            error(
-                BackendErrorKind::Connection,
-                "the NATS connection was closed",
-            )
-        })
+        answer.await.map_err(|_| dropped("a round trip"))
     }
 }
 

@@ -49,9 +49,24 @@ impl Client {
         &self.shared
     }
 
+    /// Makes the node ready to send a call: fails at once while the connection is down,
+    /// and subscribes the reply channel before the node's first call (ready at once after
+    /// that). Call it, bounded by the call's deadline, before [`Client::send_call`].
+    pub(crate) async fn prepare(self: &Arc<Self>) -> Result<()> {
+        self.shared.check_connected()?;
+        self.ensure_reply_channel().await
+    }
+
+    /// Whether the node is ready to send at once: its reply channel is up (the connection
+    /// is checked by [`Client::prepare`] still). The common case, tested without awaiting.
+    pub(crate) fn reply_channel_ready(&self) -> bool {
+        self.reply_channel.initialized()
+    }
+
     /// Publishes a call of `method` on `channel`, its replies going to `slot` until the
-    /// deadline (`timeout` from now, at `deadline`). The caller bounds this by the same
-    /// deadline.
+    /// deadline (`timeout` from now, at `deadline`), once [`Client::prepare`] succeeded.
+    /// The slot is registered before publishing, so the deadline sweeper fails it at the
+    /// deadline even while the publish stalls: the caller bounds the publish by the slot.
     pub(crate) async fn send_call(
         self: &Arc<Self>,
         channel: &Channel,
@@ -64,8 +79,6 @@ impl Client {
             Channel::Actor(actor) => Some(actor.clone()),
             _ => None,
         };
-        self.shared.check_connected()?;
-        self.ensure_reply_channel().await?;
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
         let frame = encode_call(
             id,
@@ -75,7 +88,8 @@ impl Client {
             self.shared.deadline_ms(timeout),
             self.shared.config.max_frame,
         )?;
-        self.calls.add(id, slot, deadline, target);
+        self.calls
+            .add(id, slot, (deadline - timeout, deadline), target);
         // Registered before publishing: a reply can arrive before `publish` returns, and a
         // failed (or abandoned) publish removes the slot again when this is dropped.
         let slot = SlotGuard {

@@ -62,17 +62,16 @@ pub(crate) struct CallTable {
 }
 
 impl CallTable {
-    /// Waits for replies to call `id` in `slot` until `deadline`; `target` is the actor a
-    /// direct call waits on.
+    /// Waits for replies to call `id` (made at `since`) in `slot` until `deadline`; `target`
+    /// is the actor a direct call waits on.
     pub(crate) fn add(
         &self,
         id: u64,
         slot: PendingSlot,
-        deadline: Instant,
+        (since, deadline): (Instant, Instant),
         target: Option<ActorId>,
     ) {
         let mut table = locked(&self.table);
-        let since = Instant::now();
         let waiting = Waiting {
             slot,
             deadline,

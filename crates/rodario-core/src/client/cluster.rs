@@ -111,6 +111,7 @@ impl ClusterProxy {
         // Unbounded: at most one expect frame per node and one reply per member arrive.
         let (tx, rx) = mpsc::unbounded_channel();
         let send = async {
+            client.prepare().await?;
             let SentCall { slot, delivery } = client
                 .send_call(
                     &Channel::Cluster(self.channel.clone()),

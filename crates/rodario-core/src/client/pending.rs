@@ -24,7 +24,7 @@ use crate::name::ActorId;
 pub struct Pending<T> {
     reply: oneshot::Receiver<Result<Reply, Failure>>,
     resolved: Option<Result<Reply, Failure>>,
-    _slot: SlotGuard,
+    _slot: Option<SlotGuard>,
     timeout: Duration,
     method: Box<str>,
     target: ActorId,
@@ -44,7 +44,7 @@ impl<T> fmt::Debug for Pending<T> {
 impl<T> Pending<T> {
     pub(crate) fn new(
         reply: oneshot::Receiver<Result<Reply, Failure>>,
-        slot: SlotGuard,
+        slot: Option<SlotGuard>,
         timeout: Duration,
         method: &str,
         target: ActorId,
@@ -58,6 +58,14 @@ impl<T> Pending<T> {
             target,
             _value: PhantomData,
         }
+    }
+
+    /// A call whose reply came before its publish was acknowledged.
+    pub(crate) fn answered(reply: Reply, timeout: Duration, method: &str, target: ActorId) -> Self {
+        let (_, closed) = oneshot::channel();
+        let mut pending = Self::new(closed, None, timeout, method, target);
+        pending.resolved = Some(Ok(reply));
+        pending
     }
 }
 

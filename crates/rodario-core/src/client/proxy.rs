@@ -10,11 +10,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::caller::{Client, SentCall};
-use super::calls::PendingSlot;
+use super::calls::{Failure, PendingSlot, SlotGuard};
 use super::pending::Pending;
 use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
-use crate::frame::encode_value;
+use crate::frame::{encode_value, Reply};
 use crate::name::{ActorId, NodeId};
 use crate::shared::{within, MAX_WAIT};
 
@@ -131,7 +131,12 @@ impl ActorProxy {
         let client = &self.client;
         let timeout = self.timeout.min(MAX_WAIT);
         let deadline = Instant::now() + timeout;
-        let (tx, rx) = oneshot::channel();
+        if client.reply_channel_ready() {
+            client.shared().check_connected()?;
+        } else {
+            within(method, timeout, deadline, client.prepare()).await?;
+        }
+        let (tx, mut rx) = oneshot::channel();
         let send = async {
             let SentCall { slot, delivery } = client
                 .send_call(
@@ -161,7 +166,31 @@ impl ActorProxy {
             }
             Ok(slot)
         };
-        let slot = within(method, timeout, deadline, send).await?;
-        Ok(Pending::new(rx, slot, timeout, method, self.target.clone()))
+        // The publish is bounded by the call's own slot rather than a timer of its own: the
+        // deadline sweeper answers it `TimedOut`, a dropped connection answers it `Lost`,
+        // and a reply that beats the publish's acknowledgement answers the call outright.
+        let sent = tokio::select! {
+            biased;
+            sent = send => Sent::Published(sent?),
+            early = &mut rx => Sent::Answered(early),
+        };
+        let target = self.target.clone();
+        match sent {
+            Sent::Published(slot) => Ok(Pending::new(rx, Some(slot), timeout, method, target)),
+            Sent::Answered(Ok(Ok(reply))) => Ok(Pending::answered(reply, timeout, method, target)),
+            Sent::Answered(Ok(Err(Failure::TimedOut))) => Err(Error::Timeout {
+                method: method.to_owned(),
+                after: timeout,
+            }),
+            Sent::Answered(Ok(Err(Failure::Lost(error)))) => Err(error),
+            Sent::Answered(Err(_)) => Err(Error::Closed("the node was shut down")),
+        }
     }
+}
+
+/// How a call's publish ended: published (its slot now waits for the reply), or answered
+/// through its slot first.
+enum Sent {
+    Published(SlotGuard),
+    Answered(std::result::Result<std::result::Result<Reply, Failure>, oneshot::error::RecvError>),
 }
