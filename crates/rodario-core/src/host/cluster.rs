@@ -245,38 +245,19 @@ async fn fan_out(
         let call = Arc::new(call);
         let decided = decide_singular(&locks, &call, &reply_to, &members).await;
         for (index, member) in members.into_iter().enumerate() {
-            let singular_claimed = match &decided {
-                Decision::Everyone => false,
-                Decision::Only(chosen) if *chosen == index => true,
-                Decision::Only(_) | Decision::Nobody => {
-                    if member.singular(&call.method).is_some() {
-                        let reply = reply_later(
-                            &shared,
-                            reply_to.clone(),
-                            call.id,
-                            member.actor,
-                            Outcome::Declined,
-                        );
-                        outbox.send(reply).await;
-                        continue;
-                    }
-                    false
-                }
-                Decision::Failed(error) => {
-                    if member.singular(&call.method).is_some() {
-                        let reply = reply_later(
-                            &shared,
-                            reply_to.clone(),
-                            call.id,
-                            member.actor,
-                            Outcome::Err(error.clone()),
-                        );
-                        outbox.send(reply).await;
-                        continue;
-                    }
-                    false
-                }
+            // Members that serve the method as singular and were not chosen answer here.
+            let answer = match &decided {
+                Decision::Everyone => None,
+                Decision::Only(chosen) if *chosen == index => None,
+                Decision::Only(_) | Decision::Nobody => Some(Outcome::Declined),
+                Decision::Failed(error) => Some(Outcome::Err(error.clone())),
             };
+            if let Some(outcome) = answer.filter(|_| member.singular(&call.method).is_some()) {
+                let reply = reply_later(&shared, reply_to.clone(), call.id, member.actor, outcome);
+                outbox.send(reply).await;
+                continue;
+            }
+            let singular_claimed = matches!(decided, Decision::Only(chosen) if chosen == index);
             let envelope = Envelope {
                 call: call.clone(),
                 reply_to: reply_to.clone(),

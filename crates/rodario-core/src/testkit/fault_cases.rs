@@ -13,6 +13,7 @@ use super::faults::{Faults, Operation, Outage};
 use super::{eventually, TestBroker};
 use crate::backend::Group;
 use crate::error::{BackendErrorKind, Error};
+use crate::handle::ActorHandle;
 use crate::name::ClusterName;
 use crate::node::Node;
 
@@ -32,6 +33,19 @@ async fn node_on(broker: &dyn TestBroker, faults: Option<&Faults>) -> Node {
         None => backend,
     };
     Node::builder(backend).call_timeout(DEADLINE).build()
+}
+
+/// A node hosting the actor `c` (a `Counter`), joined to the cluster channel `workers`.
+async fn host_with_a_worker(broker: &dyn TestBroker) -> (Node, ActorHandle<Counter>) {
+    let host = node_on(broker, None).await;
+    let actor = host
+        .spawn(Counter::named("c"))
+        .uuid("c")
+        .start()
+        .await
+        .unwrap();
+    actor.join("workers").await.unwrap();
+    (host, actor)
 }
 
 /// Runs `operation` and returns its result with how long it took.
@@ -92,14 +106,7 @@ pub async fn disconnect_fails_calls_in_flight(broker: &dyn TestBroker) {
 /// error saying they were not sent, whether the backend fails or queues its commands
 /// meanwhile; once it is back, calls work again.
 pub async fn calls_fail_at_once_while_disconnected(broker: &dyn TestBroker) {
-    let host = node_on(broker, None).await;
-    let actor = host
-        .spawn(Counter::named("c"))
-        .uuid("c")
-        .start()
-        .await
-        .unwrap();
-    actor.join("workers").await.unwrap();
+    let _host = host_with_a_worker(broker).await;
     let faults = Faults::new();
     let caller = node_on(broker, Some(&faults)).await;
     let proxy = caller.registry().get_proxy::<CounterProxy>("c").await;
@@ -127,14 +134,7 @@ pub async fn calls_fail_at_once_while_disconnected(broker: &dyn TestBroker) {
 /// subscribed) ends the call at its deadline with `Timeout`, not at the backend's own
 /// command timeout; so does a cluster call.
 pub async fn stalled_broker_ends_calls_by_deadline(broker: &dyn TestBroker) {
-    let host = node_on(broker, None).await;
-    let actor = host
-        .spawn(Counter::named("c"))
-        .uuid("c")
-        .start()
-        .await
-        .unwrap();
-    actor.join("workers").await.unwrap();
+    let _host = host_with_a_worker(broker).await;
 
     let faults = Faults::new();
     let caller = node_on(broker, Some(&faults)).await;
@@ -161,14 +161,7 @@ pub async fn stalled_broker_ends_calls_by_deadline(broker: &dyn TestBroker) {
 /// A reply (or a cluster node's count of members) lost on the way ends the call at its
 /// deadline with `Timeout`; the next call is unaffected.
 pub async fn lost_frames_end_calls_by_deadline(broker: &dyn TestBroker) {
-    let host = node_on(broker, None).await;
-    let actor = host
-        .spawn(Counter::named("c"))
-        .uuid("c")
-        .start()
-        .await
-        .unwrap();
-    actor.join("workers").await.unwrap();
+    let _host = host_with_a_worker(broker).await;
     let faults = Faults::new();
     let caller = node_on(broker, Some(&faults)).await;
     let proxy: CounterProxy = caller.registry().proxy("c").unwrap();
