@@ -201,6 +201,10 @@ impl<T: DeserializeOwned + Send + 'static> Gather<T> {
     /// How many replies to expect (declines included): waits until every node that got the
     /// call has said how many of its actors did. Fails with [`Error::EmptyCluster`] if none
     /// did, or [`Error::Timeout`] at the deadline.
+    ///
+    /// For a `singular` method the count is the same (every member answers), but each node
+    /// answers "declined" at once for the members that do not run the call, so the gather
+    /// ends as soon as the one member that runs it has answered.
     pub async fn expected(&mut self) -> Result<usize> {
         while self.acks < self.nodes {
             match self.events.recv().await {
