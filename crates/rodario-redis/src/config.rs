@@ -217,17 +217,7 @@ impl Inner {
                 .await?;
             redis::cmd("PING").query_async::<()>(&mut probe).await
         };
-        match tokio::time::timeout(config.connect_timeout + config.command_timeout, probe).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(error::from_redis("connect", &addr, e)),
-            Err(_) => {
-                return Err(error::timed_out(
-                    "connect",
-                    &addr,
-                    config.connect_timeout + config.command_timeout,
-                ))
-            }
-        }
+        connecting(config, &addr, probe).await?;
 
         let (reaper_tx, reaper_rx) = mpsc::unbounded_channel();
         let dispatch = Arc::new(Dispatch::new(reaper_tx, addr.clone()));
@@ -246,22 +236,8 @@ impl Inner {
             .set_number_of_retries(usize::MAX)
             .set_push_sender(on_push)
             .set_automatic_resubscription();
-        let connection = match tokio::time::timeout(
-            config.connect_timeout + config.command_timeout,
-            ConnectionManager::new_with_config(client, manager_config),
-        )
-        .await
-        {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => return Err(error::from_redis("connect", &addr, e)),
-            Err(_) => {
-                return Err(error::timed_out(
-                    "connect",
-                    &addr,
-                    config.connect_timeout + config.command_timeout,
-                ))
-            }
-        };
+        let manager = ConnectionManager::new_with_config(client, manager_config);
+        let connection = connecting(config, &addr, manager).await?;
         let inner = Arc::new(Inner {
             connection,
             addr,
@@ -277,5 +253,19 @@ impl Inner {
         tokio::spawn(pubsub::reaper(Arc::downgrade(&inner), reaper_rx));
         tracing::debug!(addr = %inner.addr, prefix = %inner.prefix, "connected to redis");
         Ok(inner)
+    }
+}
+
+/// Runs one step of connecting to `addr` for at most the connect and command timeouts.
+async fn connecting<T>(
+    config: &RedisConfig,
+    addr: &str,
+    step: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BackendError> {
+    let limit = config.connect_timeout + config.command_timeout;
+    match tokio::time::timeout(limit, step).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(error::from_redis("connect", addr, e)),
+        Err(_) => Err(error::timed_out("connect", addr, limit)),
     }
 }

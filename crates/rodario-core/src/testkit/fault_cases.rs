@@ -35,9 +35,13 @@ async fn node_on(broker: &dyn TestBroker, faults: Option<&Faults>) -> Node {
     Node::builder(backend).call_timeout(DEADLINE).build()
 }
 
-/// A node hosting the actor `c` (a `Counter`), joined to the cluster channel `workers`.
-async fn host_with_a_worker(broker: &dyn TestBroker) -> (Node, ActorHandle<Counter>) {
-    let host = node_on(broker, None).await;
+/// A node (behind `faults`, if given) hosting the actor `c` (a `Counter`), joined to the
+/// cluster channel `workers`.
+async fn host_with_a_worker(
+    broker: &dyn TestBroker,
+    faults: Option<&Faults>,
+) -> (Node, ActorHandle<Counter>) {
+    let host = node_on(broker, faults).await;
     let actor = host
         .spawn(Counter::named("c"))
         .uuid("c")
@@ -106,7 +110,7 @@ pub async fn disconnect_fails_calls_in_flight(broker: &dyn TestBroker) {
 /// error saying they were not sent, whether the backend fails or queues its commands
 /// meanwhile; once it is back, calls work again.
 pub async fn calls_fail_at_once_while_disconnected(broker: &dyn TestBroker) {
-    let _host = host_with_a_worker(broker).await;
+    let _host = host_with_a_worker(broker, None).await;
     let faults = Faults::new();
     let caller = node_on(broker, Some(&faults)).await;
     let proxy = caller.registry().get_proxy::<CounterProxy>("c").await;
@@ -134,7 +138,7 @@ pub async fn calls_fail_at_once_while_disconnected(broker: &dyn TestBroker) {
 /// subscribed) ends the call at its deadline with `Timeout`, not at the backend's own
 /// command timeout; so does a cluster call.
 pub async fn stalled_broker_ends_calls_by_deadline(broker: &dyn TestBroker) {
-    let _host = host_with_a_worker(broker).await;
+    let _host = host_with_a_worker(broker, None).await;
 
     let faults = Faults::new();
     let caller = node_on(broker, Some(&faults)).await;
@@ -161,7 +165,7 @@ pub async fn stalled_broker_ends_calls_by_deadline(broker: &dyn TestBroker) {
 /// A reply (or a cluster node's count of members) lost on the way ends the call at its
 /// deadline with `Timeout`; the next call is unaffected.
 pub async fn lost_frames_end_calls_by_deadline(broker: &dyn TestBroker) {
-    let _host = host_with_a_worker(broker).await;
+    let _host = host_with_a_worker(broker, None).await;
     let faults = Faults::new();
     let caller = node_on(broker, Some(&faults)).await;
     let proxy: CounterProxy = caller.registry().proxy("c").unwrap();
@@ -234,14 +238,7 @@ pub async fn registry_and_lease_operations_end_by_deadline(broker: &dyn TestBrok
 /// instead of waiting on the broker.
 pub async fn singular_never_waits_past_the_callers_deadline(broker: &dyn TestBroker) {
     let faults = Faults::new();
-    let host = node_on(broker, Some(&faults)).await;
-    let actor = host
-        .spawn(Counter::named("c"))
-        .uuid("c")
-        .start()
-        .await
-        .unwrap();
-    actor.join("workers").await.unwrap();
+    let _host = host_with_a_worker(broker, Some(&faults)).await;
     let caller = node_on(broker, None).await;
     let cluster: CounterCluster = caller.cluster("workers").unwrap();
     faults.delay(Operation::Locks, STALL);
