@@ -238,7 +238,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
 /// The backend of `url`, with `prefix` when one is given.
 async fn connect(url: &str, prefix: Option<&str>) -> Result<Backend, Failure> {
-    let Some(prefix) = prefix else {
+    let Some(prefix) = prefix.filter(|prefix| !prefix.is_empty()) else {
         return Ok(rodario::connect(url).await?);
     };
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
