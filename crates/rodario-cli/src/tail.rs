@@ -2,7 +2,7 @@
 
 use futures_util::StreamExt;
 use rodario::backend::{Channel, TransportExt};
-use rodario::frame::{decode_frame, Frame, Outcome};
+use rodario::frame::{decode_frame, encode_frame, Expect, Frame, Outcome};
 use rodario::{ActorId, ClusterName, Node, NodeId};
 use serde_json::{json, Value};
 
@@ -20,10 +20,22 @@ pub async fn run(node: &Node, channel: &str) -> Result<(), Failure> {
     // On stderr, so stdout holds only frames; scripts and tests wait for it before they
     // send what they want to see.
     eprintln!("tailing {channel} (Ctrl-C to stop)");
+    // Redis counts every subscriber of a cluster channel as a node that will say how many
+    // of its actors got a call, so a silent tail would hold each cluster call on the
+    // channel until its deadline: the tail answers that it has none. (NATS counts members
+    // from their registrations, where the tail is not, so an answer there would be one too
+    // many.)
+    let answer_expects = matches!(channel, Channel::Cluster(_)) && node.backend().name() == "redis";
     loop {
         tokio::select! {
             frame = frames.next() => match frame {
-                Some(bytes) => println!("{}", describe(decode_frame(&bytes, node.max_frame_bytes()))),
+                Some(bytes) => {
+                    let frame = decode_frame(&bytes, node.max_frame_bytes());
+                    println!("{}", describe(&frame));
+                    if let (true, Ok(Frame::Call(call))) = (answer_expects, &frame) {
+                        expect_none(node, call.id, &call.reply_to).await;
+                    }
+                }
                 None => break,
             },
             _ = tokio::signal::ctrl_c() => break,
@@ -31,6 +43,24 @@ pub async fn run(node: &Node, channel: &str) -> Result<(), Failure> {
     }
     frames.close().await;
     Ok(())
+}
+
+/// Tells the caller of cluster call `id` that none of its replies will come from here. A
+/// failure is only reported: the call then waits until its deadline, as it would without
+/// the answer.
+async fn expect_none(node: &Node, id: u64, reply_to: &str) {
+    let sent = async {
+        let frame = encode_frame(
+            &Frame::Expect(Expect { id, count: 0 }),
+            node.max_frame_bytes(),
+        )?;
+        let channel = Channel::Reply(NodeId::new(reply_to)?);
+        node.backend().transport().publish(&channel, frame).await?;
+        Ok::<_, rodario::Error>(())
+    };
+    if let Err(e) = sent.await {
+        eprintln!("rodario: could not tell the caller of call {id} that the tail serves no actor ({e}); the call waits for its deadline");
+    }
 }
 
 /// `actor:UUID`, `cluster:NAME` or `reply:NODE` (also `proxy:NODE`, the Redis name).
@@ -49,7 +79,7 @@ fn parse_channel(text: &str) -> Result<Channel, Failure> {
 }
 
 /// One frame as a JSON object.
-fn describe(frame: Result<Frame, rodario::error::FrameError>) -> Value {
+fn describe(frame: &Result<Frame, rodario::error::FrameError>) -> Value {
     match frame {
         Ok(Frame::Call(call)) => json!({
             "kind": "call",
@@ -60,8 +90,8 @@ fn describe(frame: Result<Frame, rodario::error::FrameError>) -> Value {
             "deadline_ms": call.deadline_ms,
         }),
         Ok(Frame::Reply(reply)) => {
-            let outcome = match reply.outcome {
-                Outcome::Ok(value) => json!({"ok": decoded(&value)}),
+            let outcome = match &reply.outcome {
+                Outcome::Ok(value) => json!({"ok": decoded(value)}),
                 Outcome::Err(error) => {
                     json!({"err": {"kind": error.kind.to_string(), "message": error.message}})
                 }
@@ -114,7 +144,7 @@ mod tests {
             deadline_ms: 9,
         });
         assert_eq!(
-            describe(Ok(call)),
+            describe(&Ok(call)),
             json!({"kind": "call", "id": 7, "reply_to": "n1", "method": "greeting",
                    "args": ["Sir"], "deadline_ms": 9})
         );
@@ -124,7 +154,7 @@ mod tests {
             outcome: Outcome::Ok(rmp_serde::to_vec(&3u8).expect("encodes")),
         });
         assert_eq!(
-            describe(Ok(reply)),
+            describe(&Ok(reply)),
             json!({"kind": "reply", "id": 7, "from": "a", "outcome": {"ok": 3}})
         );
     }

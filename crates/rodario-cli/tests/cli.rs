@@ -217,10 +217,11 @@ async fn exercise(cli: &Cli, backend: &str) {
     assert!(late.contains("--timeout"), "{late}");
 }
 
-/// `tail` prints the frames on an actor's channel, as JSON lines.
-async fn tail(cli: &Cli) {
+/// `tail` prints the frames on a channel as JSON lines, while the call it sees (`call`,
+/// run by the binary) goes through unhindered.
+async fn tail(cli: &Cli, channel: &str, call: &[&str], method: &str) {
     let mut child = cli
-        .command(&["tail", "actor:counter-1"])
+        .command(&["tail", channel])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -234,8 +235,12 @@ async fn tail(cli: &Cli) {
     })
     .await
     .expect("the blocking task ends");
-    assert_eq!(ready, "tailing actor:counter-1 (Ctrl-C to stop)\n");
-    cli.ok(&["call", "counter-1", "add", "0"]).await;
+    assert_eq!(ready, format!("tailing {channel} (Ctrl-C to stop)\n"));
+    // A deadline shorter than the default, so that a tail that held the call up fails the
+    // test at once.
+    let mut with_timeout = call.to_vec();
+    with_timeout.extend(["--timeout", "3s"]);
+    cli.ok(&with_timeout).await;
     let frame = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("reads");
@@ -247,8 +252,16 @@ async fn tail(cli: &Cli) {
     child.wait().expect("reaps");
     let frame: Value = serde_json::from_str(&frame).expect("a JSON line");
     assert_eq!(frame["kind"], "call");
-    assert_eq!(frame["method"], "add");
+    assert_eq!(frame["method"], method);
     assert_eq!(frame["args"], serde_json::json!([0]));
+}
+
+/// The tails of an actor's channel and of a cluster channel.
+async fn tails(cli: &Cli) {
+    let call = ["call", "counter-1", "add", "0"];
+    tail(cli, "actor:counter-1", &call, "add").await;
+    let broadcast = ["cluster", "counters", "add", "0"];
+    tail(cli, "cluster:counters", &broadcast, "add").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +272,7 @@ async fn every_command_on_redis() {
         url: server.url().to_owned(),
         prefix: server.prefix("cli"),
     };
-    tail(&cli).await;
+    tails(&cli).await;
     exercise(&cli, "redis").await;
 }
 
@@ -271,7 +284,7 @@ async fn every_command_on_nats() {
         url: server.url().to_owned(),
         prefix: server.prefix().to_owned(),
     };
-    tail(&cli).await;
+    tails(&cli).await;
     exercise(&cli, "nats").await;
 }
 
