@@ -4,7 +4,7 @@
 //! cargo install --path crates/rodario-cli
 //! export RODARIO_URL=redis://127.0.0.1:6379      # or pass --url; nats://, tls://, rediss:// too
 //! rodario actors [--json]                        # the live actors and their types
-//! rodario methods UUID [--json]                  # an actor's methods and their tags
+//! rodario methods UUID [--json]                  # an actor's methods, parameters and tags
 //! rodario call UUID METHOD [ARG …] [--timeout D] # one call; each ARG a JSON value
 //! rodario cluster CHANNEL METHOD [ARG …]         # a broadcast: the expected count, then each reply
 //! rodario tail CHANNEL                           # every frame on actor:UUID, cluster:NAME or reply:NODE, as JSON lines
@@ -72,7 +72,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Lists an actor's methods and their tags.
+    /// Lists an actor's methods: their parameters and tags.
     Methods {
         /// The actor's UUID.
         uuid: String,
@@ -344,17 +344,30 @@ async fn methods(node: &Node, uuid: &str, as_json: bool) -> Result<(), Failure> 
         let methods: Vec<Value> = info
             .methods
             .iter()
-            .map(|m| json!({"name": m.name, "tags": m.tags}))
+            .map(|m| {
+                let params: Vec<Value> = m
+                    .params
+                    .iter()
+                    .map(|p| json!({"name": p.name, "type": p.type_name}))
+                    .collect();
+                json!({"name": m.name, "params": params, "tags": m.tags})
+            })
             .collect();
         println!("{}", json!({"type": info.type_name, "methods": methods}));
         return Ok(());
     }
     println!("{}", info.type_name);
     for method in &info.methods {
+        let params: Vec<String> = method
+            .params
+            .iter()
+            .map(|p| format!("{}: {}", p.name, p.type_name))
+            .collect();
+        let signature = format!("{}({})", method.name, params.join(", "));
         if method.tags.is_empty() {
-            println!("  {}", method.name);
+            println!("  {signature}");
         } else {
-            println!("  {}\t[{}]", method.name, method.tags.join(", "));
+            println!("  {signature}\t[{}]", method.tags.join(", "));
         }
     }
     Ok(())

@@ -136,7 +136,7 @@ async fn exercise(cli: &Cli, backend: &str) {
     );
     assert_eq!(
         cli.ok(&["methods", "counter-1"]).await,
-        "Counter\n  add\n  reset\t[admin]\n"
+        "Counter\n  add(n: i64)\n  reset()\t[admin]\n"
     );
 
     // Calls.
