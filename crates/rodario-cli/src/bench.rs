@@ -103,7 +103,7 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 fn report(latencies: &Histogram<u64>, succeeded: u64, elapsed: Duration) {
-    println!(
+    out!(
         "{succeeded} calls in {:.2} s: {:.0} calls/s",
         elapsed.as_secs_f64(),
         succeeded as f64 / elapsed.as_secs_f64()
@@ -112,7 +112,7 @@ fn report(latencies: &Histogram<u64>, succeeded: u64, elapsed: Duration) {
         return;
     }
     let ms = |micros: u64| micros as f64 / 1e3;
-    println!(
+    out!(
         "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
         ms(latencies.value_at_quantile(0.5)),
         ms(latencies.value_at_quantile(0.9)),

@@ -32,6 +32,13 @@
 //! | 5 | the actor does not serve the method, or the arguments do not fit its parameters |
 //! | 6 | no answer before the deadline (`--timeout`) |
 
+/// `println!` that does not panic when stdout is closed: see [`write_out`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod failure;
 mod json;
@@ -216,6 +223,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes one line on stdout. A reader that went away (`rodario tail … | head -3`) ends the
+/// process quietly, as a closed pipe ends other commands, where `println!` would panic.
+fn write_out(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("rodario: cannot write to stdout: {e}");
+        std::process::exit(OTHER.into());
+    }
+}
+
 fn fail(failure: Failure) -> ExitCode {
     eprintln!("rodario: {}", failure.line());
     ExitCode::from(failure.code)
@@ -276,7 +296,7 @@ async fn command(node: &Node, command: Command) -> Result<ExitCode, Failure> {
                 .call_encoded::<json::Json>(&call.method, args)
                 .await?
                 .await?;
-            println!("{}", reply.0);
+            out!("{}", reply.0);
         }
         Command::Cluster { channel, call } => return cluster(node, &channel, call).await,
         Command::Tail { channel } => tail::run(node, &channel).await?,
@@ -284,7 +304,7 @@ async fn command(node: &Node, command: Command) -> Result<ExitCode, Failure> {
         Command::Ping => {
             let started = Instant::now();
             let actors = node.registry().actors().await?;
-            println!(
+            out!(
                 "{}: {:.2} ms ({} live actors)",
                 node.backend().name(),
                 started.elapsed().as_secs_f64() * 1e3,
@@ -326,10 +346,10 @@ async fn actors(node: &Node, as_json: bool) -> Result<(), Failure> {
             .zip(&described)
             .map(|(uuid, type_name)| json!({"uuid": uuid, "type": type_name}))
             .collect();
-        println!("{}", Value::Array(list));
+        out!("{}", Value::Array(list));
     } else {
         for (uuid, type_name) in uuids.iter().zip(&described) {
-            println!(
+            out!(
                 "{uuid}\t{}",
                 type_name.as_deref().unwrap_or("(not answering)")
             );
@@ -353,10 +373,10 @@ async fn methods(node: &Node, uuid: &str, as_json: bool) -> Result<(), Failure> 
                 json!({"name": m.name, "params": params, "tags": m.tags})
             })
             .collect();
-        println!("{}", json!({"type": info.type_name, "methods": methods}));
+        out!("{}", json!({"type": info.type_name, "methods": methods}));
         return Ok(());
     }
-    println!("{}", info.type_name);
+    out!("{}", info.type_name);
     for method in &info.methods {
         let params: Vec<String> = method
             .params
@@ -365,9 +385,9 @@ async fn methods(node: &Node, uuid: &str, as_json: bool) -> Result<(), Failure> 
             .collect();
         let signature = format!("{}({})", method.name, params.join(", "));
         if method.tags.is_empty() {
-            println!("  {signature}");
+            out!("  {signature}");
         } else {
-            println!("  {signature}\t[{}]", method.tags.join(", "));
+            out!("  {signature}\t[{}]", method.tags.join(", "));
         }
     }
     Ok(())
@@ -381,13 +401,13 @@ async fn cluster(node: &Node, channel: &str, call: CallArgs) -> Result<ExitCode,
     let mut gather = cluster
         .call_encoded::<json::Json>(&call.method, args)
         .await?;
-    println!("expected {}", gather.expected().await?);
+    out!("expected {}", gather.expected().await?);
     // A member's failure is reported and the others still heard; the exit code is the
     // last failure's.
     let mut last = None;
     while let Some(reply) = gather.next().await {
         match reply {
-            Ok(value) => println!("{}", value.0),
+            Ok(value) => out!("{}", value.0),
             Err(e) => {
                 let failure = Failure::from(e);
                 eprintln!("rodario: {}", failure.line());
@@ -414,7 +434,7 @@ async fn locks(node: &Node, action: LockAction) -> Result<ExitCode, Failure> {
                     .expiry(expiry);
                 match request.await? {
                     Some(lease) => {
-                        println!("{name}\tacquired for {expiry:?}\ttoken {}", lease.token())
+                        out!("{name}\tacquired for {expiry:?}\ttoken {}", lease.token())
                     }
                     None => {
                         refused = true;
@@ -446,7 +466,7 @@ async fn locks(node: &Node, action: LockAction) -> Result<ExitCode, Failure> {
                         )
                     })??;
                 if released {
-                    println!("{name}\treleased");
+                    out!("{name}\treleased");
                 } else {
                     refused = true;
                     eprintln!("rodario: lock {name:?} is not held with this token (it lapsed, or another holder has it); check --token and --context");

@@ -31,10 +31,12 @@ pub async fn run(node: &Node, channel: &str) -> Result<(), Failure> {
             frame = frames.next() => match frame {
                 Some(bytes) => {
                     let frame = decode_frame(&bytes, node.max_frame_bytes());
-                    println!("{}", describe(&frame));
+                    // Answered first: printing may end the process (its reader gone), and
+                    // the caller must not wait on a tail that is no more.
                     if let (true, Ok(Frame::Call(call))) = (answer_expects, &frame) {
                         expect_none(node, call.id, &call.reply_to).await;
                     }
+                    out!("{}", describe(&frame));
                 }
                 None => break,
             },

@@ -218,7 +218,7 @@ async fn exercise(cli: &Cli, backend: &str) {
 }
 
 /// `tail` prints the frames on a channel as JSON lines, while the call it sees (`call`,
-/// run by the binary) goes through unhindered.
+/// run by the binary) goes through unhindered, and ends quietly when its reader goes.
 async fn tail(cli: &Cli, channel: &str, call: &[&str], method: &str) {
     let mut child = cli
         .command(&["tail", channel])
@@ -248,8 +248,21 @@ async fn tail(cli: &Cli, channel: &str, call: &[&str], method: &str) {
     })
     .await
     .expect("the blocking task ends");
-    child.kill().expect("kills");
-    child.wait().expect("reaps");
+    // Its reader is gone (as `| head -1` goes): the next frame ends it quietly.
+    cli.ok(&with_timeout).await;
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Some(status) = child.try_wait().expect("polls") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().expect("kills");
+        panic!("tail outlived its reader");
+    })
+    .await
+    .expect("the blocking task ends");
+    assert!(status.success(), "{status:?}");
     let frame: Value = serde_json::from_str(&frame).expect("a JSON line");
     assert_eq!(frame["kind"], "call");
     assert_eq!(frame["method"], method);
