@@ -87,10 +87,11 @@ pub struct ChannelMember {
     pub type_name: String,
 }
 
-/// A public method: its name, decoration tags and hooks.
+/// A public method: its name, parameters, decoration tags and hooks.
 #[derive(Clone)]
 pub struct MethodSpec {
     name: &'static str,
+    params: Vec<(&'static str, &'static str)>,
     tags: Vec<&'static str>,
     chain: HookChain,
     singular: Option<Singular>,
@@ -101,10 +102,19 @@ impl MethodSpec {
     pub fn new(name: &'static str) -> Self {
         MethodSpec {
             name,
+            params: Vec::new(),
             tags: Vec::new(),
             chain: HookChain::default(),
             singular: None,
         }
+    }
+
+    /// Appends a parameter, `name` of type `type_name` as written in the source, for
+    /// discovery to describe ([`MethodInfo::params`]); `#[rodario::actor]` adds every
+    /// parameter in order.
+    pub fn param(mut self, name: &'static str, type_name: &'static str) -> Self {
+        self.params.push((name, type_name));
+        self
     }
 
     /// Adds a decoration tag.
@@ -141,6 +151,14 @@ impl MethodSpec {
     pub(crate) fn info(&self) -> MethodInfo {
         MethodInfo {
             name: self.name.to_owned(),
+            params: self
+                .params
+                .iter()
+                .map(|(name, type_name)| ParamInfo {
+                    name: (*name).to_owned(),
+                    type_name: (*type_name).to_owned(),
+                })
+                .collect(),
             tags: self.tags.iter().map(|t| (*t).to_owned()).collect(),
         }
     }
@@ -159,6 +177,7 @@ impl fmt::Debug for MethodSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MethodSpec")
             .field("name", &self.name)
+            .field("params", &self.params)
             .field("tags", &self.tags)
             .field("hooks", &self.chain.len())
             .finish()
@@ -170,6 +189,19 @@ impl fmt::Debug for MethodSpec {
 pub struct MethodInfo {
     /// The method's name.
     pub name: String,
+    /// Its parameters, in order (empty from a node that does not describe them).
+    #[serde(default)]
+    pub params: Vec<ParamInfo>,
     /// Its decoration tags.
     pub tags: Vec<String>,
+}
+
+/// A parameter of a public method, as discovery describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamInfo {
+    /// The parameter's name.
+    pub name: String,
+    /// Its type as written in the actor's source (`String`, `Vec<u8>`, `Option<Job>`): a
+    /// hint for people and tools, not a schema.
+    pub type_name: String,
 }

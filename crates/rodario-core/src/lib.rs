@@ -50,7 +50,7 @@ mod sync;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
-pub use actor::{Actor, ActorInfo, ChannelMember, MethodInfo, MethodSpec};
+pub use actor::{Actor, ActorInfo, ChannelMember, MethodInfo, MethodSpec, ParamInfo};
 pub use client::{ActorProxy, ClusterProxy, Gather, Pending, TypedCluster, TypedProxy};
 pub use error::{Error, RemoteError, RemoteErrorKind, Result};
 pub use handle::{ActorBuilder, ActorHandle};

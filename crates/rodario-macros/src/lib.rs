@@ -2,7 +2,8 @@
 //! `#[rodario::actor]`.
 //!
 //! On an inherent `impl` block, it keeps the block as written and adds:
-//! - `impl rodario::Actor for T`: the list of public methods (with tags and hooks) and a
+//! - `impl rodario::Actor for T`: the list of public methods (with their parameters' names
+//!   and types as written, for discovery, and their tags and hooks) and a
 //!   dispatcher that decodes arguments, calls the method and encodes its result;
 //! - `TProxy`: a typed proxy with one `async fn` per public method, returning
 //!   `rodario::Result<rodario::Pending<R>>`;
@@ -361,6 +362,10 @@ fn result_value(ty: &Type) -> Option<Type> {
 fn method_spec(krate: &Path, method: &Method) -> TokenStream2 {
     let name = method.name.to_string();
     let mut spec = quote!(#krate::MethodSpec::new(#name));
+    for (ident, ty) in &method.params {
+        let (param, type_name) = (ident.to_string(), type_text(ty));
+        spec = quote!(#spec.param(#param, #type_name));
+    }
     for decoration in &method.decorations {
         spec = match decoration {
             Decoration::Tag(tag) => quote!(#spec.tag(#tag)),
@@ -378,6 +383,24 @@ fn method_spec(krate: &Path, method: &Method) -> TokenStream2 {
         };
     }
     spec
+}
+
+/// `ty` as written: token text keeps a space between every two tokens (`Vec < u8 >`); only
+/// those between two words (`dyn Trait`, `&'a mut T`) and after commas and semicolons stay.
+fn type_text(ty: &Type) -> String {
+    let tokens = quote!(#ty).to_string();
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let chars: Vec<char> = tokens.chars().collect();
+    let mut text = String::with_capacity(tokens.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let keep = c != ' '
+            || (word(chars.get(i.wrapping_sub(1)).copied()) && word(chars.get(i + 1).copied()))
+            || matches!(chars.get(i.wrapping_sub(1)), Some(',' | ';'));
+        if keep {
+            text.push(c);
+        }
+    }
+    text
 }
 
 fn dispatch_arm(krate: &Path, method: &Method) -> TokenStream2 {
@@ -445,6 +468,25 @@ fn proxy_method(krate: &Path, method: &Method, cluster: bool) -> TokenStream2 {
         #[doc = #note]
         pub async fn #name(&self, #(#params),*) -> #krate::Result<#returned> {
             self.inner.call(#name_str, (#(#idents,)*)).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_text;
+
+    #[test]
+    fn types_read_as_written() {
+        for written in [
+            "String",
+            "Vec<(u8, String)>",
+            "std::collections::BTreeMap<String, Option<i64>>",
+            "serde_bytes::ByteBuf",
+            "[u8; 4]",
+        ] {
+            let ty: syn::Type = syn::parse_str(written).expect("a type");
+            assert_eq!(type_text(&ty), written);
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::actors::{Counter, CounterCluster, CounterProxy, FixedAnswer, Named};
 use super::TestBroker;
+use crate::actor::ParamInfo;
 use crate::backend::Channel;
 use crate::client::ClusterProxy;
 use crate::client::{ActorProxy, TypedProxy};
@@ -164,6 +165,15 @@ pub async fn proxy_from_uuid_checks_methods(broker: &dyn TestBroker) {
     assert_eq!(info.type_name, "Counter");
     let claim = info.methods.iter().find(|m| m.name == "claim").unwrap();
     assert_eq!(claim.tags, vec!["singular".to_owned()]);
+    assert!(claim.params.is_empty());
+    let add = info.methods.iter().find(|m| m.name == "add").unwrap();
+    assert_eq!(
+        add.params,
+        vec![ParamInfo {
+            name: "n".to_owned(),
+            type_name: "u64".to_owned()
+        }]
+    );
     assert_eq!(
         node.registry().describe("small").await.unwrap().type_name,
         "Named"
