@@ -186,6 +186,7 @@ impl fmt::Debug for MethodSpec {
 
 /// A public method as an actor describes it to a proxy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct MethodInfo {
     /// The method's name.
     pub name: String,
@@ -198,6 +199,7 @@ pub struct MethodInfo {
 
 /// A parameter of a public method, as discovery describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ParamInfo {
     /// The parameter's name.
     pub name: String,
