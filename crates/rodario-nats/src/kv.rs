@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::kv::{Entry, Operation, Store, UpdateErrorKind};
-use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{self, DiscardPolicy, Placement, StorageType};
 use async_nats::jetstream::{self, ErrorCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -126,6 +126,10 @@ async fn create_stream(
             StorageType::File
         },
         num_replicas: config.kv_replicas,
+        placement: (config.kv_cluster.is_some() || !config.kv_tags.is_empty()).then(|| Placement {
+            cluster: config.kv_cluster.clone(),
+            tags: config.kv_tags.clone(),
+        }),
         allow_rollup: true,
         deny_delete: true,
         deny_purge: false,
@@ -134,19 +138,66 @@ async fn create_stream(
         ..Default::default()
     };
     match context.create_stream(stream_config).await {
-        Ok(_) => {
-            tracing::info!(bucket, "created the NATS KV bucket");
+        Ok(created) => {
+            // A server that cannot replicate may store fewer replicas than asked for rather
+            // than refuse: the bucket would then not survive what its settings promise.
+            let replicas = created.cached_info().config.num_replicas;
+            if replicas < config.kv_replicas {
+                let _ = context.delete_stream(stream_name).await;
+                return Err(placement_error(
+                    config,
+                    bucket,
+                    &format!("it holds {replicas}"),
+                ));
+            }
+            tracing::info!(bucket, replicas, "created the NATS KV bucket");
             Ok(())
         }
-        // Another process created it meanwhile (with other settings); use it as it is.
-        Err(err) => {
-            tracing::debug!(bucket, %err, "creating the KV stream failed; trying to open it");
-            match context.get_stream(stream_name).await {
-                Ok(_) => Ok(()),
-                Err(_) => Err(open_error(bucket, err)),
+        Err(err) => match err.kind() {
+            CreateStreamErrorKind::JetStream(js) if cannot_place(js.error_code()) => {
+                let reason = js.to_string();
+                Err(placement_error(config, bucket, &reason).with_source(err))
             }
-        }
+            // Another process created it meanwhile (with other settings); use it as it is.
+            _ => {
+                tracing::debug!(bucket, %err, "creating the KV stream failed; trying to open it");
+                match context.get_stream(stream_name).await {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(open_error(bucket, err)),
+                }
+            }
+        },
     }
+}
+
+/// Whether the server refused a stream because it cannot place its replicas as asked.
+fn cannot_place(code: ErrorCode) -> bool {
+    [
+        ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED,
+        ErrorCode::INSUFFICIENT_RESOURCES,
+        ErrorCode::CLUSTER_NO_PEERS,
+        ErrorCode::CLUSTER_TAGS,
+        ErrorCode::CLUSTER_NOT_AVAILABLE,
+    ]
+    .contains(&code)
+}
+
+fn placement_error(config: &NatsConfig, bucket: &str, reason: &str) -> BackendError {
+    let mut wanted = format!("{} replicas", config.kv_replicas);
+    if let Some(cluster) = &config.kv_cluster {
+        wanted.push_str(&format!(" in cluster {cluster:?}"));
+    }
+    if !config.kv_tags.is_empty() {
+        wanted.push_str(&format!(" on servers tagged {:?}", config.kv_tags));
+    }
+    error(
+        BackendErrorKind::InvalidInput,
+        format!(
+            "the NATS servers cannot hold the KV bucket {bucket:?} with {wanted} ({reason}): \
+             lower NatsConfig::kv_replicas to at most the number of JetStream servers in the \
+             cluster (1 on a server outside a cluster), or change the placement"
+        ),
+    )
 }
 
 /// A registry entry or lease as stored: `{ttl in ms} {owner}`. It expires `ttl` after the
