@@ -58,6 +58,7 @@ pub(crate) enum Auth {
 #[derive(Clone)]
 pub struct NatsConfig {
     pub(crate) servers: Vec<String>,
+    pub(crate) servers_in_order: bool,
     pub(crate) auth: Auth,
     pub(crate) require_tls: bool,
     pub(crate) root_certificates: Vec<PathBuf>,
@@ -94,6 +95,7 @@ impl NatsConfig {
             .unwrap_or_else(|| vec![DEFAULT_URL.to_owned()]);
         NatsConfig {
             servers,
+            servers_in_order: false,
             auth: Auth::None,
             require_tls: false,
             root_certificates: Vec::new(),
@@ -129,6 +131,14 @@ impl NatsConfig {
         S: Into<String>,
     {
         self.servers = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Tries the servers in the order given, when connecting and reconnecting, instead of in
+    /// a random order (which spreads clients over a cluster); default false. Clients of one
+    /// site can so prefer the server beside them.
+    pub fn servers_in_order(mut self, in_order: bool) -> Self {
+        self.servers_in_order = in_order;
         self
     }
 
@@ -422,6 +432,9 @@ impl NatsConnection {
             });
         if let Some(name) = &config.name {
             options = options.name(name);
+        }
+        if config.servers_in_order {
+            options = options.retain_servers_order();
         }
         match &config.auth {
             // The client does not read credentials from URLs: take the first URL's.

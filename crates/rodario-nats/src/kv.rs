@@ -30,6 +30,8 @@ pub(crate) struct Bucket {
     subject_prefix: String,
     /// The bucket's max_age: the server deletes entries older than this; zero is unlimited.
     max_age: Duration,
+    /// Whether a revision-checked write is confirmed after a fence (a replicated bucket).
+    fenced: bool,
 }
 
 /// The two buckets of one prefix: the registry, and the leases (kept apart so that the
@@ -79,12 +81,14 @@ impl Bucket {
             .get_key_value(bucket.clone())
             .await
             .map_err(|err| open_error(&bucket, err))?;
-        let max_age = store.stream.cached_info().config.max_age;
+        let stream_config = &store.stream.cached_info().config;
+        let (max_age, fenced) = (stream_config.max_age, stream_config.num_replicas > 1);
         Ok(Bucket {
             subject_prefix: format!("$KV.{bucket}."),
             name: bucket,
             store,
             max_age,
+            fenced,
         })
     }
 }
@@ -133,7 +137,10 @@ async fn create_stream(
         allow_rollup: true,
         deny_delete: true,
         deny_purge: false,
-        allow_direct: true,
+        // Any replica answers a direct get, also one that is still catching up after a
+        // restart, with an entry as old as its copy (a lapsed registration, a released
+        // lease): replicated buckets read through the stream's leader instead.
+        allow_direct: config.kv_replicas == 1,
         discard: DiscardPolicy::New,
         ..Default::default()
     };
@@ -262,18 +269,46 @@ impl Bucket {
     /// Writes `value` at `key` if its last revision is `revision` (0: no message at all).
     async fn write(&self, key: &str, value: Bytes, revision: u64) -> Result<Cas, BackendError> {
         match self.store.update(key, value, revision).await {
-            Ok(_) => Ok(Cas::Written),
-            Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => Ok(Cas::Conflict),
+            Ok(written) => self.confirm(key, written).await,
+            Err(err) if is_conflict(&err) => Ok(Cas::Conflict),
             Err(err) => Err(kv_error("write", err)),
         }
     }
 
+    /// Deletes `key` if its last revision is `revision`. A deletion needs no fence: a write
+    /// racing it is confirmed by its own writer, who finds the deletion after it and retries,
+    /// or stands after it (the deletion happened either way).
     async fn delete(&self, key: &str, revision: u64) -> Result<Cas, BackendError> {
         match self.store.delete_expect_revision(key, Some(revision)).await {
             Ok(()) => Ok(Cas::Written),
-            Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => Ok(Cas::Conflict),
+            Err(err) if is_conflict(&err) => Ok(Cas::Conflict),
             Err(err) => Err(kv_error("delete", err)),
         }
+    }
+
+    /// Whether the revision-checked write of revision `written` that the server accepted
+    /// stands: whether it is still `key`'s last once every write accepted before it is stored.
+    ///
+    /// A replicated stream checks the expected revision against what its leader has stored
+    /// so far, and some servers (nats-server 2.9) accept a second write expecting the same
+    /// revision while the first is still being replicated: both writers would believe they
+    /// won. Any write that passed that check before this one's answer is ordered before the
+    /// fence written after that answer, so once the fence is stored the entry shows the last
+    /// of them, and only its writer is told it won.
+    async fn confirm(&self, key: &str, written: u64) -> Result<Cas, BackendError> {
+        if !self.fenced {
+            return Ok(Cas::Written);
+        }
+        self.store
+            .put(names::FENCE_KEY, Bytes::new())
+            .await
+            .map_err(|err| kv_error("fence write", err))?;
+        let last = self.entry(key).await?.map(|entry| entry.revision);
+        Ok(if last == Some(written) {
+            Cas::Written
+        } else {
+            Cas::Conflict
+        })
     }
 
     fn contention(key: &str) -> BackendError {
@@ -398,6 +433,24 @@ impl Bucket {
         }
         Ok(members)
     }
+}
+
+/// Whether a revision-checked write lost to another write: its revision was not the last
+/// one. A clustered server refuses a write whose revision another write still being
+/// replicated will change with a code of its own (10164), which the client does not map to
+/// [`UpdateErrorKind::WrongLastRevision`] but passes on as the source of the error.
+fn is_conflict(err: &async_nats::error::Error<UpdateErrorKind>) -> bool {
+    if err.kind() == UpdateErrorKind::WrongLastRevision {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(js) = cause.downcast_ref::<jetstream::Error>() {
+            return js.error_code() == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The outcome of a revision-checked write.
