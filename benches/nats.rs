@@ -10,6 +10,10 @@
 //! check, see `NatsConfig::check_delivery`); both sides run on one 2-worker multi_thread
 //! runtime. Run with `cargo bench --features nats --bench nats` (add `-- --quick` for a fast
 //! pass).
+//!
+//! The `nats_cluster` benchmarks (sequential calls and the lock) run the same on a private
+//! cluster of three servers (`rodario_nats::testkit::NatsCluster`) with KV buckets of 3
+//! replicas, every connection on the first server with the others to fall back on.
 
 mod common;
 
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv::Store;
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
-use async_nats::{Client, Subject};
+use async_nats::{Client, ConnectOptions, ServerAddr, Subject};
 use bytes::Bytes;
 use common::{Raw, IN_FLIGHT};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -25,7 +29,7 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 use rodario::nats::NatsConfig;
 use rodario_core::testkit::unique;
-use rodario_nats::testkit::NatsServer;
+use rodario_nats::testkit::{NatsCluster, NatsServer};
 
 /// The caller's side of the raw baseline.
 struct RawNats {
@@ -40,17 +44,17 @@ const LEASE_KEY: &str = "global.lock.bench";
 
 impl RawNats {
     /// Starts the echo on a connection of its own, then connects the caller and makes the
-    /// KV bucket of the lock.
-    async fn start(url: &str) -> Self {
+    /// KV bucket of the lock with `replicas`; both connections to the first of `urls`.
+    async fn start(urls: &[String], replicas: usize) -> Self {
         let prefix = unique("raw");
-        let echo_client = async_nats::connect(url).await.unwrap();
+        let echo_client = connect_in_order(urls).await;
         let add = Subject::from(format!("{prefix}.add"));
         let requests = echo_client.subscribe(format!("{prefix}.*")).await.unwrap();
         tokio::spawn(echo(echo_client, requests, add.clone()));
-        let client = async_nats::connect(url).await.unwrap();
+        let client = connect_in_order(urls).await;
         // The subscription must be in place before the first request.
         client.flush().await.unwrap();
-        let kv = kv_bucket(&client, &prefix).await;
+        let kv = kv_bucket(&client, &prefix, replicas).await;
         RawNats {
             client,
             add,
@@ -60,10 +64,22 @@ impl RawNats {
     }
 }
 
-/// Makes a KV bucket with history 1, as `create_key_value` would, by creating its stream
-/// directly (with the settings rodario's buckets have, on file storage like theirs):
-/// async-nats 0.51's `create_key_value` cannot read nats-server 2.9's account info.
-async fn kv_bucket(client: &Client, prefix: &str) -> Store {
+/// A connection to the first of `urls`, falling back on the others in order, as the
+/// cluster fixture's connections are.
+async fn connect_in_order(urls: &[String]) -> Client {
+    let addrs: Vec<ServerAddr> = urls.iter().map(|url| url.parse().unwrap()).collect();
+    ConnectOptions::new()
+        .retain_servers_order()
+        .connect(addrs)
+        .await
+        .unwrap()
+}
+
+/// Makes a KV bucket with history 1 and `replicas`, as `create_key_value` would, by
+/// creating its stream directly (with the settings rodario's buckets have, on file storage
+/// like theirs, direct gets on a single replica only): async-nats 0.51's
+/// `create_key_value` cannot read nats-server 2.9's account info.
+async fn kv_bucket(client: &Client, prefix: &str, replicas: usize) -> Store {
     let context = async_nats::jetstream::new(client.clone());
     let bucket = format!("{prefix}_locks");
     context
@@ -77,10 +93,10 @@ async fn kv_bucket(client: &Client, prefix: &str) -> Store {
             max_age: Duration::from_secs(3600),
             duplicate_window: Duration::from_secs(120),
             storage: StorageType::File,
-            num_replicas: 1,
+            num_replicas: replicas,
             allow_rollup: true,
             deny_delete: true,
-            allow_direct: true,
+            allow_direct: replicas == 1,
             discard: DiscardPolicy::New,
             ..Default::default()
         })
@@ -150,14 +166,25 @@ fn benches(c: &mut Criterion) {
     let server = NatsServer::private(&[]);
     let url = server.url().to_owned();
     let rt = common::runtime();
-    let raw = rt.block_on(RawNats::start(&url));
+    let raw = rt.block_on(RawNats::start(std::slice::from_ref(&url), 1));
     let connect = |prefix: String| {
         let config = NatsConfig::from_url(&url).prefix(prefix);
         async move { rodario::nats::NatsBackend::connect(config).await.unwrap() }
     };
     common::run(c, &rt, "nats", connect, &raw);
-    drop(rt);
+    drop(raw);
     drop(server);
+
+    let cluster = rt.block_on(NatsCluster::start());
+    let raw = rt.block_on(RawNats::start(cluster.urls(), 3));
+    let connect = |prefix: String| {
+        let config = cluster.config().prefix(prefix);
+        async move { rodario::nats::NatsBackend::connect(config).await.unwrap() }
+    };
+    common::run_sequential_and_lock(c, &rt, "nats_cluster", connect, &raw);
+    drop(raw);
+    drop(rt);
+    drop(cluster);
 }
 
 criterion_group! {

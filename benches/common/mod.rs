@@ -69,12 +69,29 @@ where
     C: Fn(String) -> F,
     F: Future<Output = Backend>,
 {
+    run_sequential_and_lock(c, rt, backend, &connect, raw);
     let nodes = rt.block_on(pair(&connect));
-    call_sequential(c, rt, backend, raw, &nodes.proxy);
     call_inflight64(c, rt, backend, raw, &nodes.proxy);
     call_sequential_64k(c, rt, backend, raw, &nodes.proxy);
     rt.block_on(nodes.shutdown());
     cluster_gather(c, rt, backend, &connect);
+}
+
+/// Runs the sequential calls and the lock of `backend`, the part of [`run`] that a
+/// deployment whose other figures follow from those (such as a cluster) runs alone.
+pub fn run_sequential_and_lock<C, F>(
+    c: &mut Criterion,
+    rt: &Runtime,
+    backend: &str,
+    connect: C,
+    raw: &impl Raw,
+) where
+    C: Fn(String) -> F,
+    F: Future<Output = Backend>,
+{
+    let nodes = rt.block_on(pair(&connect));
+    call_sequential(c, rt, backend, raw, &nodes.proxy);
+    rt.block_on(nodes.shutdown());
     lock(c, rt, backend, raw, &connect);
 }
 

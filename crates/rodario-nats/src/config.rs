@@ -58,6 +58,7 @@ pub(crate) enum Auth {
 #[derive(Clone)]
 pub struct NatsConfig {
     pub(crate) servers: Vec<String>,
+    pub(crate) servers_in_order: bool,
     pub(crate) auth: Auth,
     pub(crate) require_tls: bool,
     pub(crate) root_certificates: Vec<PathBuf>,
@@ -69,6 +70,8 @@ pub struct NatsConfig {
     pub(crate) reconnect_max_delay: Duration,
     pub(crate) kv_max_age: Duration,
     pub(crate) kv_replicas: usize,
+    pub(crate) kv_cluster: Option<String>,
+    pub(crate) kv_tags: Vec<String>,
     pub(crate) kv_memory_storage: bool,
     pub(crate) check_delivery: bool,
     pub(crate) subscription_capacity: usize,
@@ -92,6 +95,7 @@ impl NatsConfig {
             .unwrap_or_else(|| vec![DEFAULT_URL.to_owned()]);
         NatsConfig {
             servers,
+            servers_in_order: false,
             auth: Auth::None,
             require_tls: false,
             root_certificates: Vec::new(),
@@ -103,6 +107,8 @@ impl NatsConfig {
             reconnect_max_delay: Duration::from_secs(2),
             kv_max_age: Duration::from_secs(3600),
             kv_replicas: 1,
+            kv_cluster: None,
+            kv_tags: Vec::new(),
             kv_memory_storage: false,
             check_delivery: true,
             subscription_capacity: 65_536,
@@ -125,6 +131,14 @@ impl NatsConfig {
         S: Into<String>,
     {
         self.servers = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Tries the servers in the order given, when connecting and reconnecting, instead of in
+    /// a random order (which spreads clients over a cluster); default false. Clients of one
+    /// site can so prefer the server beside them.
+    pub fn servers_in_order(mut self, in_order: bool) -> Self {
+        self.servers_in_order = in_order;
         self
     }
 
@@ -211,10 +225,33 @@ impl NatsConfig {
         self
     }
 
-    /// Replicas of the KV bucket when this connection creates it (in a JetStream cluster);
-    /// default 1.
+    /// Replicas of the KV buckets when this connection creates them; default 1 (0 counts as
+    /// 1). On a JetStream cluster, 3 keeps the registry and the leases through the loss of
+    /// one server. Connecting fails with `BackendErrorKind::InvalidInput` naming the bucket
+    /// when the servers cannot place that many replicas (more than there are servers with
+    /// JetStream matching the placement, or more than 1 on a server outside a cluster). An
+    /// existing bucket keeps the replicas it was created with.
     pub fn kv_replicas(mut self, replicas: usize) -> Self {
         self.kv_replicas = replicas.max(1);
+        self
+    }
+
+    /// Places the KV buckets, when this connection creates them, in the JetStream cluster
+    /// of this name (the servers' `cluster { name }`); default: the cluster of the server
+    /// the client is connected to.
+    pub fn kv_cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.kv_cluster = Some(cluster.into());
+        self
+    }
+
+    /// Places the KV buckets' replicas, when this connection creates them, on servers with
+    /// all of these tags (the servers' `server_tags`); default: no tags required.
+    pub fn kv_tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.kv_tags = tags.into_iter().map(Into::into).collect();
         self
     }
 
@@ -276,6 +313,7 @@ impl fmt::Debug for NatsConfig {
             .field("require_tls", &self.require_tls)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .field("kv_replicas", &self.kv_replicas)
             .field("check_delivery", &self.check_delivery)
             .finish_non_exhaustive()
     }
@@ -394,6 +432,9 @@ impl NatsConnection {
             });
         if let Some(name) = &config.name {
             options = options.name(name);
+        }
+        if config.servers_in_order {
+            options = options.retain_servers_order();
         }
         match &config.auth {
             // The client does not read credentials from URLs: take the first URL's.

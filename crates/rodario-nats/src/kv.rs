@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::kv::{Entry, Operation, Store, UpdateErrorKind};
-use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{self, DiscardPolicy, Placement, StorageType};
 use async_nats::jetstream::{self, ErrorCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -30,6 +30,8 @@ pub(crate) struct Bucket {
     subject_prefix: String,
     /// The bucket's max_age: the server deletes entries older than this; zero is unlimited.
     max_age: Duration,
+    /// Whether a revision-checked write is confirmed after a fence (a replicated bucket).
+    fenced: bool,
 }
 
 /// The two buckets of one prefix: the registry, and the leases (kept apart so that the
@@ -79,12 +81,14 @@ impl Bucket {
             .get_key_value(bucket.clone())
             .await
             .map_err(|err| open_error(&bucket, err))?;
-        let max_age = store.stream.cached_info().config.max_age;
+        let stream_config = &store.stream.cached_info().config;
+        let (max_age, fenced) = (stream_config.max_age, stream_config.num_replicas > 1);
         Ok(Bucket {
             subject_prefix: format!("$KV.{bucket}."),
             name: bucket,
             store,
             max_age,
+            fenced,
         })
     }
 }
@@ -126,27 +130,81 @@ async fn create_stream(
             StorageType::File
         },
         num_replicas: config.kv_replicas,
+        placement: (config.kv_cluster.is_some() || !config.kv_tags.is_empty()).then(|| Placement {
+            cluster: config.kv_cluster.clone(),
+            tags: config.kv_tags.clone(),
+        }),
         allow_rollup: true,
         deny_delete: true,
         deny_purge: false,
-        allow_direct: true,
+        // Any replica answers a direct get, also one that is still catching up after a
+        // restart, with an entry as old as its copy (a lapsed registration, a released
+        // lease): replicated buckets read through the stream's leader instead.
+        allow_direct: config.kv_replicas == 1,
         discard: DiscardPolicy::New,
         ..Default::default()
     };
     match context.create_stream(stream_config).await {
-        Ok(_) => {
-            tracing::info!(bucket, "created the NATS KV bucket");
+        Ok(created) => {
+            // A server that cannot replicate may store fewer replicas than asked for rather
+            // than refuse: the bucket would then not survive what its settings promise.
+            let replicas = created.cached_info().config.num_replicas;
+            if replicas < config.kv_replicas {
+                let _ = context.delete_stream(stream_name).await;
+                return Err(placement_error(
+                    config,
+                    bucket,
+                    &format!("it holds {replicas}"),
+                ));
+            }
+            tracing::info!(bucket, replicas, "created the NATS KV bucket");
             Ok(())
         }
-        // Another process created it meanwhile (with other settings); use it as it is.
-        Err(err) => {
-            tracing::debug!(bucket, %err, "creating the KV stream failed; trying to open it");
-            match context.get_stream(stream_name).await {
-                Ok(_) => Ok(()),
-                Err(_) => Err(open_error(bucket, err)),
+        Err(err) => match err.kind() {
+            CreateStreamErrorKind::JetStream(js) if cannot_place(js.error_code()) => {
+                let reason = js.to_string();
+                Err(placement_error(config, bucket, &reason).with_source(err))
             }
-        }
+            // Another process created it meanwhile (with other settings); use it as it is.
+            _ => {
+                tracing::debug!(bucket, %err, "creating the KV stream failed; trying to open it");
+                match context.get_stream(stream_name).await {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(open_error(bucket, err)),
+                }
+            }
+        },
     }
+}
+
+/// Whether the server refused a stream because it cannot place its replicas as asked.
+fn cannot_place(code: ErrorCode) -> bool {
+    [
+        ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED,
+        ErrorCode::INSUFFICIENT_RESOURCES,
+        ErrorCode::CLUSTER_NO_PEERS,
+        ErrorCode::CLUSTER_TAGS,
+        ErrorCode::CLUSTER_NOT_AVAILABLE,
+    ]
+    .contains(&code)
+}
+
+fn placement_error(config: &NatsConfig, bucket: &str, reason: &str) -> BackendError {
+    let mut wanted = format!("{} replicas", config.kv_replicas);
+    if let Some(cluster) = &config.kv_cluster {
+        wanted.push_str(&format!(" in cluster {cluster:?}"));
+    }
+    if !config.kv_tags.is_empty() {
+        wanted.push_str(&format!(" on servers tagged {:?}", config.kv_tags));
+    }
+    error(
+        BackendErrorKind::InvalidInput,
+        format!(
+            "the NATS servers cannot hold the KV bucket {bucket:?} with {wanted} ({reason}): \
+             lower NatsConfig::kv_replicas to at most the number of JetStream servers in the \
+             cluster (1 on a server outside a cluster), or change the placement"
+        ),
+    )
 }
 
 /// A registry entry or lease as stored: `{ttl in ms} {owner}`. It expires `ttl` after the
@@ -211,18 +269,46 @@ impl Bucket {
     /// Writes `value` at `key` if its last revision is `revision` (0: no message at all).
     async fn write(&self, key: &str, value: Bytes, revision: u64) -> Result<Cas, BackendError> {
         match self.store.update(key, value, revision).await {
-            Ok(_) => Ok(Cas::Written),
-            Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => Ok(Cas::Conflict),
+            Ok(written) => self.confirm(key, written).await,
+            Err(err) if is_conflict(&err) => Ok(Cas::Conflict),
             Err(err) => Err(kv_error("write", err)),
         }
     }
 
+    /// Deletes `key` if its last revision is `revision`. A deletion needs no fence: a write
+    /// racing it is confirmed by its own writer, who finds the deletion after it and retries,
+    /// or stands after it (the deletion happened either way).
     async fn delete(&self, key: &str, revision: u64) -> Result<Cas, BackendError> {
         match self.store.delete_expect_revision(key, Some(revision)).await {
             Ok(()) => Ok(Cas::Written),
-            Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => Ok(Cas::Conflict),
+            Err(err) if is_conflict(&err) => Ok(Cas::Conflict),
             Err(err) => Err(kv_error("delete", err)),
         }
+    }
+
+    /// Whether the revision-checked write of revision `written` that the server accepted
+    /// stands: whether it is still `key`'s last once every write accepted before it is stored.
+    ///
+    /// A replicated stream checks the expected revision against what its leader has stored
+    /// so far, and some servers (nats-server 2.9) accept a second write expecting the same
+    /// revision while the first is still being replicated: both writers would believe they
+    /// won. Any write that passed that check before this one's answer is ordered before the
+    /// fence written after that answer, so once the fence is stored the entry shows the last
+    /// of them, and only its writer is told it won.
+    async fn confirm(&self, key: &str, written: u64) -> Result<Cas, BackendError> {
+        if !self.fenced {
+            return Ok(Cas::Written);
+        }
+        self.store
+            .put(names::FENCE_KEY, Bytes::new())
+            .await
+            .map_err(|err| kv_error("fence write", err))?;
+        let last = self.entry(key).await?.map(|entry| entry.revision);
+        Ok(if last == Some(written) {
+            Cas::Written
+        } else {
+            Cas::Conflict
+        })
     }
 
     fn contention(key: &str) -> BackendError {
@@ -347,6 +433,24 @@ impl Bucket {
         }
         Ok(members)
     }
+}
+
+/// Whether a revision-checked write lost to another write: its revision was not the last
+/// one. A clustered server refuses a write whose revision another write still being
+/// replicated will change with a code of its own (10164), which the client does not map to
+/// [`UpdateErrorKind::WrongLastRevision`] but passes on as the source of the error.
+fn is_conflict(err: &async_nats::error::Error<UpdateErrorKind>) -> bool {
+    if err.kind() == UpdateErrorKind::WrongLastRevision {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(js) = cause.downcast_ref::<jetstream::Error>() {
+            return js.error_code() == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The outcome of a revision-checked write.

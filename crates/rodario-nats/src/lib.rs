@@ -56,6 +56,18 @@
 //! deletes through markers, direct gets), created directly rather than through
 //! `create_key_value`, which cannot read nats-server 2.9's account info.
 //!
+//! # Clusters
+//!
+//! Give every server of a cluster (`nats://a:4222,nats://b:4222,nats://c:4222`): the client
+//! moves to another when its server goes, and its subscriptions follow. With
+//! [`NatsConfig::kv_replicas`] 3 (and [`NatsConfig::kv_cluster`] / [`NatsConfig::kv_tags`]
+//! for placement), the buckets keep the registry and the leases through the loss of a
+//! server. A replicated bucket differs in two ways: reads go through the stream's leader (no
+//! direct gets, which a replica still catching up would answer with old entries), and each
+//! revision-checked write is confirmed by a fence (a write to the key `_fence`) and a read,
+//! since some servers accept two writes expecting the same revision while the first is
+//! being replicated; of such writers only the last is told it won.
+//!
 //! An entry is live until `ttl` after the server's timestamp of the message that wrote it;
 //! an expired entry counts as absent and is replaced by a revision-checked write. Inserting
 //! and acquiring write with "expected last revision" 0 (or the expired entry's revision),

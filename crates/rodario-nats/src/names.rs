@@ -169,6 +169,10 @@ fn hex_value(digit: u8) -> Option<u8> {
 /// The suffix of the leases bucket's name.
 pub(crate) const LOCKS_SUFFIX: &str = "_locks";
 
+/// The key replicated buckets write their fences to (see `kv.rs`): no escaped name is `_`
+/// followed by a lower-case letter, and every key rodario writes otherwise has a `.`.
+pub(crate) const FENCE_KEY: &str = "_fence";
+
 /// The KV buckets of a prefix, (registry, leases): the prefix escaped as by [`escape`]
 /// (bucket names allow only `[A-Za-z0-9_-]`), and that with `_locks` appended, so
 /// `rodario` has `rodario` and `rodario_locks`, and `tenant.a` has `tenant_2Ea` and

@@ -202,6 +202,30 @@ async fn ttl_longer_than_max_age_is_refused() {
         .unwrap());
 }
 
+/// A single server cannot hold three replicas: connecting says so, naming the bucket and the
+/// setting, and leaves no bucket behind, so the same prefix connects with one replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_replicas_than_servers_is_refused_by_name() {
+    let fx = NatsServer::private(&[]);
+    let err = NatsBackend::connect(fx.config().kv_replicas(3))
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{err}");
+    let message = err.to_string();
+    assert!(message.contains("3 replicas"), "{message}");
+    assert!(message.contains("kv_replicas"), "{message}");
+    assert!(message.contains(fx.prefix()), "{message}");
+    let one = NatsBackend::connect(fx.config().kv_replicas(1))
+        .await
+        .unwrap();
+    assert!(one
+        .presence()
+        .insert(Group::Actors, "x", "o", Duration::from_secs(5))
+        .await
+        .unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefixes_are_isolated() {
     let fx = NatsServer::start().await;

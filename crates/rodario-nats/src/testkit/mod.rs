@@ -9,12 +9,14 @@
 //! restarts, a hung server) start one with [`NatsServer::private`]. Each fixture has a
 //! unique prefix, so tests run in parallel on a shared server.
 //!
-//! Other topologies (such as a cluster of several private servers) belong beside
-//! [`NatsServer`] in this module, each a fixture of its own starting its servers with the
-//! same private-process code.
+//! [`NatsCluster`] is three private servers routed into one JetStream cluster, with
+//! buckets of 3 replicas; a test binary shares one ([`NatsCluster::shared`]), and fault
+//! tests start their own and kill one server of it.
 
+mod cluster;
 mod server;
 
+pub use cluster::NatsCluster;
 pub use server::NatsServer;
 
 use std::path::PathBuf;
