@@ -8,6 +8,10 @@
 //! - once the server answers again, direct calls, the registrations of the hosts' actors,
 //!   registering a new actor, and a cluster gather over every member each work within
 //!   [`RECOVERY`] of that moment, with nobody doing anything.
+//!
+//! The recovery is checked from a node whose calls have a short deadline (200 ms): pub/sub
+//! is at most once, so a call published while a host is still reconnecting is lost, and
+//! waiting the full 2 s for it would leave no time to try again.
 
 use std::fmt;
 use std::future::Future;
@@ -93,11 +97,16 @@ struct Outcome {
     ok: bool,
 }
 
-async fn node(broker: &dyn TestBroker, namespace: &str) -> Node {
+async fn node(broker: &dyn TestBroker, namespace: &str, deadline: Duration) -> Node {
     Node::builder(broker.connect(namespace).await)
-        .call_timeout(DEADLINE)
+        .call_timeout(deadline)
         .build()
 }
+
+/// The deadline of the calls that check recovery: short, so that a call lost while a host
+/// was still reconnecting (pub/sub is at most once) leaves time to try again within
+/// [`RECOVERY`].
+const RECOVERY_CHECK: Duration = Duration::from_millis(200);
 
 /// Issues `call` again and again (with a short pause) until `stop`, recording each outcome.
 async fn steady<F, Fut>(began: Instant, stop: Arc<AtomicBool>, mut call: F) -> Vec<Outcome>
@@ -159,9 +168,10 @@ pub async fn kill_under_traffic<B: KillableBroker>(
     namespace: &str,
     outage: Duration,
 ) -> OutageReport {
-    let host_a = node(broker, namespace).await;
-    let host_b = node(broker, namespace).await;
-    let caller = node(broker, namespace).await;
+    let host_a = node(broker, namespace, DEADLINE).await;
+    let host_b = node(broker, namespace, DEADLINE).await;
+    let caller = node(broker, namespace, DEADLINE).await;
+    let checker = node(broker, namespace, RECOVERY_CHECK).await;
     for (host, name) in [(&host_a, "a"), (&host_b, "b")] {
         let actor = host
             .spawn(Counter::named(name))
@@ -176,6 +186,12 @@ pub async fn kill_under_traffic<B: KillableBroker>(
     assert!(
         gather_both(cluster.clone()).await,
         "no gather before the outage"
+    );
+    let check_proxy: CounterProxy = checker.registry().proxy("a").unwrap();
+    let check_cluster: CounterCluster = checker.cluster("workers").unwrap();
+    assert!(
+        gather_both(check_cluster.clone()).await,
+        "no gather from the checking node before the outage"
     );
 
     let began = Instant::now();
@@ -196,8 +212,8 @@ pub async fn kill_under_traffic<B: KillableBroker>(
     let back = Instant::now();
     let back_at = began.elapsed();
 
-    let registry = caller.registry();
-    let direct_back = recovered("a direct call", back, || direct_call(proxy.clone())).await;
+    let registry = checker.registry();
+    let direct_back = recovered("a direct call", back, || direct_call(check_proxy.clone())).await;
     let registrations_back = recovered("listing both hosts' actors", back, || async {
         let listed = registry.actors().await;
         listed.is_ok_and(|actors| actors.contains("a") && actors.contains("b"))
@@ -210,7 +226,7 @@ pub async fn kill_under_traffic<B: KillableBroker>(
     })
     .await;
     let gather_back = recovered("a gather over every member", back, || {
-        gather_both(cluster.clone())
+        gather_both(check_cluster.clone())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -235,7 +251,7 @@ pub async fn kill_under_traffic<B: KillableBroker>(
         outcomes.iter().any(|o| o.issued > back_at && o.ok),
         "no call of the steady traffic succeeded after the restart"
     );
-    for host in [host_a, host_b, caller] {
+    for host in [host_a, host_b, caller, checker] {
         host.shutdown().await;
     }
     OutageReport {
