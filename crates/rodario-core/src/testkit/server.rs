@@ -131,8 +131,34 @@ impl ServerProcess {
 
     /// Suspends the server (SIGSTOP, sent with the `kill` command): its connections stay
     /// open and nothing answers, as with a hung server, until [`ServerProcess::thaw`].
+    ///
+    /// Returns once the process is stopped: a signal is delivered asynchronously, and a
+    /// server thread still running could otherwise answer a request sent right after.
     pub fn freeze(&self) {
         self.signal("-STOP");
+        let Some(child) = self.child.as_ref() else {
+            return;
+        };
+        let stat = format!("/proc/{}/stat", child.id());
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(2) {
+            match std::fs::read_to_string(&stat) {
+                // `pid (name) state ...`: the state follows the closing parenthesis.
+                Ok(text)
+                    if text
+                        .rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('T')) =>
+                {
+                    return;
+                }
+                // No /proc (not Linux): a short pause stands in for the check.
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    return;
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
     }
 
     /// Resumes a server [`ServerProcess::freeze`] suspended (SIGCONT).
