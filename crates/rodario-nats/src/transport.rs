@@ -142,12 +142,23 @@ impl Inner {
 }
 
 /// Ends a subscription's reader task (and with it the subscription) when dropped, closed or
-/// not.
-struct AbortOnDrop(JoinHandle<()>);
+/// not: no frame reaches the sink afterwards.
+struct AbortOnDrop {
+    reader: JoinHandle<()>,
+    /// Whether the reader may still deliver; cleared under its lock before the abort.
+    open: Arc<Mutex<bool>>,
+}
+
+impl AbortOnDrop {
+    fn stop(&self) {
+        *locked(&self.open) = false;
+        self.reader.abort();
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        self.stop();
     }
 }
 
@@ -207,19 +218,27 @@ impl Transport for NatsConnection {
         // `subscription_capacity`; it drops for a slow consumer); this task empties it into
         // the sink, which never waits.
         let mut subscriber = subscriber;
+        let open = Arc::new(Mutex::new(true));
+        let delivering = open.clone();
         let reader = tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
+                // Checked under the lock that closing takes: once a subscription is closed or
+                // dropped, no frame reaches its sink, even one the reader already holds.
+                let open = locked(&delivering);
+                if !*open {
+                    break;
+                }
                 sink.deliver(message.payload);
             }
         });
-        let reader = AbortOnDrop(reader);
+        let reader = AbortOnDrop { reader, open };
         let inner = self.inner.clone();
         Ok(Subscription::new(async move {
             // Ending the reader drops the subscriber, which queues the UNSUB; a round trip
             // after it confirms the server handled it.
             let mut reader = reader;
-            reader.0.abort();
-            let _ = (&mut reader.0).await;
+            reader.stop();
+            let _ = (&mut reader.reader).await;
             if let Err(err) = inner.round_trip(None).await {
                 tracing::debug!(%err, %subject, "could not confirm the unsubscription");
             }
