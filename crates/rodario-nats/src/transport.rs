@@ -2,7 +2,7 @@
 //! own inbox that confirm subscriptions and check delivery.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_nats::StatusCode;
@@ -145,13 +145,13 @@ impl Inner {
 /// not: no frame reaches the sink afterwards.
 struct AbortOnDrop {
     reader: JoinHandle<()>,
-    /// Whether the reader may still deliver; cleared under its lock before the abort.
-    open: Arc<Mutex<bool>>,
+    /// Whether the reader may still deliver; cleared before the abort.
+    open: Arc<AtomicBool>,
 }
 
 impl AbortOnDrop {
     fn stop(&self) {
-        *locked(&self.open) = false;
+        self.open.store(false, Ordering::Release);
         self.reader.abort();
     }
 }
@@ -218,14 +218,14 @@ impl Transport for NatsConnection {
         // `subscription_capacity`; it drops for a slow consumer); this task empties it into
         // the sink, which never waits.
         let mut subscriber = subscriber;
-        let open = Arc::new(Mutex::new(true));
+        let open = Arc::new(AtomicBool::new(true));
         let delivering = open.clone();
         let reader = tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
-                // Checked under the lock that closing takes: once a subscription is closed or
-                // dropped, no frame reaches its sink, even one the reader already holds.
-                let open = locked(&delivering);
-                if !*open {
+                // Checked before each delivery: a frame the reader already holds when the
+                // subscription is closed or dropped does not reach the sink. (No lock is held
+                // while delivering: a sink may drop what owns this subscription.)
+                if !delivering.load(Ordering::Acquire) {
                     break;
                 }
                 sink.deliver(message.payload);
