@@ -144,6 +144,7 @@ mod tests {
             method: "greeting".into(),
             args: rmp_serde::to_vec(&("Sir",)).expect("encodes"),
             deadline_ms: 9,
+            kwargs: None,
         });
         assert_eq!(
             describe(&Ok(call)),

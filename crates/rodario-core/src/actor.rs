@@ -163,6 +163,11 @@ impl MethodSpec {
         }
     }
 
+    /// The parameters (name, type as written), in order.
+    pub(crate) fn params(&self) -> &[(&'static str, &'static str)] {
+        &self.params
+    }
+
     pub(crate) fn chain(&self) -> &HookChain {
         &self.chain
     }

@@ -7,7 +7,7 @@
 //!
 //! | kind | body |
 //! |---|---|
-//! | call | `{"Call": [id, reply_to, method, args, deadline_ms]}` |
+//! | call | `{"Call": [id, reply_to, method, args, deadline_ms]}`, or `[.., deadline_ms, kwargs]` |
 //! | reply | `{"Reply": [id, from, outcome]}`, outcome `{"Ok": bin}`, `{"Err": [kind, message]}` or `"Declined"` |
 //! | expect | `{"Expect": [id, count]}`: a node tells a cluster caller how many of its actors got the call |
 //!
@@ -15,7 +15,11 @@
 //! MessagePack encoding of the return value; structs inside them are maps with field names,
 //! so a generic client can build them from JSON-shaped data. `deadline_ms` is the caller's
 //! deadline in milliseconds since the Unix epoch: receivers skip calls whose caller has
-//! given up. This replaces the Python library's pickled `(call_id, proxy_id, method, args,
+//! given up. `kwargs`, when present, is a MessagePack map of arguments by parameter name
+//! that the host appends to the positional ones (callers speaking another wire, such as the
+//! Python library's, name their arguments); rodario's own proxies leave it out. A frame
+//! without it is read as before, so frames of earlier builds still decode, and earlier
+//! builds read a frame without it as their own. This replaces the Python library's pickled `(call_id, proxy_id, method, args,
 //! kwargs)` and `(call_id, value)` tuples: decoding is safe on any input (it never panics
 //! and never runs code), and frames over the size limit are refused before decoding.
 
@@ -94,6 +98,10 @@ pub struct Call {
     pub args: Vec<u8>,
     /// The caller's deadline, in milliseconds since the Unix epoch.
     pub deadline_ms: u64,
+    /// Arguments by parameter name: a MessagePack map from name to value, appended after
+    /// `args` in the method's parameter order. `None` from rodario's own proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub kwargs: Option<Vec<u8>>,
 }
 
 /// A reply to call `id`.
@@ -286,6 +294,7 @@ mod tests {
                 method: "greeting".into(),
                 args: encode_value(&("The Great",), "args").unwrap(),
                 deadline_ms: 1_700_000_000_000,
+                kwargs: None,
             }),
             Frame::Reply(Reply {
                 id: 7,
@@ -340,6 +349,37 @@ mod tests {
         }
     }
 
+    /// A call with named arguments round-trips; the same call without them encodes as
+    /// earlier builds wrote it (five fields), so both kinds of peer read it.
+    #[test]
+    fn named_arguments_are_an_optional_trailing_field() {
+        let mut call = Call {
+            id: 3,
+            reply_to: "node".into(),
+            method: "greet".into(),
+            args: encode_value(&(), "args").unwrap(),
+            deadline_ms: 5,
+            kwargs: Some(encode_value(&[("name", "Ann")], "kwargs").unwrap()),
+        };
+        let bytes = encode_frame(&Frame::Call(call.clone()), DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(
+            decode_frame(&bytes, DEFAULT_MAX_FRAME).unwrap(),
+            Frame::Call(call.clone())
+        );
+        call.kwargs = None;
+        let bytes = encode_frame(&Frame::Call(call.clone()), DEFAULT_MAX_FRAME).unwrap();
+        #[derive(Deserialize)]
+        enum EarlierFrame {
+            Call((u64, String, String, serde_bytes::ByteBuf, u64)),
+        }
+        let EarlierFrame::Call(fields) = rmp_serde::from_slice(&bytes[HEADER..]).unwrap();
+        assert_eq!(fields.4, 5);
+        assert_eq!(
+            decode_frame(&bytes, DEFAULT_MAX_FRAME).unwrap(),
+            Frame::Call(call)
+        );
+    }
+
     #[test]
     fn refuses_oversize_frames_naming_the_limit() {
         let frame = Frame::Call(Call {
@@ -348,6 +388,7 @@ mod tests {
             method: "m".into(),
             args: vec![0; 2000],
             deadline_ms: 0,
+            kwargs: None,
         });
         let err = encode_frame(&frame, 1000).unwrap_err();
         assert!(err.to_string().contains("limit of 1000 bytes"), "{err}");

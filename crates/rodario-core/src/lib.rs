@@ -42,6 +42,7 @@ pub mod hooks;
 mod host;
 pub mod locks;
 pub mod name;
+mod named_args;
 pub mod node;
 pub mod registry;
 mod shared;

@@ -16,6 +16,7 @@ use crate::frame::{Call, Outcome};
 use crate::hooks::{guarded, CallContext};
 use crate::locks::Locks;
 use crate::name::{ActorId, ClusterName, NodeId};
+use crate::named_args::merge_named;
 use crate::shared::Shared;
 
 /// An actor with what it needs to handle its calls.
@@ -117,6 +118,13 @@ impl<A: Actor> Worker<A> {
         }
         let outcome = match via {
             Via::Cluster {
+                handler: Some(_),
+                ..
+            } if call.kwargs.is_some() => Outcome::Err(RemoteError::new(
+                RemoteErrorKind::BadArguments,
+                "a cluster handler takes its arguments by position only",
+            )),
+            Via::Cluster {
                 handler: Some(handler),
                 ..
             } => match guarded("", handler.handle(&call.method, &call.args)).await {
@@ -161,11 +169,22 @@ impl<A: Actor> Worker<A> {
                 format!("no method named {}", quote_name(&call.method)),
             ));
         };
+        let merged;
+        let args = match &call.kwargs {
+            None => &call.args,
+            Some(kwargs) => match merge_named(&call.args, kwargs, spec.params()) {
+                Ok(args) => {
+                    merged = args;
+                    &merged
+                }
+                Err(error) => return Outcome::Err(error),
+            },
+        };
         let context = CallContext {
             actor: id,
             method: &call.method,
             tags: spec.tags(),
-            args: &call.args,
+            args,
             call_id: call.id,
             caller,
             cluster: cluster.map(|(channel, _)| channel),
@@ -174,7 +193,7 @@ impl<A: Actor> Worker<A> {
             singular_claimed: cluster.is_some_and(|(_, claimed)| claimed),
         };
         spec.chain()
-            .run(&context, actor.dispatch(&call.method, &call.args))
+            .run(&context, actor.dispatch(&call.method, args))
             .await
     }
 }

@@ -343,6 +343,7 @@ pub async fn malformed_frames_are_survived(broker: &dyn TestBroker) {
             method: "add".into(),
             args: vec![],
             deadline_ms: u64::MAX,
+            kwargs: None,
         }),
         DEFAULT_MAX_FRAME,
     )
