@@ -25,6 +25,10 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// Per-channel locks that order `SUBSCRIBE`/`UNSUBSCRIBE` of one channel.
 const CHANNEL_LOCKS: usize = 64;
 
+/// The deadline a call from a Python proxy gets (it sends none).
+#[cfg(feature = "python")]
+const DEFAULT_PYTHON_CALL_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Connects to Redis; the entry point of this crate.
 ///
 /// Each call opens a new connection, as another process would: give each node its own
@@ -60,6 +64,7 @@ pub struct RedisConfig {
     connect_timeout: Duration,
     reconnect_min: Duration,
     reconnect_max: Duration,
+    python: Option<Duration>,
 }
 
 impl Default for RedisConfig {
@@ -76,6 +81,7 @@ impl RedisConfig {
         RedisConfig {
             url: url.into(),
             prefix: String::new(),
+            python: None,
             command_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             reconnect_min: Duration::from_millis(100),
@@ -129,6 +135,29 @@ impl RedisConfig {
         &self.url
     }
 
+    /// Speaks the Python library's wire as well as rodario's: pickled calls from Python
+    /// proxies are served, calls to actors and clusters go out in a form Python actors
+    /// read (rodario nodes read the rodario frame inside), and registry entries without a
+    /// lease (Python actors) count as live. The Python library uses unprefixed names: to
+    /// reach Python processes, set no [`prefix`](Self::prefix) (with one, only rodario nodes
+    /// of the same prefix are reached, through pickled frames). What crosses and what does
+    /// not: the crate documentation's "Python processes" section.
+    #[cfg(feature = "python")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "python")))]
+    pub fn python_wire(mut self) -> Self {
+        self.python = Some(self.python.unwrap_or(DEFAULT_PYTHON_CALL_DEADLINE));
+        self
+    }
+
+    /// The deadline given to a call from a Python proxy, which sends none (default 60 s):
+    /// the actor skips the call once it has passed. Implies [`python_wire`](Self::python_wire).
+    #[cfg(feature = "python")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "python")))]
+    pub fn python_call_deadline(mut self, deadline: Duration) -> Self {
+        self.python = Some(deadline.max(Duration::from_millis(1)));
+        self
+    }
+
     /// The key and channel prefix.
     pub fn key_prefix(&self) -> &str {
         &self.prefix
@@ -151,6 +180,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &redact(&self.url))
             .field("prefix", &self.prefix)
+            .field("python_call_deadline", &self.python)
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("reconnect_min", &self.reconnect_min)
@@ -249,6 +279,10 @@ impl Inner {
                 .collect(),
             hasher: RandomState::new(),
             scripts: Scripts::new(),
+            #[cfg(feature = "python")]
+            python: config
+                .python
+                .map(|deadline| Arc::new(crate::python::PythonWire::new(deadline))),
         });
         tokio::spawn(pubsub::reaper(Arc::downgrade(&inner), reaper_rx));
         tracing::debug!(addr = %inner.addr, prefix = %inner.prefix, "connected to redis");

@@ -93,6 +93,8 @@ mod locks;
 mod names;
 mod presence;
 mod pubsub;
+#[cfg(feature = "python")]
+mod python;
 mod scripts;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
@@ -131,6 +133,9 @@ pub(crate) struct Inner {
     channel_locks: Vec<tokio::sync::Mutex<()>>,
     hasher: RandomState,
     scripts: Scripts,
+    /// Set with [`RedisConfig::python_wire`].
+    #[cfg(feature = "python")]
+    python: Option<Arc<python::PythonWire>>,
 }
 
 impl Inner {

@@ -10,6 +10,17 @@ use rodario_core::error::BackendError;
 use crate::names::lease_prefix;
 use crate::{ttl_ms, Handle};
 
+#[cfg(feature = "python")]
+impl Handle {
+    /// The scripts of a registry Python actors share: the actors' group on a Python wire.
+    fn shared_registry(&self, group: Group<'_>) -> Option<&crate::python::RegistryScripts> {
+        match group {
+            Group::Actors => self.python.as_ref().map(|wire| &wire.registry),
+            _ => None,
+        }
+    }
+}
+
 #[async_trait]
 impl Presence for Handle {
     async fn insert(
@@ -21,6 +32,12 @@ impl Presence for Handle {
     ) -> Result<bool, BackendError> {
         check_ttl(crate::NAME, ttl)?;
         let set = self.set_name(group);
+        #[cfg(feature = "python")]
+        if let Some(scripts) = self.shared_registry(group) {
+            return self
+                .shared_insert(scripts, &set, member, owner, ttl_ms(ttl))
+                .await;
+        }
         let lease = format!("{}{member}", lease_prefix(&set));
         let mut script = self.scripts.insert.key(&set);
         script.key(&lease).arg(member).arg(owner).arg(ttl_ms(ttl));
@@ -72,6 +89,10 @@ impl Presence for Handle {
         owner: Option<&str>,
     ) -> Result<bool, BackendError> {
         let set = self.set_name(group);
+        #[cfg(feature = "python")]
+        if let Some(scripts) = self.shared_registry(group) {
+            return self.shared_remove(scripts, &set, member, owner).await;
+        }
         let lease = format!("{}{member}", lease_prefix(&set));
         let mut script = self.scripts.remove.key(&set);
         script
@@ -85,6 +106,10 @@ impl Presence for Handle {
 
     async fn contains(&self, group: Group<'_>, member: &str) -> Result<bool, BackendError> {
         let set = self.set_name(group);
+        #[cfg(feature = "python")]
+        if let Some(scripts) = self.shared_registry(group) {
+            return self.shared_contains(scripts, &set, member).await;
+        }
         let lease = format!("{}{member}", lease_prefix(&set));
         let mut script = self.scripts.contains.key(&set);
         script.key(&lease).arg(member);
@@ -94,6 +119,11 @@ impl Presence for Handle {
 
     async fn members(&self, group: Group<'_>) -> Result<BTreeSet<String>, BackendError> {
         let set = self.set_name(group);
+        #[cfg(feature = "python")]
+        if let Some(scripts) = self.shared_registry(group) {
+            let live = self.shared_members(scripts, &set).await?;
+            return Ok(live.into_iter().collect());
+        }
         let mut script = self.scripts.members.key(&set);
         script.arg(lease_prefix(&set));
         let live: Vec<String> = self.invoke("registry members", &script).await?;

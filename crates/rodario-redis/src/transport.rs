@@ -65,6 +65,14 @@ impl Drop for UndoAdd<'_> {
 #[async_trait]
 impl Transport for Handle {
     async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError> {
+        #[cfg(feature = "python")]
+        let frame = match &self.python {
+            None => frame,
+            Some(wire) => match wire.outgoing(channel, frame)? {
+                crate::python::Outgoing::Publish(frame) => frame,
+                crate::python::Outgoing::Nothing => return Ok(Delivery::Unknown),
+            },
+        };
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(self.channel_name(channel)).arg(frame.as_ref());
         let receivers: u64 = self.query("PUBLISH", &cmd).await?;
@@ -78,6 +86,15 @@ impl Transport for Handle {
         channel: &Channel,
         sink: Arc<dyn FrameSink>,
     ) -> Result<Subscription, BackendError> {
+        #[cfg(feature = "python")]
+        let sink: Arc<dyn FrameSink> = match &self.python {
+            None => sink,
+            Some(wire) => Arc::new(crate::python::PythonSink {
+                wire: wire.clone(),
+                channel: channel.clone(),
+                inner: sink,
+            }),
+        };
         let name = self.channel_name(channel);
         let (id, open, first) = {
             let _ordered = self.channel_lock(&name).lock().await;

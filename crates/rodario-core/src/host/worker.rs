@@ -118,8 +118,7 @@ impl<A: Actor> Worker<A> {
         }
         let outcome = match via {
             Via::Cluster {
-                handler: Some(_),
-                ..
+                handler: Some(_), ..
             } if call.kwargs.is_some() => Outcome::Err(RemoteError::new(
                 RemoteErrorKind::BadArguments,
                 "a cluster handler takes its arguments by position only",
