@@ -60,6 +60,12 @@ pub(crate) fn merge_named(
     Ok(merged)
 }
 
+/// Whether a `kwargs` map names any argument (an empty map, which a caller that always sends
+/// one does, names none).
+pub(crate) fn names_arguments(kwargs: &[u8]) -> bool {
+    container_header(kwargs, ContainerKind::Map).is_none_or(|(count, _)| count > 0)
+}
+
 fn bad(message: impl Into<String>) -> RemoteError {
     RemoteError::new(RemoteErrorKind::BadArguments, message)
 }

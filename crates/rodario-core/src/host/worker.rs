@@ -16,7 +16,7 @@ use crate::frame::{Call, Outcome};
 use crate::hooks::{guarded, CallContext};
 use crate::locks::Locks;
 use crate::name::{ActorId, ClusterName, NodeId};
-use crate::named_args::merge_named;
+use crate::named_args::{merge_named, names_arguments};
 use crate::shared::Shared;
 
 /// An actor with what it needs to handle its calls.
@@ -119,10 +119,12 @@ impl<A: Actor> Worker<A> {
         let outcome = match via {
             Via::Cluster {
                 handler: Some(_), ..
-            } if call.kwargs.is_some() => Outcome::Err(RemoteError::new(
-                RemoteErrorKind::BadArguments,
-                "a cluster handler takes its arguments by position only",
-            )),
+            } if call.kwargs.as_deref().is_some_and(names_arguments) => {
+                Outcome::Err(RemoteError::new(
+                    RemoteErrorKind::BadArguments,
+                    "a cluster handler takes its arguments by position only",
+                ))
+            }
             Via::Cluster {
                 handler: Some(handler),
                 ..

@@ -67,15 +67,15 @@ pub(crate) struct PythonWire {
     pub(crate) registry: RegistryScripts,
     call_deadline: Duration,
     next_id: AtomicU64,
-    /// Calls from Python proxies that local actors serve, by the id given to them here.
-    served: Mutex<HashMap<u64, Served>>,
+    /// Calls from Python proxies that local actors serve, by (proxy, the id given to them
+    /// here).
+    served: Mutex<HashMap<(String, u64), Served>>,
     /// Calls this handle's nodes sent as pickles, by (reply node, call id).
     sent: Mutex<HashMap<(String, u64), Sent>>,
 }
 
 struct Served {
     call_id: Value,
-    proxy: String,
     discovery: bool,
     /// For a cluster call: how this node's members answered so far.
     tally: Option<Tally>,
@@ -124,6 +124,18 @@ impl PythonWire {
             next_id: AtomicU64::new(1),
             served: Mutex::new(HashMap::new()),
             sent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The rodario id of a Python call: the same on every node that gets it (the FNV-1a
+    /// hash of its id string), so that the nodes of a cluster agree on the call's
+    /// `singular` lease, which is named after the caller and the call id.
+    fn rodario_id(&self, call_id: &Value) -> u64 {
+        match call_id {
+            Value::String(text) => text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            }),
+            _ => self.next_id.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -194,8 +206,9 @@ impl PythonWire {
         };
         let args = Plain::from_pickle(Value::List(args)).map_err(|e| e.to_string())?;
         let args = encode_value(&args, "arguments").map_err(|e| e.to_string())?;
+        // Always a map, even an empty one: the host then fills the `Option` parameters a
+        // Python caller left out, as Python fills defaults.
         let kwargs = match kwargs {
-            Value::Dict(map) if map.is_empty() => None,
             Value::Dict(map) => {
                 if map.keys().any(|k| pickle::key(k).is_none()) {
                     return Err("a keyword argument's name is not a string".into());
@@ -203,11 +216,14 @@ impl PythonWire {
                 let kwargs = Plain::from_pickle(Value::Dict(map)).map_err(|e| e.to_string())?;
                 Some(encode_value(&kwargs, "keyword arguments").map_err(|e| e.to_string())?)
             }
-            Value::None => None,
+            Value::None => Some(
+                encode_value(&Plain::Map(Vec::new()), "keyword arguments")
+                    .map_err(|e| e.to_string())?,
+            ),
             _ => return Err("the keyword arguments are not a dict".into()),
         };
         let discovery = method == PYTHON_METHODS;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.rodario_id(&call_id);
         let deadline_ms = now_ms() + self.call_deadline.as_millis() as u64;
         let frame = Frame::Call(Call {
             id,
@@ -228,10 +244,9 @@ impl PythonWire {
             served.retain(|_, s| s.expires_ms > now);
         }
         served.insert(
-            id,
+            (proxy, id),
             Served {
                 call_id,
-                proxy,
                 discovery,
                 tally: cluster.then(Tally::default),
                 expires_ms: deadline_ms,
@@ -359,8 +374,9 @@ impl PythonWire {
             Ok(Frame::Expect(expect)) => (expect.id, Answer::Expect(expect.count)),
             _ => return Ok(Outgoing::Publish(frame)),
         };
+        let key = (node.to_owned(), id);
         let mut served = locked(&self.served);
-        let Some(entry) = served.get_mut(&id).filter(|s| s.proxy == node) else {
+        let Some(entry) = served.get_mut(&key) else {
             return Ok(Outgoing::Publish(frame));
         };
         let send = match (&mut entry.tally, kind) {
@@ -390,7 +406,7 @@ impl PythonWire {
         let call_id = entry.call_id.clone();
         let discovery = entry.discovery;
         if done {
-            served.remove(&id);
+            served.remove(&key);
         }
         drop(served);
         let Some(outcome) = send else {
