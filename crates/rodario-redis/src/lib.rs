@@ -41,6 +41,23 @@
 //! that writes no lease (the Python library) counts as not live and may be replaced.
 //! Avoid a lock context named `actors` or `members:..`: its keys could meet lease keys.
 //!
+//! # Python processes
+//!
+//! With feature `python` and [`RedisConfig::python_wire`], a node also speaks the Python
+//! library's wire: pickled `(call_id, proxy_id, method, args, kwargs)` calls and
+//! `(call_id, value)` replies on the channels above. Python proxies call this node's
+//! actors (keyword arguments by parameter name, `_get_methods`, errors as built-in
+//! exception instances, one reply per node to a Python cluster call), and this node's
+//! proxies and clusters call Python actors: a call it publishes is a pickle whose sixth
+//! field is the rodario frame, which rodario nodes read and Python ignores. In the
+//! registry, a member of `actors` with no lease is a Python actor, live until it removes
+//! itself; rodario's own entries are also listed in the SET `actors:rodario`, so that one
+//! whose lease ran out is still told apart and removed. Pickles are checked opcode by
+//! opcode before they are decoded (no globals, calls, object building, shared containers
+//! or nesting deeper than 64), so a hostile one is dropped with a warning and never runs
+//! code. rodario's README ("Talking to Python processes") has the Python side and a
+//! table of how values cross.
+//!
 //! # Connection
 //!
 //! Each [`Backend`] from [`RedisBackend::connect`] or [`RedisConfig::connect`] owns one

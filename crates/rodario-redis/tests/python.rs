@@ -373,3 +373,22 @@ async fn hostile_pickles_are_dropped_and_the_actor_keeps_serving() {
     assert_eq!(seen["positional"], "Hello, Ann");
     assert!(!marker.exists(), "the os.system payload ran");
 }
+
+/// What a Python user of the unpatched library sees calling a rodario actor: the library
+/// registers a call's reply queue only after publishing the call, a fast actor's reply gets
+/// there first, the proxy's reader thread dies, and the call and every later one on that
+/// proxy are never answered. (The README's "Python processes" quotes this.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unpatched_python_library_loses_replies_from_a_fast_actor() {
+    let server = server();
+    let host = node(server).await;
+    let _greeter = host
+        .spawn(Greeter::default())
+        .uuid("fast-greeter")
+        .start()
+        .await
+        .unwrap();
+    let seen = python(server, &["unpatched", "fast-greeter", "200"]).await;
+    let answered = seen["answered"].as_u64().unwrap();
+    assert!(answered < 200, "every call was answered: {seen}");
+}

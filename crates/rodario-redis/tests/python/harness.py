@@ -10,7 +10,8 @@ Two test-only patches; the library's logic is otherwise unchanged:
    its count only from the publish, so replies that arrive before it are held, then
    delivered as the library would have.
 
-Import this module before anything from `rodario`.
+Import this module before anything from `rodario` (that applies the first patch), then
+call `patch_reply_ordering()` (the second).
 """
 import functools
 import os
@@ -46,8 +47,6 @@ def _actor_call(self, method_name, *args, **kwargs):
         return queue.get()
     return Future(queue)
 
-
-_proxy_module.ActorProxy._proxy = _actor_call
 
 _cluster_lock = threading.Lock()
 
@@ -90,5 +89,8 @@ def _cluster_call(self, method_name, *args, **kwargs):
     return Future(queue)
 
 
-_cluster_module.ClusterProxy._handler = _cluster_handler
-_cluster_module.ClusterProxy._proxy = _cluster_call
+def patch_reply_ordering():
+    """Registers each call's reply queue before the call is published."""
+    _proxy_module.ActorProxy._proxy = _actor_call
+    _cluster_module.ClusterProxy._handler = _cluster_handler
+    _cluster_module.ClusterProxy._proxy = _cluster_call

@@ -5,16 +5,19 @@
                                   a ClusterProxy calls METHOD([N]) on a channel; prints the replies
     interop.py serve UUID CHANNEL serves a Python actor that joins CHANNEL until stdin closes
     interop.py actors             prints the registry's actors
+    interop.py unpatched UUID N   N calls with the library's own reply ordering; prints how
+                                  many were answered
 
 Every wait is bounded: a future's get has a timeout, and the whole run an alarm.
 """
 import json
+import os
 import queue
 import signal
 import sys
 import time
 
-import harness  # noqa: F401  (patches the library first)
+import harness  # (patches the library's connections first)
 from rodario.actors import Actor, ActorProxy, ClusterProxy
 from rodario.registry import Registry
 
@@ -94,9 +97,30 @@ def actors():
     return sorted(a.decode() for a in Registry().actors)
 
 
+def unpatched(uuid, n):
+    """Calls until one is lost: the library registers a reply queue after publishing."""
+    proxy = ActorProxy(uuid=uuid)
+    answered = 0
+    for i in range(n):
+        try:
+            proxy.greet("caller %d" % i).get(timeout=2)
+        except queue.Empty:
+            break
+        answered += 1
+    return {"calls": n, "answered": answered}
+
+
 def main():
     signal.alarm(30)
     command, args = sys.argv[1], sys.argv[2:]
+    if command == "unpatched":
+        # The constructor's own `_get_methods` call can be lost too, and then it waits
+        # forever: the alarm ends the run.
+        signal.signal(signal.SIGALRM, lambda *_: (print(json.dumps({"calls": int(args[1]), "answered": 0, "constructor_hung": True}), flush=True), os._exit(0)))
+        signal.alarm(3)
+        print(json.dumps(unpatched(args[0], int(args[1]))), flush=True)
+        return
+    harness.patch_reply_ordering()
     if command == "call":
         result = call(*args)
     elif command == "cluster":
