@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::{BackendError, BackendErrorKind};
 use crate::name::{ActorId, ClusterName, NodeId};
+use crate::observe::Discovery;
 
 /// A logical channel. Backends map it to their own names; [`Channel::default_name`] is the
 /// Python library's layout (`actor:{uuid}`, `proxy:{proxyid}`, `cluster:{channel}`), which
@@ -356,6 +357,7 @@ pub struct Backend {
     transport: Arc<dyn Transport>,
     presence: Arc<dyn Presence>,
     locks: Arc<dyn LockStore>,
+    discovery: Option<Arc<dyn Discovery>>,
 }
 
 impl Backend {
@@ -371,7 +373,20 @@ impl Backend {
             transport,
             presence,
             locks,
+            discovery: None,
         }
+    }
+
+    /// Adds the part that answers the broker's own discovery requests about each node on
+    /// this backend (see [`crate::observe`]).
+    pub fn with_discovery(mut self, discovery: Arc<dyn Discovery>) -> Self {
+        self.discovery = Some(discovery);
+        self
+    }
+
+    /// The part that answers the broker's discovery requests, if the backend has one.
+    pub fn discovery(&self) -> Option<&Arc<dyn Discovery>> {
+        self.discovery.as_ref()
     }
 
     /// The backend's name, such as `"memory"` or `"redis"`.

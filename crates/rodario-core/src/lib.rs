@@ -44,6 +44,7 @@ pub mod locks;
 pub mod name;
 mod named_args;
 pub mod node;
+pub mod observe;
 pub mod registry;
 mod shared;
 mod sync;

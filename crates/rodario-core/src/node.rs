@@ -5,19 +5,22 @@
 //! channels, liveness). This file only builds the two and wires them together.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::actor::Actor;
 use crate::backend::Backend;
+use crate::backend::Subscription;
 use crate::client::{Client, ClusterProxy, TypedCluster};
 use crate::error::Result;
 use crate::handle::ActorBuilder;
 use crate::host::Host;
 use crate::locks::Locks;
 use crate::name::NodeId;
+use crate::observe::{Directory, LocalActor};
 use crate::registry::ActorRegistry;
 use crate::shared::{NodeConfig, Shared};
+use crate::sync::locked;
 
 pub use crate::shared::{DEFAULT_CALL_TIMEOUT, DEFAULT_LIVENESS_TTL, DEFAULT_MAILBOX, MAX_WAIT};
 
@@ -44,6 +47,27 @@ struct NodeInner {
     shared: Arc<Shared>,
     client: Arc<Client>,
     host: Arc<Host>,
+    /// The backend's discovery serving this node, once it started.
+    discovery: Mutex<Option<Subscription>>,
+}
+
+/// What a backend's discovery reads of a node: the node's id and its host's actors.
+struct NodeDirectory {
+    id: String,
+    host: Weak<Host>,
+}
+
+impl Directory for NodeDirectory {
+    fn node_id(&self) -> &str {
+        &self.id
+    }
+
+    fn actors(&self) -> Vec<LocalActor> {
+        self.host
+            .upgrade()
+            .map(|host| host.local_actors())
+            .unwrap_or_default()
+    }
 }
 
 /// Settings for a [`Node`]; start with [`Node::builder`].
@@ -94,13 +118,14 @@ impl NodeBuilder {
         );
         let client = Arc::new(Client::new(shared.clone()));
         let host = Arc::new(Host::new(shared.clone(), locks));
-        Node {
-            inner: Arc::new(NodeInner {
-                shared,
-                client,
-                host,
-            }),
-        }
+        let inner = Arc::new(NodeInner {
+            shared,
+            client,
+            host,
+            discovery: Mutex::new(None),
+        });
+        serve_discovery(&inner);
+        Node { inner }
     }
 }
 
@@ -160,11 +185,21 @@ impl Node {
         self.inner.shared.config.max_frame
     }
 
+    /// The actors running on this node, with how their methods were used since they started
+    /// (calls, errors, time spent): what the backend's discovery, if any, serves.
+    pub fn local_actors(&self) -> Vec<LocalActor> {
+        self.inner.host.local_actors()
+    }
+
     /// Stops every actor started on this node, removes every registration it holds, and
     /// ends its background tasks. Calls still waiting for replies fail with
     /// [`Error::Closed`](crate::Error::Closed).
     pub async fn shutdown(&self) {
         self.inner.host.shutdown().await;
+        let discovery = locked(&self.inner.discovery).take();
+        if let Some(discovery) = discovery {
+            discovery.close().await;
+        }
         self.inner.shared.shut_down();
         self.inner.client.close().await;
     }
@@ -178,6 +213,32 @@ impl Node {
         self.inner.client.crash();
         self.inner.shared.shut_down();
     }
+}
+
+/// Starts the backend's discovery for the node, if the backend has one: in a task, since
+/// building a node sends nothing and waits for nothing.
+fn serve_discovery(inner: &Arc<NodeInner>) {
+    let Some(discovery) = inner.shared.backend.discovery().cloned() else {
+        return;
+    };
+    let directory = Arc::new(NodeDirectory {
+        id: inner.shared.id.to_string(),
+        host: Arc::downgrade(&inner.host),
+    });
+    let node = Arc::downgrade(inner);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("no tokio runtime: the backend's discovery does not serve this node");
+        return;
+    };
+    runtime.spawn(async move {
+        match discovery.serve(directory).await {
+            Ok(subscription) => match node.upgrade() {
+                Some(node) => *locked(&node.discovery) = Some(subscription),
+                None => subscription.close().await,
+            },
+            Err(e) => tracing::warn!(error = %e, "the backend's discovery cannot serve this node"),
+        }
+    });
 }
 
 impl fmt::Debug for Node {

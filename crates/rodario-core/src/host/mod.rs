@@ -63,6 +63,12 @@ impl Host {
         &self.locks
     }
 
+    /// The actors running here, with their methods' use.
+    pub(crate) fn local_actors(&self) -> Vec<crate::observe::LocalActor> {
+        let actors: Vec<Arc<ActorEntry>> = locked(&self.actors).values().cloned().collect();
+        actors.iter().map(|actor| actor.local()).collect()
+    }
+
     fn track(&self, entry: Arc<ActorEntry>) {
         locked(&self.actors).insert(entry.id.clone(), entry);
     }

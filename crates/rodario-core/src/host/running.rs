@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::frame::encode_value;
 use crate::hooks::Singular;
 use crate::name::{ActorId, ClusterName};
+use crate::observe::{LocalActor, MethodCounters, MethodTable};
 use crate::sync::locked;
 
 /// What a host keeps about a running actor, whatever its type.
@@ -33,6 +34,8 @@ pub(crate) struct ActorEntry {
     /// The actor's `singular` methods, which its node decides on for it in cluster calls.
     singular: Arc<HashMap<&'static str, Singular>>,
     joined: Mutex<Vec<ClusterName>>,
+    /// Its public methods and their counters, which its worker keeps.
+    methods: MethodTable,
     /// The actor's subscription and worker task, until it stops.
     running: tokio::sync::Mutex<Option<(Subscription, JoinHandle<()>)>>,
 }
@@ -68,6 +71,19 @@ impl ActorEntry {
         };
         let methods: HashMap<&'static str, MethodSpec> =
             A::methods().into_iter().map(|m| (m.name(), m)).collect();
+        let mut described: Vec<_> = methods
+            .values()
+            .map(|spec| (spec.info(), Arc::new(MethodCounters::default())))
+            .collect();
+        described.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        let table: MethodTable = Arc::new(described);
+        let counters = table
+            .iter()
+            .filter_map(|(info, counters)| {
+                let name = methods.get_key_value(info.name.as_str())?.0;
+                Some((*name, counters.clone()))
+            })
+            .collect();
         let singular = methods
             .iter()
             .filter_map(|(name, spec)| Some((*name, spec.singular_spec()?.clone())))
@@ -80,6 +96,7 @@ impl ActorEntry {
                 actor,
                 id.clone(),
                 methods,
+                counters,
                 shared,
                 &host.locks,
                 busy.clone(),
@@ -98,10 +115,24 @@ impl ActorEntry {
             type_name: A::type_name(),
             singular: Arc::new(singular),
             joined: Mutex::new(Vec::new()),
+            methods: table,
             running: tokio::sync::Mutex::new(Some((subscription, worker))),
         });
         host.track(entry.clone());
         Ok(entry)
+    }
+
+    /// The actor and its methods' use, for [`crate::observe`].
+    pub(crate) fn local(&self) -> LocalActor {
+        LocalActor {
+            uuid: self.id.to_string(),
+            type_name: self.type_name.to_owned(),
+            methods: self
+                .methods
+                .iter()
+                .map(|(info, counters)| counters.snapshot(info))
+                .collect(),
+        }
     }
 
     /// Whether the actor is still handling calls.

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
@@ -17,6 +18,7 @@ use crate::hooks::{guarded, CallContext};
 use crate::locks::Locks;
 use crate::name::{ActorId, ClusterName, NodeId};
 use crate::named_args::{merge_named, names_arguments};
+use crate::observe::MethodCounters;
 use crate::shared::Shared;
 
 /// An actor with what it needs to handle its calls.
@@ -24,6 +26,7 @@ pub(crate) struct Worker<A> {
     actor: A,
     id: ActorId,
     methods: HashMap<&'static str, MethodSpec>,
+    counters: HashMap<&'static str, Arc<MethodCounters>>,
     shared: Arc<Shared>,
     locks: Locks,
     /// Set while a call is being handled, so that a node choosing a member to run a
@@ -36,6 +39,7 @@ impl<A: Actor> Worker<A> {
         actor: A,
         id: ActorId,
         methods: HashMap<&'static str, MethodSpec>,
+        counters: HashMap<&'static str, Arc<MethodCounters>>,
         shared: &Arc<Shared>,
         locks: &Locks,
         busy: Arc<AtomicBool>,
@@ -44,6 +48,7 @@ impl<A: Actor> Worker<A> {
             actor,
             id,
             methods,
+            counters,
             shared: shared.clone(),
             locks: locks.clone(),
             busy,
@@ -116,6 +121,7 @@ impl<A: Actor> Worker<A> {
             tracing::debug!(actor = %self.id, call = call.id, "skipped a call whose caller gave up");
             return None;
         }
+        let started = Instant::now();
         let outcome = match via {
             Via::Cluster {
                 handler: Some(_), ..
@@ -142,6 +148,13 @@ impl<A: Actor> Worker<A> {
             }
             Via::Direct => self.run_method(&call, &reply_to, None).await,
         };
+        if let Some(counters) = self.counters.get(call.method.as_str()) {
+            let error = match &outcome {
+                Outcome::Err(error) => Some(error.message.as_str()),
+                _ => None,
+            };
+            counters.record(started.elapsed(), error);
+        }
         Some(reply_later(
             &self.shared,
             reply_to,

@@ -207,6 +207,47 @@ pub async fn discovery_answers_while_the_actor_is_busy(broker: &dyn TestBroker) 
     );
 }
 
+/// A node lists the actors it runs with their methods' calls, errors and time spent,
+/// counting direct and cluster calls alike.
+pub async fn local_actors_count_method_use(broker: &dyn TestBroker) {
+    let host = node(broker, "a").await;
+    let caller = node(broker, "a").await;
+    let actor = counter(&host, "counted").await;
+    actor.join("counted-channel").await.unwrap();
+    let proxy: CounterProxy = caller.registry().get_proxy("counted").await.unwrap();
+    proxy.add(1).await.unwrap().await.unwrap();
+    proxy.sleep_ms(20).await.unwrap().await.unwrap();
+    let failed = proxy.fail("no luck".into()).await.unwrap().await;
+    assert!(failed.is_err());
+    let cluster: CounterCluster = caller.cluster("counted-channel").unwrap();
+    cluster.add(2).await.unwrap().all().await.unwrap();
+
+    assert!(caller.local_actors().is_empty());
+    let actors = host.local_actors();
+    assert_eq!(actors.len(), 1, "{actors:?}");
+    assert_eq!(
+        (actors[0].uuid.as_str(), actors[0].type_name.as_str()),
+        ("counted", "Counter")
+    );
+    let method = |name: &str| {
+        actors[0]
+            .methods
+            .iter()
+            .find(|m| m.info.name == name)
+            .unwrap_or_else(|| panic!("{name} not listed"))
+            .clone()
+    };
+    assert_eq!((method("add").calls, method("add").errors), (2, 0));
+    assert_eq!(method("sleep_ms").calls, 1);
+    assert!(method("sleep_ms").processing >= Duration::from_millis(20));
+    let fail = method("fail");
+    assert_eq!((fail.calls, fail.errors), (1, 1));
+    assert!(fail.last_error.unwrap().contains("no luck"));
+    assert_eq!(method("boom").calls, 0);
+    actor.stop().await;
+    assert!(host.local_actors().is_empty());
+}
+
 /// A call nobody receives fails at once with `InvalidActor`, not at the deadline.
 pub async fn missing_actor_fails_fast(broker: &dyn TestBroker) {
     let node = node(broker, "a").await;

@@ -95,6 +95,7 @@ macro_rules! conformance_suite {
             cases::pending_ready_and_get_timeout,
             cases::proxy_from_uuid_checks_methods,
             cases::discovery_answers_while_the_actor_is_busy,
+            cases::local_actors_count_method_use,
             cases::missing_actor_fails_fast,
             cases::stop_unregisters,
             cases::remote_failures_are_reported_and_survived,
