@@ -145,6 +145,7 @@ mod tests {
             args: rmp_serde::to_vec(&("Sir",)).expect("encodes"),
             deadline_ms: 9,
             kwargs: None,
+            trace: None,
         });
         assert_eq!(
             describe(&Ok(call)),

@@ -7,7 +7,7 @@
 //!
 //! | kind | body |
 //! |---|---|
-//! | call | `{"Call": [id, reply_to, method, args, deadline_ms]}`, or `[.., deadline_ms, kwargs]` |
+//! | call | `{"Call": [id, reply_to, method, args, deadline_ms]}`, then optionally `kwargs` and `trace` |
 //! | reply | `{"Reply": [id, from, outcome]}`, outcome `{"Ok": bin}`, `{"Err": [kind, message]}` or `"Declined"` |
 //! | expect | `{"Expect": [id, count]}`: a node tells a cluster caller how many of its actors got the call |
 //!
@@ -17,9 +17,12 @@
 //! deadline in milliseconds since the Unix epoch: receivers skip calls whose caller has
 //! given up. `kwargs`, when present, is a MessagePack map of arguments by parameter name
 //! that the host appends to the positional ones (callers speaking another wire, such as the
-//! Python library's, name their arguments); rodario's own proxies leave it out. A frame
-//! without it is read as before, so frames of earlier builds still decode, and earlier
-//! builds read a frame without it as their own. This replaces the Python library's pickled `(call_id, proxy_id, method, args,
+//! Python library's, name their arguments); rodario's own proxies leave it out. `trace` is
+//! the caller's W3C trace context, `[traceparent, tracestate]`, written when the call's span
+//! belongs to an OpenTelemetry trace (feature `opentelemetry`). Both are optional trailing
+//! fields: a call carries as many as it needs (`nil` for an absent `kwargs` before a
+//! `trace`), a frame of an earlier build (five fields) decodes with neither, and a call
+//! with neither is written as earlier builds wrote it, so they read it too. This replaces the Python library's pickled `(call_id, proxy_id, method, args,
 //! kwargs)` and `(call_id, value)` tuples: decoding is safe on any input (it never panics
 //! and never runs code), and frames over the size limit are refused before decoding.
 
@@ -85,7 +88,7 @@ impl Frame {
 }
 
 /// A call of `method` with encoded `args`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Call {
     /// The caller's id for this call, unique within its node.
     pub id: u64,
@@ -100,8 +103,36 @@ pub struct Call {
     pub deadline_ms: u64,
     /// Arguments by parameter name: a MessagePack map from name to value, appended after
     /// `args` in the method's parameter order. `None` from rodario's own proxies.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    #[serde(default, with = "serde_bytes")]
     pub kwargs: Option<Vec<u8>>,
+    /// The caller's W3C trace context, if its call span belongs to a trace.
+    #[serde(default)]
+    pub trace: Option<TraceContext>,
+}
+
+/// A W3C trace context (`traceparent` and `tracestate` headers), carried in a call frame
+/// because Redis pub/sub has no headers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// `version-trace_id-parent_id-flags`, as in the `traceparent` header.
+    pub traceparent: String,
+    /// Vendor state, as in the `tracestate` header (often empty).
+    pub tracestate: String,
+}
+
+impl Serialize for Call {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        CallRef {
+            id: self.id,
+            reply_to: &self.reply_to,
+            method: &self.method,
+            args: &self.args,
+            deadline_ms: self.deadline_ms,
+            kwargs: self.kwargs.as_deref(),
+            trace: self.trace.as_ref(),
+        }
+        .serialize(serializer)
+    }
 }
 
 /// A reply to call `id`.
@@ -148,14 +179,40 @@ enum FrameRef<'a> {
     Reply(ReplyRef<'a>),
 }
 
-#[derive(Serialize)]
 struct CallRef<'a> {
     id: u64,
     reply_to: &'a str,
     method: &'a str,
-    #[serde(with = "serde_bytes")]
     args: &'a [u8],
     deadline_ms: u64,
+    kwargs: Option<&'a [u8]>,
+    trace: Option<&'a TraceContext>,
+}
+
+impl Serialize for CallRef<'_> {
+    /// The five fields every build reads, then only as many optional trailing ones as the
+    /// call needs: a positional layout cannot skip a field in the middle.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let trailing = match (self.kwargs, self.trace) {
+            (_, Some(_)) => 2,
+            (Some(_), None) => 1,
+            (None, None) => 0,
+        };
+        let mut call = serializer.serialize_struct("Call", 5 + trailing)?;
+        call.serialize_field("id", &self.id)?;
+        call.serialize_field("reply_to", self.reply_to)?;
+        call.serialize_field("method", self.method)?;
+        call.serialize_field("args", serde_bytes::Bytes::new(self.args))?;
+        call.serialize_field("deadline_ms", &self.deadline_ms)?;
+        if trailing >= 1 {
+            call.serialize_field("kwargs", &self.kwargs.map(serde_bytes::Bytes::new))?;
+        }
+        if trailing == 2 {
+            call.serialize_field("trace", &self.trace)?;
+        }
+        call.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -172,6 +229,7 @@ pub(crate) fn encode_call(
     method: &str,
     args: &[u8],
     deadline_ms: u64,
+    trace: Option<&TraceContext>,
     limit: usize,
 ) -> Result<Bytes, crate::Error> {
     let frame = FrameRef::Call(CallRef {
@@ -180,6 +238,8 @@ pub(crate) fn encode_call(
         method,
         args,
         deadline_ms,
+        kwargs: None,
+        trace,
     });
     encode_any(&frame, args.len() + method.len(), limit)
 }
@@ -295,6 +355,7 @@ mod tests {
                 args: encode_value(&("The Great",), "args").unwrap(),
                 deadline_ms: 1_700_000_000_000,
                 kwargs: None,
+                trace: None,
             }),
             Frame::Reply(Reply {
                 id: 7,
@@ -335,6 +396,7 @@ mod tests {
                     &call.method,
                     &call.args,
                     call.deadline_ms,
+                    call.trace.as_ref(),
                     DEFAULT_MAX_FRAME,
                 ),
                 Frame::Reply(reply) => {
@@ -360,6 +422,7 @@ mod tests {
             args: encode_value(&(), "args").unwrap(),
             deadline_ms: 5,
             kwargs: Some(encode_value(&[("name", "Ann")], "kwargs").unwrap()),
+            trace: None,
         };
         let bytes = encode_frame(&Frame::Call(call.clone()), DEFAULT_MAX_FRAME).unwrap();
         assert_eq!(
@@ -389,6 +452,7 @@ mod tests {
             args: vec![0; 2000],
             deadline_ms: 0,
             kwargs: None,
+            trace: None,
         });
         let err = encode_frame(&frame, 1000).unwrap_err();
         assert!(err.to_string().contains("limit of 1000 bytes"), "{err}");

@@ -48,6 +48,7 @@ pub mod observe;
 pub mod registry;
 mod shared;
 mod sync;
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::calls::{sweep_deadlines, watch_targets, CallTable, PendingSlot, SlotGuard};
 use crate::backend::{Channel, ConnectionState, Delivery, FrameSink, Subscription};
 use crate::error::{BackendError, BackendErrorKind, Error, Result};
-use crate::frame::{decode_frame, encode_call};
+use crate::frame::{decode_frame, encode_call, TraceContext};
 use crate::shared::{connection_change, Shared};
 use crate::sync::locked;
 
@@ -74,6 +74,7 @@ impl Client {
         args: Vec<u8>,
         (timeout, deadline): (Duration, Instant),
         slot: PendingSlot,
+        trace: Option<&TraceContext>,
     ) -> Result<SentCall> {
         let target = match channel {
             Channel::Actor(actor) => Some(actor.clone()),
@@ -86,6 +87,7 @@ impl Client {
             method,
             &args,
             self.shared.deadline_ms(timeout),
+            trace,
             self.shared.config.max_frame,
         )?;
         self.calls

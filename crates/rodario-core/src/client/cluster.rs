@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 use crate::frame::{decode_value, encode_value, Outcome, Reply};
 use crate::name::ClusterName;
 use crate::shared::{within, MAX_WAIT};
+use crate::telemetry::{caller_outcome, caller_span, trace_context};
+use tracing::Instrument;
 
 /// A cluster proxy type: [`ClusterProxy`] itself, or the typed one `#[actor]` generates
 /// (`GreeterCluster` for `Greeter`).
@@ -110,6 +112,12 @@ impl ClusterProxy {
         let deadline = Instant::now() + timeout;
         // Unbounded: at most one expect frame per node and one reply per member arrive.
         let (tx, rx) = mpsc::unbounded_channel();
+        let span = caller_span(
+            method,
+            &Channel::Cluster(self.channel.clone()),
+            client.shared().backend.name(),
+        );
+        let trace = trace_context(&span);
         let send = async {
             client.prepare().await?;
             let SentCall { slot, delivery } = client
@@ -119,6 +127,7 @@ impl ClusterProxy {
                     args,
                     (timeout, deadline),
                     PendingSlot::Gather(tx),
+                    trace.as_ref(),
                 )
                 .await?;
             let nodes = match delivery {
@@ -133,10 +142,21 @@ impl ClusterProxy {
             };
             Ok((slot, nodes))
         };
-        let (slot, nodes) = within(method, timeout, deadline, send).await?;
-        if nodes == 0 {
-            return Err(self.empty());
-        }
+        let sent = within(method, timeout, deadline, send)
+            .instrument(span.clone())
+            .await
+            .and_then(|(slot, nodes)| match nodes {
+                0 => Err(self.empty()),
+                _ => Ok((slot, nodes)),
+            });
+        let (slot, nodes) = match sent {
+            Ok(sent) => sent,
+            Err(error) => {
+                span.record("outcome", caller_outcome::<()>(&Err(error.clone())));
+                return Err(error);
+            }
+        };
+        span.record("outcome", "ok");
         Ok(Gather {
             events: rx,
             _slot: slot,
@@ -150,6 +170,7 @@ impl ClusterProxy {
             finished: false,
             method: method.into(),
             channel: self.channel.clone(),
+            _span: span,
             _value: PhantomData,
         })
     }
@@ -182,6 +203,8 @@ pub struct Gather<T> {
     finished: bool,
     method: Box<str>,
     channel: ClusterName,
+    /// The call's `rodario.call` span, open while the replies are gathered.
+    _span: tracing::Span,
     _value: PhantomData<fn() -> T>,
 }
 

@@ -14,6 +14,7 @@ use super::calls::{Failure, SlotGuard};
 use crate::error::{Error, Result};
 use crate::frame::{decode_value, Outcome, Reply};
 use crate::name::ActorId;
+use crate::telemetry::caller_outcome;
 
 /// The reply to a published call: the Python library's `Future`.
 ///
@@ -28,6 +29,8 @@ pub struct Pending<T> {
     timeout: Duration,
     method: Box<str>,
     target: ActorId,
+    /// The call's `rodario.call` span, open until the call ends.
+    span: tracing::Span,
     _value: PhantomData<fn() -> T>,
 }
 
@@ -56,8 +59,15 @@ impl<T> Pending<T> {
             timeout,
             method: method.into(),
             target,
+            span: tracing::Span::none(),
             _value: PhantomData,
         }
+    }
+
+    /// Keeps `span` open until the call ends, and records its outcome there.
+    pub(crate) fn in_span(mut self, span: tracing::Span) -> Self {
+        self.span = span;
+        self
     }
 
     /// A call whose reply came before its publish was acknowledged.
@@ -105,6 +115,12 @@ impl<T: DeserializeOwned> Pending<T> {
     }
 
     fn value(&self, reply: Result<Reply, Failure>) -> Result<T> {
+        let value = self.decode(reply);
+        self.span.record("outcome", caller_outcome(&value));
+        value
+    }
+
+    fn decode(&self, reply: Result<Reply, Failure>) -> Result<T> {
         let reply = match reply {
             Ok(reply) => reply,
             Err(Failure::TimedOut) => return Err(self.timeout_error(self.timeout)),

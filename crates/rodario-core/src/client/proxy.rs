@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::frame::{encode_value, Reply};
 use crate::name::{ActorId, NodeId};
 use crate::shared::{within, MAX_WAIT};
+use crate::telemetry::{caller_outcome, caller_span, trace_context};
+use tracing::Instrument;
 
 /// A proxy type for one actor: [`ActorProxy`] itself, or the typed proxy `#[actor]`
 /// generates (`GreeterProxy` for `Greeter`), which wraps one.
@@ -136,6 +138,8 @@ impl ActorProxy {
         } else {
             within(method, timeout, deadline, client.prepare()).await?;
         }
+        let span = caller_span(method, &self.target, client.shared().backend.name());
+        let trace = trace_context(&span);
         let (tx, mut rx) = oneshot::channel();
         let send = async {
             let SentCall { slot, delivery } = client
@@ -145,6 +149,7 @@ impl ActorProxy {
                     args,
                     (timeout, deadline),
                     PendingSlot::Single(tx),
+                    trace.as_ref(),
                 )
                 .await?;
             let received = match delivery {
@@ -171,19 +176,29 @@ impl ActorProxy {
         // and a reply that beats the publish's acknowledgement answers the call outright.
         let sent = tokio::select! {
             biased;
-            sent = send => Sent::Published(sent?),
-            early = &mut rx => Sent::Answered(early),
+            sent = send.instrument(span.clone()) => sent.map(Sent::Published),
+            early = &mut rx => Ok(Sent::Answered(early)),
         };
         let target = self.target.clone();
-        match sent {
-            Sent::Published(slot) => Ok(Pending::new(rx, Some(slot), timeout, method, target)),
-            Sent::Answered(Ok(Ok(reply))) => Ok(Pending::answered(reply, timeout, method, target)),
-            Sent::Answered(Ok(Err(Failure::TimedOut))) => Err(Error::Timeout {
+        let pending = match sent {
+            Ok(Sent::Published(slot)) => Ok(Pending::new(rx, Some(slot), timeout, method, target)),
+            Ok(Sent::Answered(Ok(Ok(reply)))) => {
+                Ok(Pending::answered(reply, timeout, method, target))
+            }
+            Ok(Sent::Answered(Ok(Err(Failure::TimedOut)))) => Err(Error::Timeout {
                 method: method.to_owned(),
                 after: timeout,
             }),
-            Sent::Answered(Ok(Err(Failure::Lost(error)))) => Err(error),
-            Sent::Answered(Err(_)) => Err(Error::Closed("the node was shut down")),
+            Ok(Sent::Answered(Ok(Err(Failure::Lost(error))))) => Err(error),
+            Ok(Sent::Answered(Err(_))) => Err(Error::Closed("the node was shut down")),
+            Err(error) => Err(error),
+        };
+        match pending {
+            Ok(pending) => Ok(pending.in_span(span)),
+            Err(error) => {
+                span.record("outcome", caller_outcome::<()>(&Err(error.clone())));
+                Err(error)
+            }
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::name::{ActorId, ClusterName, NodeId};
 use crate::named_args::{merge_named, names_arguments};
 use crate::observe::MethodCounters;
 use crate::shared::Shared;
+use crate::telemetry::{handler_outcome, handler_span};
+use tracing::Instrument;
 
 /// An actor with what it needs to handle its calls.
 pub(crate) struct Worker<A> {
@@ -122,32 +124,44 @@ impl<A: Actor> Worker<A> {
             return None;
         }
         let started = Instant::now();
-        let outcome = match via {
-            Via::Cluster {
-                handler: Some(_), ..
-            } if call.kwargs.as_deref().is_some_and(names_arguments) => {
-                Outcome::Err(RemoteError::new(
-                    RemoteErrorKind::BadArguments,
-                    "a cluster handler takes its arguments by position only",
-                ))
+        let span = handler_span(
+            A::type_name(),
+            &call.method,
+            &self.id,
+            self.shared.backend.name(),
+            call.trace.as_ref(),
+        );
+        let outcome = async {
+            match via {
+                Via::Cluster {
+                    handler: Some(_), ..
+                } if call.kwargs.as_deref().is_some_and(names_arguments) => {
+                    Outcome::Err(RemoteError::new(
+                        RemoteErrorKind::BadArguments,
+                        "a cluster handler takes its arguments by position only",
+                    ))
+                }
+                Via::Cluster {
+                    handler: Some(handler),
+                    ..
+                } => match guarded("", handler.handle(&call.method, &call.args)).await {
+                    Ok(value) => Outcome::Ok(value),
+                    Err(error) => Outcome::Err(error),
+                },
+                Via::Cluster {
+                    channel,
+                    singular_claimed,
+                    ..
+                } => {
+                    let cluster = Some((&channel, singular_claimed));
+                    self.run_method(&call, &reply_to, cluster).await
+                }
+                Via::Direct => self.run_method(&call, &reply_to, None).await,
             }
-            Via::Cluster {
-                handler: Some(handler),
-                ..
-            } => match guarded("", handler.handle(&call.method, &call.args)).await {
-                Ok(value) => Outcome::Ok(value),
-                Err(error) => Outcome::Err(error),
-            },
-            Via::Cluster {
-                channel,
-                singular_claimed,
-                ..
-            } => {
-                let cluster = Some((&channel, singular_claimed));
-                self.run_method(&call, &reply_to, cluster).await
-            }
-            Via::Direct => self.run_method(&call, &reply_to, None).await,
-        };
+        }
+        .instrument(span.clone())
+        .await;
+        span.record("outcome", handler_outcome(&outcome));
         if let Some(counters) = self.counters.get(call.method.as_str()) {
             let error = match &outcome {
                 Outcome::Err(error) => Some(error.message.as_str()),

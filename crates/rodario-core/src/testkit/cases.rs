@@ -385,6 +385,7 @@ pub async fn malformed_frames_are_survived(broker: &dyn TestBroker) {
             args: vec![],
             deadline_ms: u64::MAX,
             kwargs: None,
+            trace: None,
         }),
         DEFAULT_MAX_FRAME,
     )

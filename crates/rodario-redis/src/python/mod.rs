@@ -236,6 +236,7 @@ impl PythonWire {
             args,
             deadline_ms,
             kwargs,
+            trace: None,
         });
         let frame = encode_frame(&frame, DEFAULT_MAX_FRAME).map_err(|e| e.to_string())?;
         let mut served = locked(&self.served);
@@ -693,6 +694,7 @@ mod tests {
             args: encode_value(&(2, 3), "args").unwrap(),
             deadline_ms: now_ms() + 5_000,
             kwargs: None,
+            trace: None,
         };
         let frame = encode_frame(&Frame::Call(call.clone()), DEFAULT_MAX_FRAME).unwrap();
         let Outgoing::Publish(pickled) = wire.outgoing(&actor_channel(), frame.clone()).unwrap()
