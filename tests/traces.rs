@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use opentelemetry::trace::{SpanId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use rodario::prelude::*;
 use rodario::backend::Backend;
+use rodario::prelude::*;
 use rodario_core::testkit::actors::{Counter, CounterCluster, CounterProxy};
 use rodario_core::testkit::unique;
 use tracing_subscriber::layer::SubscriberExt;
@@ -37,7 +37,10 @@ async fn poll<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("no {what} within 5 s: {:#?}", exporter().get_finished_spans());
+    panic!(
+        "no {what} within 5 s: {:#?}",
+        exporter().get_finished_spans()
+    );
 }
 
 fn spans_named(name: &str, attribute: (&str, &str)) -> Vec<SpanData> {
@@ -64,7 +67,12 @@ async fn one_trace_per_call(backends: [Backend; 2]) {
     let host = Node::new(host_backend);
     let uuid = unique("traced");
     let channel = unique("traced-channel");
-    let first = host.spawn(Counter::named("a")).uuid(&uuid).start().await.unwrap();
+    let first = host
+        .spawn(Counter::named("a"))
+        .uuid(&uuid)
+        .start()
+        .await
+        .unwrap();
     let second = host.spawn(Counter::named("b")).start().await.unwrap();
     first.join(&channel).await.unwrap();
     second.join(&channel).await.unwrap();
@@ -90,7 +98,11 @@ async fn one_trace_per_call(backends: [Backend; 2]) {
     .await;
     assert_eq!(call.span_context.trace_id(), handle.span_context.trace_id());
     assert_eq!(handle.parent_span_id, call.span_context.span_id());
-    assert_eq!(call.parent_span_id, SpanId::INVALID, "the call is the trace's root");
+    assert_eq!(
+        call.parent_span_id,
+        SpanId::INVALID,
+        "the call is the trace's root"
+    );
     let outcome = |span: &SpanData| {
         span.attributes
             .iter()
@@ -117,7 +129,11 @@ async fn one_trace_per_call(backends: [Backend; 2]) {
             .expect("spans")
             .into_iter()
             .filter(|s| s.name == "rodario.handle")
-            .filter(|s| calls.first().is_some_and(|c| s.parent_span_id == c.span_context.span_id()))
+            .filter(|s| {
+                calls
+                    .first()
+                    .is_some_and(|c| s.parent_span_id == c.span_context.span_id())
+            })
             .collect();
         match (calls.as_slice(), handles.len()) {
             ([call], 2) => Some((call.clone(), handles)),

@@ -125,6 +125,8 @@ impl NodeBuilder {
             discovery: Mutex::new(None),
         });
         serve_discovery(&inner);
+        #[cfg(feature = "metrics")]
+        count_reconnects(&inner);
         Node { inner }
     }
 }
@@ -237,6 +239,36 @@ fn serve_discovery(inner: &Arc<NodeInner>) {
                 None => subscription.close().await,
             },
             Err(e) => tracing::warn!(error = %e, "the backend's discovery cannot serve this node"),
+        }
+    });
+}
+
+/// Counts the connection's restorations in `rodario_reconnects_total`, until shutdown.
+#[cfg(feature = "metrics")]
+fn count_reconnects(inner: &Arc<NodeInner>) {
+    use crate::backend::ConnectionState;
+    let Some(connection) = inner.shared.connection_state() else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut shutdown = inner.shared.shutdown_signal();
+    let backend = inner.shared.backend.name();
+    runtime.spawn(async move {
+        let mut connection = Some(connection);
+        let stopped = shutdown.wait_for(|down| *down);
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stopped => break,
+                Some(state) = crate::shared::connection_change(&mut connection) => {
+                    if state == ConnectionState::Connected {
+                        crate::telemetry::reconnected(backend);
+                    }
+                }
+            }
         }
     });
 }

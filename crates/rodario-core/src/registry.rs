@@ -207,7 +207,9 @@ impl ActorRegistry {
                 ),
             });
         }
-        let proxy = ActorProxy::new(self.client.clone(), id, names).with_timeout(self.timeout);
+        let proxy = ActorProxy::new(self.client.clone(), id, names)
+            .with_timeout(self.timeout)
+            .of_type(&info.type_name);
         Ok(P::from_proxy(proxy))
     }
 }

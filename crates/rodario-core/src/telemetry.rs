@@ -12,8 +12,29 @@
 //! | `rodario.handle` | `actor_type`, `method`, `uuid`, `backend`, `outcome` |
 //!
 //! `outcome` is one of [`OUTCOMES`].
+//!
+//! # Metrics
+//!
+//! With feature `metrics`, a node records these through the [`metrics`](https://docs.rs/metrics)
+//! facade, so any exporter (Prometheus, StatsD, ...) installed as the process's recorder
+//! sees them; without it, the calls below compile to nothing.
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `rodario_calls_sent_total` | counter | `kind` (`actor`, `cluster`), `actor_type`, `method`, `outcome` | calls this node made, by how they ended (a cluster call: by how its publish ended) |
+//! | `rodario_call_duration_seconds` | histogram | `actor_type`, `method`, `outcome` | a direct call's latency at the caller, from the call to its outcome |
+//! | `rodario_calls_handled_total` | counter | `actor_type`, `method`, `outcome` | calls this node's actors answered, shed calls included |
+//! | `rodario_handle_duration_seconds` | histogram | `actor_type`, `method` | time an actor spent on a call, hooks included |
+//! | `rodario_mailbox_depth` | gauge | `actor_type`, `uuid` | calls queued for an actor, as its worker takes the next |
+//! | `rodario_pending_calls` | gauge | | calls this node waits on |
+//! | `rodario_reconnects_total` | counter | `backend` | connections to the broker restored |
+//! | `rodario_frames_dropped_total` | counter | `reason` (`malformed`, `not_a_call`, `no_caller`) | frames this node could not use |
+//!
+//! `actor_type` is the type name discovery reports; a caller that made its proxy without
+//! asking the actor (`registry.proxy`) labels its calls `unknown`.
 
 use std::fmt::Display;
+use std::time::Duration;
 
 use tracing::Span;
 
@@ -109,6 +130,105 @@ pub(crate) fn handler_outcome(outcome: &Outcome) -> &'static str {
             _ => "remote_error",
         },
     }
+}
+
+/// A call this node made ended with `outcome` (`elapsed` after it was made, for a direct
+/// call).
+pub(crate) fn call_sent(
+    kind: &'static str,
+    actor_type: &str,
+    method: &str,
+    outcome: &'static str,
+    elapsed: Option<Duration>,
+) {
+    #[cfg(feature = "metrics")]
+    {
+        let labels = [
+            ("kind", kind.to_owned()),
+            ("actor_type", actor_type.to_owned()),
+            ("method", method.to_owned()),
+            ("outcome", outcome.to_owned()),
+        ];
+        metrics::counter!("rodario_calls_sent_total", &labels).increment(1);
+        if let Some(elapsed) = elapsed {
+            metrics::histogram!("rodario_call_duration_seconds", &labels[1..]).record(elapsed);
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (kind, actor_type, method, outcome, elapsed);
+}
+
+/// An actor of this node answered a call with `outcome` after `elapsed` (none for a call it
+/// shed without running).
+pub(crate) fn call_handled(
+    actor_type: &'static str,
+    method: &str,
+    outcome: &'static str,
+    elapsed: Option<Duration>,
+) {
+    #[cfg(feature = "metrics")]
+    {
+        let method = method.to_owned();
+        metrics::counter!(
+            "rodario_calls_handled_total",
+            "actor_type" => actor_type,
+            "method" => method.clone(),
+            "outcome" => outcome,
+        )
+        .increment(1);
+        if let Some(elapsed) = elapsed {
+            metrics::histogram!(
+                "rodario_handle_duration_seconds",
+                "actor_type" => actor_type,
+                "method" => method,
+            )
+            .record(elapsed);
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (actor_type, method, outcome, elapsed);
+}
+
+/// An actor's worker takes its next call with `depth` more queued.
+pub(crate) fn mailbox_depth(actor_type: &'static str, uuid: &dyn Display, depth: usize) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!(
+        "rodario_mailbox_depth",
+        "actor_type" => actor_type,
+        "uuid" => uuid.to_string(),
+    )
+    .set(depth as f64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (actor_type, uuid, depth);
+}
+
+/// One more (or, with `false`, one fewer) call this node waits on.
+pub(crate) fn pending_call(added: bool) {
+    #[cfg(feature = "metrics")]
+    {
+        let gauge = metrics::gauge!("rodario_pending_calls");
+        if added {
+            gauge.increment(1.0);
+        } else {
+            gauge.decrement(1.0);
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = added;
+}
+
+/// The connection to the broker was restored.
+#[cfg(feature = "metrics")]
+pub(crate) fn reconnected(backend: &'static str) {
+    metrics::counter!("rodario_reconnects_total", "backend" => backend).increment(1);
+}
+
+/// A frame this node could not use was dropped.
+pub(crate) fn frame_dropped(reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("rodario_frames_dropped_total", "reason" => reason).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = reason;
 }
 
 #[cfg(feature = "opentelemetry")]

@@ -14,6 +14,7 @@ use crate::error::{BackendError, BackendErrorKind, Error, Result};
 use crate::frame::{decode_frame, encode_call, TraceContext};
 use crate::shared::{connection_change, Shared};
 use crate::sync::locked;
+use crate::telemetry;
 
 /// How often per liveness TTL a node checks that the actors its calls wait on are still
 /// registered: a call to an actor whose process died fails within about a TTL and a fifth
@@ -193,7 +194,10 @@ impl FrameSink for ReplySink {
         };
         match decode_frame(&bytes, client.shared.config.max_frame) {
             Ok(frame) => client.calls.route(frame),
-            Err(e) => tracing::warn!(error = %e, "dropped a malformed frame on the reply channel"),
+            Err(e) => {
+                telemetry::frame_dropped("malformed");
+                tracing::warn!(error = %e, "dropped a malformed frame on the reply channel");
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::frame::{Expect, Frame, Reply};
 use crate::name::ActorId;
 use crate::shared::Shared;
 use crate::sync::locked;
+use crate::telemetry;
 
 /// Where a reply to one of this node's calls goes.
 pub(crate) enum PendingSlot {
@@ -43,6 +44,23 @@ struct Waiting {
     /// The actor a direct call waits on (cluster calls wait on no one actor).
     target: Option<ActorId>,
     since: Instant,
+    _counted: PendingCount,
+}
+
+/// Counts a call in `rodario_pending_calls` while its entry exists.
+struct PendingCount;
+
+impl PendingCount {
+    fn new() -> Self {
+        telemetry::pending_call(true);
+        PendingCount
+    }
+}
+
+impl Drop for PendingCount {
+    fn drop(&mut self) {
+        telemetry::pending_call(false);
+    }
 }
 
 #[derive(Default)]
@@ -77,6 +95,7 @@ impl CallTable {
             deadline,
             target,
             since,
+            _counted: PendingCount::new(),
         };
         table.calls.insert(id, waiting);
         if table.sweep_at.is_none_or(|at| deadline < at) {

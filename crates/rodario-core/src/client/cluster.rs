@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::frame::{decode_value, encode_value, Outcome, Reply};
 use crate::name::ClusterName;
 use crate::shared::{within, MAX_WAIT};
-use crate::telemetry::{caller_outcome, caller_span, trace_context};
+use crate::telemetry::{call_sent, caller_outcome, caller_span, trace_context};
 use tracing::Instrument;
 
 /// A cluster proxy type: [`ClusterProxy`] itself, or the typed one `#[actor]` generates
@@ -152,11 +152,14 @@ impl ClusterProxy {
         let (slot, nodes) = match sent {
             Ok(sent) => sent,
             Err(error) => {
-                span.record("outcome", caller_outcome::<()>(&Err(error.clone())));
+                let outcome = caller_outcome::<()>(&Err(error.clone()));
+                span.record("outcome", outcome);
+                call_sent("cluster", "unknown", method, outcome, None);
                 return Err(error);
             }
         };
         span.record("outcome", "ok");
+        call_sent("cluster", "unknown", method, "ok", None);
         Ok(Gather {
             events: rx,
             _slot: slot,

@@ -14,7 +14,7 @@ use super::calls::{Failure, SlotGuard};
 use crate::error::{Error, Result};
 use crate::frame::{decode_value, Outcome, Reply};
 use crate::name::ActorId;
-use crate::telemetry::caller_outcome;
+use crate::telemetry::{call_sent, caller_outcome};
 
 /// The reply to a published call: the Python library's `Future`.
 ///
@@ -29,8 +29,8 @@ pub struct Pending<T> {
     timeout: Duration,
     method: Box<str>,
     target: ActorId,
-    /// The call's `rodario.call` span, open until the call ends.
-    span: tracing::Span,
+    /// The call's span and metric labels, until it ends.
+    observer: Option<CallObserver>,
     _value: PhantomData<fn() -> T>,
 }
 
@@ -59,14 +59,14 @@ impl<T> Pending<T> {
             timeout,
             method: method.into(),
             target,
-            span: tracing::Span::none(),
+            observer: None,
             _value: PhantomData,
         }
     }
 
-    /// Keeps `span` open until the call ends, and records its outcome there.
-    pub(crate) fn in_span(mut self, span: tracing::Span) -> Self {
-        self.span = span;
+    /// Reports the call's outcome to `observer` when it ends.
+    pub(crate) fn observed(mut self, observer: CallObserver) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -116,7 +116,9 @@ impl<T: DeserializeOwned> Pending<T> {
 
     fn value(&self, reply: Result<Reply, Failure>) -> Result<T> {
         let value = self.decode(reply);
-        self.span.record("outcome", caller_outcome(&value));
+        if let Some(observer) = &self.observer {
+            observer.finish(&self.method, caller_outcome(&value));
+        }
         value
     }
 
@@ -133,6 +135,27 @@ impl<T: DeserializeOwned> Pending<T> {
                 method: self.method.to_string(),
             }),
         }
+    }
+}
+
+/// What a direct call reports when it ends: its `rodario.call` span (kept open until then)
+/// and its metrics.
+pub(crate) struct CallObserver {
+    pub(crate) span: tracing::Span,
+    pub(crate) started: tokio::time::Instant,
+    pub(crate) actor_type: std::sync::Arc<str>,
+}
+
+impl CallObserver {
+    fn finish(&self, method: &str, outcome: &'static str) {
+        self.span.record("outcome", outcome);
+        call_sent(
+            "actor",
+            &self.actor_type,
+            method,
+            outcome,
+            Some(self.started.elapsed()),
+        );
     }
 }
 

@@ -11,13 +11,14 @@ use tokio::time::Instant;
 
 use super::caller::{Client, SentCall};
 use super::calls::{Failure, PendingSlot, SlotGuard};
+use super::pending::CallObserver;
 use super::pending::Pending;
 use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
 use crate::frame::{encode_value, Reply};
 use crate::name::{ActorId, NodeId};
 use crate::shared::{within, MAX_WAIT};
-use crate::telemetry::{caller_outcome, caller_span, trace_context};
+use crate::telemetry::{call_sent, caller_outcome, caller_span, trace_context};
 use tracing::Instrument;
 
 /// A proxy type for one actor: [`ActorProxy`] itself, or the typed proxy `#[actor]`
@@ -45,6 +46,8 @@ pub struct ActorProxy {
     target: ActorId,
     methods: Arc<[String]>,
     timeout: Duration,
+    /// The actor's type name, when the proxy was made knowing it (for metrics).
+    actor_type: Arc<str>,
 }
 
 impl TypedProxy for ActorProxy {
@@ -77,7 +80,14 @@ impl ActorProxy {
             target,
             methods: methods.into(),
             timeout,
+            actor_type: Arc::from("unknown"),
         }
+    }
+
+    /// Labels this proxy's calls with the actor's type name.
+    pub(crate) fn of_type(mut self, actor_type: &str) -> Self {
+        self.actor_type = Arc::from(actor_type);
+        self
     }
 
     /// The UUID of the actor this proxy calls.
@@ -138,6 +148,7 @@ impl ActorProxy {
         } else {
             within(method, timeout, deadline, client.prepare()).await?;
         }
+        let started = Instant::now();
         let span = caller_span(method, &self.target, client.shared().backend.name());
         let trace = trace_context(&span);
         let (tx, mut rx) = oneshot::channel();
@@ -194,9 +205,21 @@ impl ActorProxy {
             Err(error) => Err(error),
         };
         match pending {
-            Ok(pending) => Ok(pending.in_span(span)),
+            Ok(pending) => Ok(pending.observed(CallObserver {
+                span,
+                started,
+                actor_type: self.actor_type.clone(),
+            })),
             Err(error) => {
-                span.record("outcome", caller_outcome::<()>(&Err(error.clone())));
+                let outcome = caller_outcome::<()>(&Err(error.clone()));
+                span.record("outcome", outcome);
+                call_sent(
+                    "actor",
+                    &self.actor_type,
+                    method,
+                    outcome,
+                    Some(started.elapsed()),
+                );
                 Err(error)
             }
         }

@@ -15,6 +15,7 @@ use crate::frame::{decode_frame, Call, Frame, Outcome};
 use crate::name::{ActorId, ClusterName, NodeId};
 use crate::shared::Shared;
 use crate::sync::locked;
+use crate::telemetry;
 
 /// A call queued for an actor.
 pub(crate) struct Envelope {
@@ -55,16 +56,19 @@ pub(crate) fn decode_call(
                     Some((call, reply_to))
                 }
                 Err(e) => {
+                    telemetry::frame_dropped("no_caller");
                     tracing::warn!(%channel, error = %e, "dropped a call with an invalid reply channel");
                     None
                 }
             },
         },
         Ok(other) => {
+            telemetry::frame_dropped("not_a_call");
             tracing::warn!(%channel, kind = other.kind(), "dropped a frame that is not a call");
             None
         }
         Err(e) => {
+            telemetry::frame_dropped("malformed");
             tracing::warn!(%channel, error = %e, "dropped a malformed frame");
             None
         }
@@ -84,6 +88,8 @@ pub(crate) struct ActorSink {
     last_caller: Mutex<Option<NodeId>>,
     /// The encoded [`ActorInfo`](crate::actor::ActorInfo) discovery answers with.
     description: Arc<[u8]>,
+    /// The actor's type name, for metrics.
+    type_name: &'static str,
 }
 
 impl ActorSink {
@@ -92,6 +98,7 @@ impl ActorSink {
         id: ActorId,
         mailbox: mpsc::Sender<Envelope>,
         description: Vec<u8>,
+        type_name: &'static str,
     ) -> Self {
         ActorSink {
             shared: Arc::downgrade(shared),
@@ -99,6 +106,7 @@ impl ActorSink {
             mailbox,
             last_caller: Mutex::new(None),
             description: description.into(),
+            type_name,
         }
     }
 
@@ -136,6 +144,7 @@ impl FrameSink for ActorSink {
         };
         if let Err(mpsc::error::TrySendError::Full(envelope)) = self.mailbox.try_send(envelope) {
             tracing::warn!(actor = %self.id, "mailbox full: shedding a call");
+            telemetry::call_handled(self.type_name, &envelope.call.method, "shed", None);
             let error = RemoteError::new(RemoteErrorKind::Overloaded, "mailbox full");
             let (to, call) = (envelope.reply_to, envelope.call.id);
             self.reply_from_task(shared, to, call, Outcome::Err(error));

@@ -56,6 +56,7 @@ impl ActorEntry {
             id.clone(),
             mailbox.clone(),
             description,
+            A::type_name(),
         ));
         let subscribed = shared
             .backend

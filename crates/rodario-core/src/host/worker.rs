@@ -20,7 +20,7 @@ use crate::name::{ActorId, ClusterName, NodeId};
 use crate::named_args::{merge_named, names_arguments};
 use crate::observe::MethodCounters;
 use crate::shared::Shared;
-use crate::telemetry::{handler_outcome, handler_span};
+use crate::telemetry::{call_handled, handler_outcome, handler_span, mailbox_depth};
 use tracing::Instrument;
 
 /// An actor with what it needs to handle its calls.
@@ -89,6 +89,7 @@ pub(crate) async fn run_worker<A: Actor>(
                 None => break,
             },
         };
+        mailbox_depth(A::type_name(), &worker.id, inbox.len());
         worker.busy.store(true, Ordering::Release);
         let reply = worker.handle(envelope).await;
         worker.busy.store(false, Ordering::Release);
@@ -161,7 +162,15 @@ impl<A: Actor> Worker<A> {
         }
         .instrument(span.clone())
         .await;
-        span.record("outcome", handler_outcome(&outcome));
+        let label = handler_outcome(&outcome);
+        span.record("outcome", label);
+        // A method the actor lacks is labelled as such: callers choose method names, and a
+        // label per name would let them grow the metrics without bound.
+        let method = match self.counters.contains_key(call.method.as_str()) {
+            true => call.method.as_str(),
+            false => "(unknown)",
+        };
+        call_handled(A::type_name(), method, label, Some(started.elapsed()));
         if let Some(counters) = self.counters.get(call.method.as_str()) {
             let error = match &outcome {
                 Outcome::Err(error) => Some(error.message.as_str()),
