@@ -146,6 +146,7 @@ mod kv;
 mod locks;
 mod names;
 mod presence;
+mod service;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
