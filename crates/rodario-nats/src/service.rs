@@ -328,8 +328,8 @@ impl Discovery for NatsConnection {
                         continue;
                     }
                 };
-                // Fails when the connection is down (the requester is then gone too) or
-                // the answer exceeds the server's max_payload.
+                // Fails for an answer over the server's max_payload (thousands of
+                // methods), or once the client is closed.
                 if let Err(err) = client.publish(reply, answer.into()).await {
                     tracing::warn!(%err, ?verb, "cannot send a service API answer");
                 }

@@ -16,6 +16,7 @@ use rodario_core::testkit::actors::{Counter, CounterProxy};
 use rodario_core::testkit::until_ok;
 use rodario_nats::testkit::NatsServer;
 use rodario_nats::NatsBackend;
+use tokio::time::Instant;
 
 /// The service name of the fixture's prefix (escaped as bucket names are; test prefixes
 /// have nothing to escape).
@@ -38,8 +39,14 @@ async fn ask(client: &Client, subject: String) -> Bytes {
     .payload
 }
 
-/// Every answer to a request on `subject` that arrives within 300 ms.
-async fn gather(client: &Client, subject: &str) -> Vec<Bytes> {
+/// The answers to one request on `subject` that `wanted` keeps: waits up to 5 s for
+/// `expected` of them, then 200 ms more for any beyond (which the caller then sees).
+async fn gather(
+    client: &Client,
+    subject: &str,
+    expected: usize,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> Vec<Bytes> {
     let inbox = client.new_inbox();
     let mut answers = client.subscribe(inbox.clone()).await.unwrap();
     client
@@ -47,25 +54,37 @@ async fn gather(client: &Client, subject: &str) -> Vec<Bytes> {
         .await
         .unwrap();
     let mut gathered = Vec::new();
-    let window = tokio::time::sleep(Duration::from_millis(300));
-    tokio::pin!(window);
-    loop {
-        tokio::select! {
-            Some(answer) = answers.next() => gathered.push(answer.payload),
-            () = &mut window => return gathered,
+    let mut deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers.next()).await {
+        if wanted(&answer.payload) {
+            gathered.push(answer.payload);
+            if gathered.len() == expected {
+                deadline = Instant::now() + Duration::from_millis(200);
+            }
         }
     }
+    gathered
 }
 
-/// The (service, id) pairs of the ping answers on `subject` from the given services.
-async fn pings(client: &Client, subject: &str, services: &[&str]) -> BTreeSet<(String, String)> {
-    gather(client, subject)
-        .await
-        .iter()
-        .map(|answer| serde_json::from_slice::<PingResponse>(answer).unwrap())
-        .filter(|ping| services.contains(&ping.name.as_str()))
-        .map(|ping| (ping.name, ping.id))
-        .collect()
+/// The (service, id) pairs of the ping answers on `subject` from the given services,
+/// `expected` of them.
+async fn pings(
+    client: &Client,
+    subject: &str,
+    expected: usize,
+    services: &[&str],
+) -> BTreeSet<(String, String)> {
+    let ping = |answer: &[u8]| serde_json::from_slice::<PingResponse>(answer).unwrap();
+    gather(client, subject, expected, |answer| {
+        services.contains(&ping(answer).name.as_str())
+    })
+    .await
+    .iter()
+    .map(|answer| {
+        let ping = ping(answer);
+        (ping.name, ping.id)
+    })
+    .collect()
 }
 
 fn endpoint_of<'a>(
@@ -126,19 +145,14 @@ async fn info_lists_the_actors_methods_and_stats_count_the_calls() {
     );
 
     // The verb alone reaches every service on the server: this one's answer is among them.
-    let pings = gather(&nats, "$SRV.PING").await;
-    assert!(pings.iter().any(|answer| {
-        let ping: PingResponse = serde_json::from_slice(answer).unwrap();
-        ping.name == name && ping.id == id
-    }));
+    let pings = pings(&nats, "$SRV.PING", 1, &[&name]).await;
+    assert_eq!(pings, BTreeSet::from([(name.clone(), id.clone())]));
 
     for subject in ["$SRV.INFO".to_owned(), format!("$SRV.INFO.{name}")] {
-        let info = gather(&nats, &subject)
-            .await
-            .iter()
-            .map(|answer| serde_json::from_slice::<Info>(answer).unwrap())
-            .find(|info| info.name == name)
-            .unwrap_or_else(|| panic!("no INFO answer on {subject}"));
+        let info = |answer: &[u8]| serde_json::from_slice::<Info>(answer).unwrap();
+        let answers = gather(&nats, &subject, 1, |answer| info(answer).name == name).await;
+        assert_eq!(answers.len(), 1, "INFO answers on {subject}");
+        let info = info(&answers[0]);
         assert_eq!(info.kind, "io.nats.micro.v1.info_response");
         assert_eq!(info.id, id);
         assert!(
@@ -236,16 +250,16 @@ async fn each_node_is_an_instance_and_each_prefix_a_service() {
         (name.clone(), b.id().to_string()),
         (other_name.clone(), other.id().to_string()),
     ]);
-    assert_eq!(pings(&nats, "$SRV.PING", &services).await, all);
+    assert_eq!(pings(&nats, "$SRV.PING", 3, &services).await, all);
     assert_eq!(
-        pings(&nats, &format!("$SRV.PING.{name}"), &services).await,
+        pings(&nats, &format!("$SRV.PING.{name}"), 2, &services).await,
         BTreeSet::from([
             (name.clone(), a.id().to_string()),
             (name.clone(), b.id().to_string()),
         ])
     );
     assert_eq!(
-        pings(&nats, &format!("$SRV.PING.{name}.{}", b.id()), &services).await,
+        pings(&nats, &format!("$SRV.PING.{name}.{}", b.id()), 1, &services).await,
         BTreeSet::from([(name.clone(), b.id().to_string())])
     );
     let info: Info =
