@@ -131,7 +131,9 @@
 //! `nats micro ls` lists one line per prefix and `nats micro info rodario` only its nodes;
 //! but anyone who may subscribe on the server sees every prefix's actors and methods (not
 //! their arguments or results). Keep tenants in separate NATS accounts to hide them from
-//! each other, or turn the API off with [`NatsConfig::service_api`]. The answers are
+//! each other, or turn the API off with [`NatsConfig::service_api`]. A user the server
+//! does not let subscribe to `$SRV.>` still runs and calls actors; its nodes just do not
+//! answer (the server's refusals are logged as warnings). The answers are
 //! built and sent from a task of the node's own, never from the client's connection task;
 //! the subscriptions follow reconnects, and a node built while the connection is down
 //! answers once it is back. An `INFO` or `STATS` answer larger than the server's

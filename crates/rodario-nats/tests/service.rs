@@ -13,8 +13,8 @@ use futures_util::StreamExt;
 use rodario_core::backend::ConnectionState;
 use rodario_core::node::Node;
 use rodario_core::testkit::actors::{Counter, CounterProxy};
-use rodario_core::testkit::until_ok;
-use rodario_nats::testkit::NatsServer;
+use rodario_core::testkit::{unique, until_ok};
+use rodario_nats::testkit::{config_for, NatsServer};
 use rodario_nats::NatsBackend;
 use tokio::time::Instant;
 
@@ -335,4 +335,51 @@ async fn a_node_with_the_service_api_off_does_not_answer() {
     assert_eq!(err.kind(), RequestErrorKind::NoResponders);
     node.shutdown().await;
     on.shutdown().await;
+}
+
+/// A user the server does not let subscribe to `$SRV.>` still runs and calls actors: its
+/// node only does not answer the service API (the server's refusals are logged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_denied_the_service_subjects_still_runs_actors() {
+    let conf = std::env::temp_dir().join(format!("{}.conf", unique("rodario-srv-")));
+    std::fs::write(
+        &conf,
+        r#"authorization {
+  users = [
+    { user: app, password: pw, permissions: { subscribe: { deny: ["$SRV.>"] } } }
+    { user: ops, password: pw }
+  ]
+}
+"#,
+    )
+    .unwrap();
+    let server = NatsServer::private(&["-c", conf.to_str().unwrap()]);
+    let backend =
+        NatsBackend::connect(config_for(server.url(), "denied").user_password("app", "pw"))
+            .await
+            .unwrap();
+    let node = Node::new(backend);
+    // The node's discovery task has subscribed and been refused.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _actor = node
+        .spawn(Counter::named("x"))
+        .uuid("x")
+        .start()
+        .await
+        .unwrap();
+    let proxy: CounterProxy = node.registry().get_proxy("x").await.unwrap();
+    assert_eq!(proxy.add(4).await.unwrap().await.unwrap(), 4);
+
+    let ops = async_nats::ConnectOptions::with_user_and_password("ops".into(), "pw".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let err = ops
+        .request(format!("$SRV.PING.denied.{}", node.id()), Bytes::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), RequestErrorKind::NoResponders);
+    assert_eq!(proxy.add(1).await.unwrap().await.unwrap(), 5);
+    node.shutdown().await;
+    let _ = std::fs::remove_file(conf);
 }
