@@ -75,6 +75,7 @@ pub struct NatsConfig {
     pub(crate) kv_memory_storage: bool,
     pub(crate) check_delivery: bool,
     pub(crate) subscription_capacity: usize,
+    pub(crate) service_api: bool,
 }
 
 impl Default for NatsConfig {
@@ -112,6 +113,7 @@ impl NatsConfig {
             kv_memory_storage: false,
             check_delivery: true,
             subscription_capacity: 65_536,
+            service_api: true,
         }
     }
 
@@ -278,6 +280,15 @@ impl NatsConfig {
         self
     }
 
+    /// Whether each node on the backend answers the NATS service API (`$SRV.PING`,
+    /// `$SRV.INFO`, `$SRV.STATS`; see the crate docs, "Service API"); default true. Those
+    /// subjects are not under the prefix: turn it off where other users of the server
+    /// must not see the node's actors and methods.
+    pub fn service_api(mut self, answer: bool) -> Self {
+        self.service_api = answer;
+        self
+    }
+
     /// The configured server URLs.
     pub fn server_urls(&self) -> &[String] {
         &self.servers
@@ -315,6 +326,7 @@ impl fmt::Debug for NatsConfig {
             .field("timeout", &self.timeout)
             .field("kv_replicas", &self.kv_replicas)
             .field("check_delivery", &self.check_delivery)
+            .field("service_api", &self.service_api)
             .finish_non_exhaustive()
     }
 }
@@ -348,13 +360,19 @@ impl NatsBackend {
     /// `BackendErrorKind::Connection` when no server answers or JetStream is not enabled, and
     /// `BackendErrorKind::InvalidInput` for a bad URL, prefix or credentials file.
     pub async fn connect(config: NatsConfig) -> Result<Backend, BackendError> {
+        let service_api = config.service_api;
         let connection = Arc::new(NatsConnection::connect(config).await?);
-        Ok(Backend::new(
+        let backend = Backend::new(
             NAME,
             connection.clone(),
             connection.clone(),
-            connection,
-        ))
+            connection.clone(),
+        );
+        Ok(if service_api {
+            backend.with_discovery(connection)
+        } else {
+            backend
+        })
     }
 
     /// Connects to `url` (or several URLs separated by commas) with the default settings;

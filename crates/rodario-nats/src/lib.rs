@@ -96,6 +96,50 @@
 //! backend does not count receivers ([`Transport::counts_receivers`](rodario_core::backend::Transport::counts_receivers) is false), so nodes
 //! record cluster memberships in the registry.
 //!
+//! # Service API
+//!
+//! Each node answers the NATS service API (the "micro" services protocol of the NATS
+//! clients) as one instance of a service, so that `nats micro ls`, `nats micro info {name}` and
+//! `nats micro stats {name}` show a rodario deployment. It subscribes (plain core NATS
+//! subscriptions) to `$SRV.{VERB}`, `$SRV.{VERB}.{name}` and `$SRV.{VERB}.{name}.{id}` for
+//! the verbs `PING`, `INFO` and `STATS`, from when the node is built until it shuts down,
+//! and answers with the API's JSON (`io.nats.micro.v1.ping_response`, `info_response`,
+//! `stats_response`):
+//!
+//! | field | value |
+//! |---|---|
+//! | `name` | the prefix escaped as bucket names are (`rodario`; `shop.orders` is `shop_2Eorders`) |
+//! | `id` | the node id |
+//! | `version` | this crate's version |
+//! | `metadata` | `{"prefix": "{prefix}"}` |
+//! | `description` (`INFO`) | `rodario actors under the NATS prefix {prefix}` |
+//! | `started` (`STATS`) | when the node started answering, RFC 3339 in UTC |
+//! | `endpoints` | one per public method of each actor the node runs, ordered by actor, then method |
+//!
+//! An endpoint is named `{type}-{method}` (characters other than `[A-Za-z0-9_-]`, which
+//! endpoint names do not allow, shown as `_`); its `subject` is the actor's,
+//! `{prefix}.actor.{uuid}`, and its `queue_group` is empty (an actor's channel is a plain
+//! subscription). In `INFO` answers its `metadata` holds `actor` (the UUID), `type`,
+//! `method`, `params` (`n: u64, label: String`) and `tags` (comma-separated); in `STATS`
+//! answers, `num_requests` and `num_errors` count the calls the method handled since the
+//! actor started and those that failed, `last_error` is the last failure's message (empty
+//! when none), `processing_time` and `average_processing_time` are in nanoseconds. Two
+//! actors of one type on a node give endpoints of the same name: their subjects tell them
+//! apart.
+//!
+//! The `$SRV` subjects are the same for every prefix. Each prefix is its own service, so
+//! `nats micro ls` lists one line per prefix and `nats micro info rodario` only its nodes;
+//! but anyone who may subscribe on the server sees every prefix's actors and methods (not
+//! their arguments or results). Keep tenants in separate NATS accounts to hide them from
+//! each other, or turn the API off with [`NatsConfig::service_api`]. A user the server
+//! does not let subscribe to `$SRV.>` still runs and calls actors; its nodes just do not
+//! answer (the server's refusals are logged as warnings). The answers are
+//! built and sent from a task of the node's own, never from the client's connection task;
+//! the subscriptions follow reconnects, and a node built while the connection is down
+//! answers once it is back. An `INFO` or `STATS` answer larger than the server's
+//! `max_payload` (thousands of methods) is not sent, with a warning. Tested in
+//! `tests/service.rs`.
+//!
 //! # What NATS guarantees, compared with Redis
 //!
 //! - Pub/sub is at most once on both: a frame published while a subscriber is disconnected is
@@ -135,7 +179,8 @@
 //! [`LockStore`](rodario_core::backend::LockStore)), `names.rs` (subjects, bucket names and
 //! keys, above), `error.rs` (async-nats errors as [`BackendError`]s); `lib.rs` holds the
 //! connection handle the three share. `kv.rs` is NATS's own: the two KV buckets and the
-//! revision-checked writes that presence and leases are built on.
+//! revision-checked writes that presence and leases are built on; so is `service.rs`, the
+//! [`Discovery`](rodario_core::observe::Discovery) that answers the service API.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -146,6 +191,7 @@ mod kv;
 mod locks;
 mod names;
 mod presence;
+mod service;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;

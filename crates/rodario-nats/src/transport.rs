@@ -162,6 +162,27 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The [`Subscription`] of `reader`, a task that owns the client's subscriber(s) to
+/// `subject` and reads them while `open` is set: closing or dropping it ends the task (so
+/// the subscribers, which queue their UNSUBs); `close` then confirms with a round trip
+/// that the server handled them.
+pub(crate) fn reader_subscription(
+    inner: Arc<Inner>,
+    reader: JoinHandle<()>,
+    open: Arc<AtomicBool>,
+    subject: String,
+) -> Subscription {
+    let reader = AbortOnDrop { reader, open };
+    Subscription::new(async move {
+        let mut reader = reader;
+        reader.stop();
+        let _ = (&mut reader.reader).await;
+        if let Err(err) = inner.round_trip(None).await {
+            tracing::debug!(%err, %subject, "could not confirm the unsubscription");
+        }
+    })
+}
+
 #[async_trait]
 impl Transport for NatsConnection {
     async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError> {
@@ -231,18 +252,12 @@ impl Transport for NatsConnection {
                 sink.deliver(message.payload);
             }
         });
-        let reader = AbortOnDrop { reader, open };
-        let inner = self.inner.clone();
-        Ok(Subscription::new(async move {
-            // Ending the reader drops the subscriber, which queues the UNSUB; a round trip
-            // after it confirms the server handled it.
-            let mut reader = reader;
-            reader.stop();
-            let _ = (&mut reader.reader).await;
-            if let Err(err) = inner.round_trip(None).await {
-                tracing::debug!(%err, %subject, "could not confirm the unsubscription");
-            }
-        }))
+        Ok(reader_subscription(
+            self.inner.clone(),
+            reader,
+            open,
+            subject,
+        ))
     }
 
     fn counts_receivers(&self) -> bool {
