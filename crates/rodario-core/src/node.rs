@@ -198,12 +198,18 @@ impl Node {
     /// [`Error::Closed`](crate::Error::Closed).
     pub async fn shutdown(&self) {
         self.inner.host.shutdown().await;
+        self.inner.shared.shut_down();
+        self.end_discovery().await;
+        self.inner.client.close().await;
+    }
+
+    /// Stops answering the broker's discovery requests (after the shutdown flag is set, so a
+    /// discovery still starting closes itself).
+    async fn end_discovery(&self) {
         let discovery = locked(&self.inner.discovery).take();
         if let Some(discovery) = discovery {
             discovery.close().await;
         }
-        self.inner.shared.shut_down();
-        self.inner.client.close().await;
     }
 
     /// Ends this node's tasks without unregistering anything, as if its process crashed: its
@@ -214,6 +220,7 @@ impl Node {
         self.inner.host.crash().await;
         self.inner.client.crash();
         self.inner.shared.shut_down();
+        self.end_discovery().await;
     }
 }
 
@@ -235,8 +242,11 @@ fn serve_discovery(inner: &Arc<NodeInner>) {
     runtime.spawn(async move {
         match discovery.serve(directory).await {
             Ok(subscription) => match node.upgrade() {
-                Some(node) => *locked(&node.discovery) = Some(subscription),
-                None => subscription.close().await,
+                // A node shut down while discovery was starting must not keep answering.
+                Some(node) if !node.shared.is_shut_down() => {
+                    *locked(&node.discovery) = Some(subscription);
+                }
+                _ => subscription.close().await,
             },
             Err(e) => tracing::warn!(error = %e, "the backend's discovery cannot serve this node"),
         }
