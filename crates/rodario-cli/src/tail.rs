@@ -146,6 +146,7 @@ mod tests {
             deadline_ms: 9,
             kwargs: None,
             trace: None,
+            one_way: false,
         });
         assert_eq!(
             describe(&Ok(call)),

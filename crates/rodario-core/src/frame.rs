@@ -7,7 +7,7 @@
 //!
 //! | kind | body |
 //! |---|---|
-//! | call | `{"Call": [id, reply_to, method, args, deadline_ms]}`, then optionally `kwargs` and `trace` |
+//! | call | `{"Call": [id, reply_to, method, args, deadline_ms]}`, then optionally `kwargs`, `trace` and `one_way` |
 //! | reply | `{"Reply": [id, from, outcome]}`, outcome `{"Ok": bin}`, `{"Err": [kind, message]}` or `"Declined"` |
 //! | expect | `{"Expect": [id, count]}`: a node tells a cluster caller how many of its actors got the call |
 //!
@@ -19,10 +19,12 @@
 //! that the host appends to the positional ones (callers speaking another wire, such as the
 //! Python library's, name their arguments); rodario's own proxies leave it out. `trace` is
 //! the caller's W3C trace context, `[traceparent, tracestate]`, written when the call's span
-//! belongs to an OpenTelemetry trace (feature `opentelemetry`). Both are optional trailing
-//! fields: a call carries as many as it needs (`nil` for an absent `kwargs` before a
-//! `trace`), a frame of an earlier build (five fields) decodes with neither, and a call
-//! with neither is written as earlier builds wrote it, so they read it too. This replaces the Python library's pickled `(call_id, proxy_id, method, args,
+//! belongs to an OpenTelemetry trace (feature `opentelemetry`). `one_way` is `true` for a
+//! call whose caller wants no reply ([`ActorProxy::tell`](crate::ActorProxy::tell)). All
+//! three are optional trailing fields: a call carries as many as it needs (`nil` or `false`
+//! for the absent ones before the last it needs), a frame of an earlier build (five fields)
+//! decodes with none, and a call with none is written as earlier builds wrote it, so they
+//! read it too (an earlier build answers a one-way call; its caller ignores the answer). This replaces the Python library's pickled `(call_id, proxy_id, method, args,
 //! kwargs)` and `(call_id, value)` tuples: decoding is safe on any input (it never panics
 //! and never runs code), and frames over the size limit are refused before decoding.
 
@@ -108,6 +110,9 @@ pub struct Call {
     /// The caller's W3C trace context, if its call span belongs to a trace.
     #[serde(default)]
     pub trace: Option<TraceContext>,
+    /// The caller wants no reply: the host sends none, not even an error.
+    #[serde(default)]
+    pub one_way: bool,
 }
 
 /// A W3C trace context (`traceparent` and `tracestate` headers), carried in a call frame
@@ -130,6 +135,7 @@ impl Serialize for Call {
             deadline_ms: self.deadline_ms,
             kwargs: self.kwargs.as_deref(),
             trace: self.trace.as_ref(),
+            one_way: self.one_way,
         }
         .serialize(serializer)
     }
@@ -187,6 +193,7 @@ struct CallRef<'a> {
     deadline_ms: u64,
     kwargs: Option<&'a [u8]>,
     trace: Option<&'a TraceContext>,
+    one_way: bool,
 }
 
 impl Serialize for CallRef<'_> {
@@ -194,10 +201,11 @@ impl Serialize for CallRef<'_> {
     /// call needs: a positional layout cannot skip a field in the middle.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let trailing = match (self.kwargs, self.trace) {
-            (_, Some(_)) => 2,
-            (Some(_), None) => 1,
-            (None, None) => 0,
+        let trailing = match (self.kwargs, self.trace, self.one_way) {
+            (_, _, true) => 3,
+            (_, Some(_), false) => 2,
+            (Some(_), None, false) => 1,
+            (None, None, false) => 0,
         };
         let mut call = serializer.serialize_struct("Call", 5 + trailing)?;
         call.serialize_field("id", &self.id)?;
@@ -208,8 +216,11 @@ impl Serialize for CallRef<'_> {
         if trailing >= 1 {
             call.serialize_field("kwargs", &self.kwargs.map(serde_bytes::Bytes::new))?;
         }
-        if trailing == 2 {
+        if trailing >= 2 {
             call.serialize_field("trace", &self.trace)?;
+        }
+        if trailing == 3 {
+            call.serialize_field("one_way", &self.one_way)?;
         }
         call.end()
     }
@@ -229,7 +240,7 @@ pub(crate) fn encode_call(
     method: &str,
     args: &[u8],
     deadline_ms: u64,
-    trace: Option<&TraceContext>,
+    (trace, one_way): (Option<&TraceContext>, bool),
     limit: usize,
 ) -> Result<Bytes, crate::Error> {
     let frame = FrameRef::Call(CallRef {
@@ -240,6 +251,7 @@ pub(crate) fn encode_call(
         deadline_ms,
         kwargs: None,
         trace,
+        one_way,
     });
     encode_any(&frame, args.len() + method.len(), limit)
 }
@@ -356,6 +368,7 @@ mod tests {
                 deadline_ms: 1_700_000_000_000,
                 kwargs: None,
                 trace: None,
+                one_way: false,
             }),
             Frame::Reply(Reply {
                 id: 7,
@@ -396,7 +409,7 @@ mod tests {
                     &call.method,
                     &call.args,
                     call.deadline_ms,
-                    call.trace.as_ref(),
+                    (call.trace.as_ref(), call.one_way),
                     DEFAULT_MAX_FRAME,
                 ),
                 Frame::Reply(reply) => {
@@ -423,6 +436,7 @@ mod tests {
             deadline_ms: 5,
             kwargs: Some(encode_value(&[("name", "Ann")], "kwargs").unwrap()),
             trace: None,
+            one_way: false,
         };
         let bytes = encode_frame(&Frame::Call(call.clone()), DEFAULT_MAX_FRAME).unwrap();
         assert_eq!(
@@ -439,6 +453,15 @@ mod tests {
         assert_eq!(fields.4, 5);
         assert_eq!(
             decode_frame(&bytes, DEFAULT_MAX_FRAME).unwrap(),
+            Frame::Call(call.clone())
+        );
+
+        // One way, with nothing else: the fields before it are written empty.
+        call.trace = None;
+        call.one_way = true;
+        let bytes = encode_frame(&Frame::Call(call.clone()), DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(
+            decode_frame(&bytes, DEFAULT_MAX_FRAME).unwrap(),
             Frame::Call(call)
         );
     }
@@ -453,6 +476,7 @@ mod tests {
             deadline_ms: 0,
             kwargs: None,
             trace: None,
+            one_way: false,
         });
         let err = encode_frame(&frame, 1000).unwrap_err();
         assert!(err.to_string().contains("limit of 1000 bytes"), "{err}");

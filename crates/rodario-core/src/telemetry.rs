@@ -21,7 +21,7 @@
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
-//! | `rodario_calls_sent_total` | counter | `kind` (`actor`, `cluster`), `actor_type`, `method`, `outcome` | calls this node made, by how they ended (a cluster call: by how its publish ended) |
+//! | `rodario_calls_sent_total` | counter | `kind` (`actor`, `cluster`, `tell`, `cluster_tell`), `actor_type`, `method`, `outcome` | calls this node made, by how they ended (a cluster or one-way call: by how its publish ended) |
 //! | `rodario_call_duration_seconds` | histogram | `actor_type`, `method`, `outcome` | a direct call's latency at the caller, from the call to its outcome |
 //! | `rodario_calls_handled_total` | counter | `actor_type`, `method`, `outcome` | calls this node's actors answered, shed calls included |
 //! | `rodario_handle_duration_seconds` | histogram | `actor_type`, `method` | time an actor spent on a call, hooks included |

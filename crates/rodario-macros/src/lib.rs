@@ -450,7 +450,11 @@ fn proxy_method(krate: &Path, method: &Method, cluster: bool) -> TokenStream2 {
     let name_str = name.to_string();
     let docs = &method.docs;
     let value = &method.value;
-    let params = method.params.iter().map(|(ident, ty)| quote!(#ident: #ty));
+    let params: Vec<_> = method
+        .params
+        .iter()
+        .map(|(ident, ty)| quote!(#ident: #ty))
+        .collect();
     let idents: Vec<_> = method.params.iter().map(|(ident, _)| ident).collect();
     let returned = if cluster {
         quote!(#krate::Gather<#value>)
@@ -462,12 +466,24 @@ fn proxy_method(krate: &Path, method: &Method, cluster: bool) -> TokenStream2 {
     } else {
         "Sends this call to the actor; the reply resolves later."
     };
+    let tell = format_ident!("tell_{}", name);
+    let tell_note = if cluster {
+        format!("Broadcasts `{name}` to every member without waiting for replies (none come back): see `ClusterProxy::tell`.")
+    } else {
+        format!("Sends `{name}` to the actor without waiting for its reply (none comes back): see `ActorProxy::tell`.")
+    };
+    let tell_params = params.clone();
     quote! {
         #(#docs)*
         #[doc = ""]
         #[doc = #note]
         pub async fn #name(&self, #(#params),*) -> #krate::Result<#returned> {
             self.inner.call(#name_str, (#(#idents,)*)).await
+        }
+
+        #[doc = #tell_note]
+        pub async fn #tell(&self, #(#tell_params),*) -> #krate::Result<()> {
+            self.inner.tell(#name_str, (#(#idents,)*)).await
         }
     }
 }

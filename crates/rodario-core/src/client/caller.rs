@@ -88,7 +88,7 @@ impl Client {
             method,
             &args,
             self.shared.deadline_ms(timeout),
-            trace,
+            (trace, false),
             self.shared.config.max_frame,
         )?;
         self.calls
@@ -101,6 +101,29 @@ impl Client {
         };
         let delivery = self.shared.publish(channel, frame).await?;
         Ok(SentCall { slot, delivery })
+    }
+
+    /// Publishes a one-way call of `method` on `channel`: no reply channel, no slot, nothing
+    /// to wait for but the publish. Receivers skip it once `timeout` has passed.
+    pub(crate) async fn send_one_way(
+        &self,
+        channel: &Channel,
+        method: &str,
+        args: &[u8],
+        timeout: Duration,
+    ) -> Result<Delivery> {
+        self.shared.check_connected()?;
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_call(
+            id,
+            self.shared.id.as_str(),
+            method,
+            args,
+            self.shared.deadline_ms(timeout),
+            (None, true),
+            self.shared.config.max_frame,
+        )?;
+        self.shared.publish(channel, frame).await
     }
 
     /// Subscribes the node's reply channel once, before its first call is published, and

@@ -101,6 +101,41 @@ impl ClusterProxy {
         self.call_encoded(method, args).await
     }
 
+    /// Broadcasts a call of `method` that wants no reply (fire and forget) to the channel's
+    /// members: nothing is kept for it and nothing comes back. A `singular` method still runs
+    /// on exactly one member. Returns once the broker took it.
+    ///
+    /// Fails with [`Error::EmptyCluster`] when the broker reports that nobody received it
+    /// (Redis counts receivers; on NATS, where core publishes count nothing, a call to an
+    /// empty channel is not detected), and otherwise as [`ClusterProxy::call`] does.
+    pub async fn tell(&self, method: &str, args: impl Serialize) -> Result<()> {
+        let args = encode_value(&args, "arguments")?;
+        self.tell_encoded(method, &args).await
+    }
+
+    /// Like [`ClusterProxy::tell`], with the argument tuple already encoded.
+    pub async fn tell_encoded(&self, method: &str, args: &[u8]) -> Result<()> {
+        let client = &self.client;
+        let timeout = self.timeout.min(MAX_WAIT);
+        let deadline = Instant::now() + timeout;
+        let channel = Channel::Cluster(self.channel.clone());
+        let send = async {
+            match client.send_one_way(&channel, method, args, timeout).await? {
+                Delivery::Exact(0) => Err(self.empty()),
+                _ => Ok(()),
+            }
+        };
+        let sent = within(method, timeout, deadline, send).await;
+        call_sent(
+            "cluster_tell",
+            "unknown",
+            method,
+            caller_outcome(&sent),
+            None,
+        );
+        sent
+    }
+
     /// Like [`ClusterProxy::call`], with the argument tuple already encoded.
     pub async fn call_encoded<R: DeserializeOwned + Send + 'static>(
         &self,

@@ -134,6 +134,46 @@ impl ActorProxy {
         self.call_encoded(method, args).await
     }
 
+    /// Sends a call of `method` that wants no reply (fire and forget): nothing is kept for
+    /// it, and nothing comes back, not even the method's error. Returns once the broker took
+    /// it.
+    ///
+    /// Fails with [`Error::InvalidActor`] when the broker reports that nobody received it
+    /// (as for [`ActorProxy::call`]; a backend that cannot tell reports nothing), with [`Error::Frame`] over the size limit, with
+    /// [`Error::Backend`] while the connection is down, and with [`Error::Timeout`] when
+    /// the broker does not take it within the proxy's deadline. The actor skips a one-way
+    /// call still queued when that deadline has passed.
+    pub async fn tell(&self, method: &str, args: impl Serialize) -> Result<()> {
+        let args = encode_value(&args, "arguments")?;
+        self.tell_encoded(method, &args).await
+    }
+
+    /// Like [`ActorProxy::tell`], with the argument tuple already encoded.
+    pub async fn tell_encoded(&self, method: &str, args: &[u8]) -> Result<()> {
+        let client = &self.client;
+        let timeout = self.timeout.min(MAX_WAIT);
+        let deadline = Instant::now() + timeout;
+        let channel = Channel::Actor(self.target.clone());
+        let send = async {
+            let delivery = client.send_one_way(&channel, method, args, timeout).await?;
+            let received = match delivery {
+                Delivery::Exact(n) => n > 0,
+                Delivery::AtLeastOne | Delivery::Unknown => true,
+            };
+            if received {
+                Ok(())
+            } else {
+                Err(Error::InvalidActor {
+                    uuid: self.target.to_string(),
+                })
+            }
+        };
+        let sent = within(method, timeout, deadline, send).await;
+        let outcome = caller_outcome(&sent);
+        call_sent("tell", &self.actor_type, method, outcome, None);
+        sent
+    }
+
     /// Like [`ActorProxy::call`], with the argument tuple already encoded.
     pub async fn call_encoded<R: DeserializeOwned + Send + 'static>(
         &self,

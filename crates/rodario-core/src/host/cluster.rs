@@ -206,6 +206,10 @@ async fn fan_out(
             continue;
         }
         let members: Vec<ClusterMember> = locked(&members).clone();
+        if call.one_way {
+            fan_out_one_way(call, &reply_to, &channel, &locks, members).await;
+            continue;
+        }
         let expect = Frame::Expect(Expect {
             id: call.id,
             count: members.len() as u32,
@@ -285,6 +289,38 @@ async fn fan_out(
         }
     }
     outbox.flush().await;
+}
+
+/// Hands a one-way cluster call to the members that run it: no count, no declines and no
+/// errors go back to its caller.
+async fn fan_out_one_way(
+    call: Call,
+    reply_to: &NodeId,
+    channel: &ClusterName,
+    locks: &Locks,
+    members: Vec<ClusterMember>,
+) {
+    let call = Arc::new(call);
+    let decided = decide_singular(locks, &call, reply_to, &members).await;
+    for (index, member) in members.into_iter().enumerate() {
+        let chosen = matches!(decided, Decision::Only(chosen) if chosen == index);
+        let declines = !matches!(decided, Decision::Everyone) && !chosen;
+        if declines && member.singular(&call.method).is_some() {
+            continue;
+        }
+        let envelope = Envelope {
+            call: call.clone(),
+            reply_to: reply_to.clone(),
+            via: Via::Cluster {
+                channel: channel.clone(),
+                handler: member.handler.clone(),
+                singular_claimed: chosen,
+            },
+        };
+        if member.mailbox.try_send(envelope).is_err() {
+            tracing::debug!(actor = %member.actor, method = %call.method, "shed a one-way cluster call");
+        }
+    }
 }
 
 /// What a node decided for its members about one cluster call.

@@ -132,7 +132,7 @@ impl FrameSink for ActorSink {
         let Some((call, reply_to)) = decoded else {
             return;
         };
-        if call.method == METHODS_METHOD {
+        if call.method == METHODS_METHOD && !call.one_way {
             let description = Outcome::Ok(self.description.to_vec());
             self.reply_from_task(shared, reply_to, call.id, description);
             return;
@@ -145,6 +145,9 @@ impl FrameSink for ActorSink {
         if let Err(mpsc::error::TrySendError::Full(envelope)) = self.mailbox.try_send(envelope) {
             tracing::warn!(actor = %self.id, "mailbox full: shedding a call");
             telemetry::call_handled(self.type_name, &envelope.call.method, "shed", None);
+            if envelope.call.one_way {
+                return;
+            }
             let error = RemoteError::new(RemoteErrorKind::Overloaded, "mailbox full");
             let (to, call) = (envelope.reply_to, envelope.call.id);
             self.reply_from_task(shared, to, call, Outcome::Err(error));

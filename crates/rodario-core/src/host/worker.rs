@@ -99,6 +99,9 @@ pub(crate) async fn run_worker<A: Actor>(
     }
     inbox.close();
     while let Ok(envelope) = inbox.try_recv() {
+        if envelope.call.one_way {
+            continue;
+        }
         let error = RemoteError::new(RemoteErrorKind::Stopped, "the actor stopped");
         let reply = reply_later(
             &worker.shared,
@@ -177,6 +180,9 @@ impl<A: Actor> Worker<A> {
                 _ => None,
             };
             counters.record(started.elapsed(), error);
+        }
+        if call.one_way {
+            return None;
         }
         Some(reply_later(
             &self.shared,

@@ -386,6 +386,7 @@ pub async fn malformed_frames_are_survived(broker: &dyn TestBroker) {
             deadline_ms: u64::MAX,
             kwargs: None,
             trace: None,
+            one_way: false,
         }),
         DEFAULT_MAX_FRAME,
     )
@@ -459,6 +460,47 @@ pub async fn cluster_gathers_every_member(broker: &dyn TestBroker) {
     );
     let values = cluster.add(1).await.unwrap().all().await.unwrap();
     assert_eq!(values, vec![1, 1, 1]);
+}
+
+/// One-way calls (`tell`) run in order with the caller's other calls and send nothing back,
+/// not even an error; a `singular` one still runs on exactly one member; a tell to nobody
+/// is a typed error where the broker can tell.
+pub async fn one_way_calls_run_without_replies(broker: &dyn TestBroker) {
+    let host = node(broker, "a").await;
+    let other = node(broker, "a").await;
+    let caller = node(broker, "a").await;
+    let first = counter(&host, "told1").await;
+    let second = counter(&other, "told2").await;
+    let proxy: CounterProxy = caller.registry().get_proxy("told1").await.unwrap();
+    proxy.tell_add(5).await.unwrap();
+    proxy.tell_fail("ignored".into()).await.unwrap();
+    proxy.tell_add(2).await.unwrap();
+    assert_eq!(proxy.add(0).await.unwrap().await.unwrap(), 7);
+
+    first.join("told").await.unwrap();
+    second.join("told").await.unwrap();
+    let cluster: CounterCluster = caller.cluster("told").unwrap();
+    cluster.tell_add(1).await.unwrap();
+    cluster.tell_claim().await.unwrap();
+    let mut totals = cluster.add(0).await.unwrap().all().await.unwrap();
+    totals.sort_unstable();
+    assert_eq!(totals, vec![1, 8]);
+    let mut claims = cluster.claims().await.unwrap().all().await.unwrap();
+    claims.sort_unstable();
+    assert_eq!(claims, vec![0, 1], "a singular one-way call runs once");
+
+    let transport = caller.backend().transport();
+    if transport.counts_receivers() {
+        let nobody = caller
+            .registry()
+            .proxy::<CounterProxy>("nobody-told")
+            .unwrap();
+        let told = nobody.tell_add(1).await;
+        assert!(matches!(told, Err(Error::InvalidActor { .. })), "{told:?}");
+        let empty: CounterCluster = caller.cluster("nobody-listens").unwrap();
+        let told = empty.tell_add(1).await;
+        assert!(matches!(told, Err(Error::EmptyCluster { .. })), "{told:?}");
+    }
 }
 
 /// `members(channel)` lists the actors on a cluster channel with their type names, from

@@ -104,6 +104,7 @@ macro_rules! conformance_suite {
             cases::malformed_frames_are_survived,
             cases::oversize_arguments_are_refused,
             cases::cluster_gathers_every_member,
+            cases::one_way_calls_run_without_replies,
             cases::members_of_a_channel_are_listed,
             cases::cluster_custom_handler,
             cases::part_and_empty_cluster,

@@ -237,6 +237,7 @@ impl PythonWire {
             deadline_ms,
             kwargs,
             trace: None,
+            one_way: false,
         });
         let frame = encode_frame(&frame, DEFAULT_MAX_FRAME).map_err(|e| e.to_string())?;
         let mut served = locked(&self.served);
@@ -695,6 +696,7 @@ mod tests {
             deadline_ms: now_ms() + 5_000,
             kwargs: None,
             trace: None,
+            one_way: false,
         };
         let frame = encode_frame(&Frame::Call(call.clone()), DEFAULT_MAX_FRAME).unwrap();
         let Outgoing::Publish(pickled) = wire.outgoing(&actor_channel(), frame.clone()).unwrap()
