@@ -143,6 +143,38 @@ fn cluster_gather(c: &mut Criterion) {
     group.finish();
 }
 
+/// One-way calls: the raw side sends on the channel without a reply slot; rodario's
+/// `tell_add` publishes a call that wants no reply.
+fn tell(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tell");
+    for (flavour, rt) in runtimes() {
+        let raw = raw_tell_server(&rt);
+        group.bench_function(BenchmarkId::new(flavour, "raw"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { raw.send(1).await.unwrap() })
+        });
+        let (_host, _caller, proxy) = rodario_pair(&rt);
+        group.bench_function(BenchmarkId::new(flavour, "rodario"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { proxy.tell_add(1).await.unwrap() })
+        });
+    }
+    group.finish();
+}
+
+/// A task that adds what it receives and answers nothing.
+fn raw_tell_server(rt: &Runtime) -> mpsc::Sender<u64> {
+    let (tx, mut rx) = mpsc::channel::<u64>(1024);
+    rt.spawn(async move {
+        let mut total = 0u64;
+        while let Some(n) = rx.recv().await {
+            total = total.wrapping_add(n);
+        }
+        total
+    });
+    tx
+}
+
 fn lock(c: &mut Criterion) {
     let mut group = c.benchmark_group("lock");
     let (_, rt) = runtimes().remove(0);
@@ -183,6 +215,6 @@ fn lock(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = call_sequential, call_inflight64, cluster_gather, lock
+    targets = call_sequential, call_inflight64, cluster_gather, tell, lock
 }
 criterion_main!(benches);

@@ -36,6 +36,8 @@ struct RawNats {
     client: Client,
     add: Subject,
     size: Subject,
+    /// Where the raw one-way calls go (no subscriber needed: NATS counts none).
+    tell: Subject,
     kv: Store,
 }
 
@@ -59,6 +61,7 @@ impl RawNats {
             client,
             add,
             size: Subject::from(format!("{prefix}.size")),
+            tell: Subject::from(format!("{prefix}-tell")),
             kv,
         }
     }
@@ -126,6 +129,16 @@ async fn echo(client: Client, mut requests: async_nats::Subscriber, add: Subject
 }
 
 impl RawNats {
+    /// A publish confirmed by the server (a flush: one round trip), as rodario's one-way
+    /// call is by its delivery check.
+    async fn tell(&self, n: u64) {
+        self.client
+            .publish(self.tell.clone(), Bytes::copy_from_slice(&n.to_le_bytes()))
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+    }
+
     async fn request(&self, subject: &Subject, payload: Bytes) -> u64 {
         let reply = self.client.request(subject.clone(), payload).await.unwrap();
         u64::from_le_bytes(reply.payload[..].try_into().unwrap())
@@ -172,6 +185,7 @@ fn benches(c: &mut Criterion) {
         async move { rodario::nats::NatsBackend::connect(config).await.unwrap() }
     };
     common::run(c, &rt, "nats", connect, &raw);
+    common::tell(c, &rt, "nats", &connect, || raw.tell(1));
     drop(raw);
     drop(server);
 

@@ -42,6 +42,7 @@ return 0"#;
 struct Names {
     add: String,
     size: String,
+    tell: String,
     reply: String,
     lock: String,
 }
@@ -52,6 +53,7 @@ impl Names {
         Names {
             add: format!("{prefix}:add"),
             size: format!("{prefix}:size"),
+            tell: format!("{prefix}:tell"),
             reply: format!("{prefix}:reply"),
             lock: format!("{prefix}:global.lock:bench"),
         }
@@ -87,7 +89,7 @@ impl RawRedis {
         let names = Names::new();
         let mut requests = client.get_async_pubsub().await.unwrap();
         requests
-            .subscribe(&[&names.add, &names.size])
+            .subscribe(&[&names.add, &names.size, &names.tell])
             .await
             .unwrap();
         let echo_publisher = client.get_multiplexed_async_connection().await.unwrap();
@@ -95,6 +97,7 @@ impl RawRedis {
             requests.into_on_message(),
             echo_publisher,
             names.add.clone(),
+            names.tell.clone(),
             names.reply.clone(),
         ));
         let mut replies = client.get_async_pubsub().await.unwrap();
@@ -119,6 +122,11 @@ impl RawRedis {
         assert_eq!(receivers, 1);
     }
 
+    /// Publishes `n` for the echo to add, wanting no reply: the raw one-way call.
+    async fn tell(&self, n: u64) {
+        self.publish(&self.names.tell, &id_and_value(0, n)).await;
+    }
+
     /// Reads replies until those of ids `first..first + count` came; returns the last value.
     async fn replies(&self, first: u64, count: usize) -> u64 {
         let mut replies = self.replies.lock().await;
@@ -138,11 +146,12 @@ impl RawRedis {
 
 /// Answers requests on the `add` and `size` channels on `reply`, publishing each reply
 /// without waiting for the previous one's PUBLISH to complete (the multiplexed connection
-/// pipelines them).
+/// pipelines them); adds what comes on `tell` without answering.
 async fn echo(
     mut requests: PubSubStream,
     publisher: MultiplexedConnection,
     add: String,
+    tell: String,
     reply: String,
 ) {
     let mut total = 0u64;
@@ -152,6 +161,10 @@ async fn echo(
             message = requests.next() => {
                 let Some(message) = message else { break };
                 let (id, argument) = split_id(message.get_payload_bytes());
+                if message.get_channel_name() == tell {
+                    total += u64::from_le_bytes(argument.try_into().unwrap());
+                    continue;
+                }
                 let value = if message.get_channel_name() == add {
                     total += u64::from_le_bytes(argument.try_into().unwrap());
                     total
@@ -231,6 +244,7 @@ fn benches(c: &mut Criterion) {
         async move { config.connect().await.unwrap() }
     };
     common::run(c, &rt, "redis", connect, &raw);
+    common::tell(c, &rt, "redis", &connect, || raw.tell(1));
     drop(rt);
     drop(server);
 }

@@ -95,6 +95,30 @@ pub fn run_sequential_and_lock<C, F>(
     lock(c, rt, backend, raw, &connect);
 }
 
+/// One-way calls, one after another: the raw side publishes with `raw_tell` to a
+/// subscriber that answers nothing; rodario's `tell_add` does the same through a proxy.
+/// Both wait for the broker to take each (on Redis, its PUBLISH reply with the receiver
+/// count, which `tell` turns into `InvalidActor` when it is 0).
+pub fn tell<C, F, T, TF>(c: &mut Criterion, rt: &Runtime, backend: &str, connect: &C, raw_tell: T)
+where
+    C: Fn(String) -> F,
+    F: Future<Output = Backend>,
+    T: Fn() -> TF,
+    TF: Future<Output = ()>,
+{
+    let nodes = rt.block_on(pair(connect));
+    let mut group = c.benchmark_group("tell");
+    group.bench_function(BenchmarkId::new(backend, "raw"), |b| {
+        b.to_async(rt).iter(&raw_tell)
+    });
+    group.bench_function(BenchmarkId::new(backend, "rodario"), |b| {
+        b.to_async(rt)
+            .iter(|| async { nodes.proxy.tell_add(1).await.unwrap() })
+    });
+    group.finish();
+    rt.block_on(nodes.shutdown());
+}
+
 /// A host node with one counter actor, and a proxy to it from a second node with a
 /// connection of its own.
 struct Pair {
