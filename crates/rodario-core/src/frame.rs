@@ -107,9 +107,10 @@ pub struct Call {
     /// `args` in the method's parameter order. `None` from rodario's own proxies.
     #[serde(default, with = "serde_bytes")]
     pub kwargs: Option<Vec<u8>>,
-    /// The caller's W3C trace context, if its call span belongs to a trace.
+    /// The caller's W3C trace context, if its call span belongs to a trace (boxed: most
+    /// calls carry none, and every call is moved a few times on its way).
     #[serde(default)]
-    pub trace: Option<TraceContext>,
+    pub trace: Option<Box<TraceContext>>,
     /// The caller wants no reply: the host sends none, not even an error.
     #[serde(default)]
     pub one_way: bool,
@@ -134,7 +135,7 @@ impl Serialize for Call {
             args: &self.args,
             deadline_ms: self.deadline_ms,
             kwargs: self.kwargs.as_deref(),
-            trace: self.trace.as_ref(),
+            trace: self.trace.as_deref(),
             one_way: self.one_way,
         }
         .serialize(serializer)
@@ -409,7 +410,7 @@ mod tests {
                     &call.method,
                     &call.args,
                     call.deadline_ms,
-                    (call.trace.as_ref(), call.one_way),
+                    (call.trace.as_deref(), call.one_way),
                     DEFAULT_MAX_FRAME,
                 ),
                 Frame::Reply(reply) => {
@@ -451,6 +452,17 @@ mod tests {
         }
         let EarlierFrame::Call(fields) = rmp_serde::from_slice(&bytes[HEADER..]).unwrap();
         assert_eq!(fields.4, 5);
+        assert_eq!(
+            decode_frame(&bytes, DEFAULT_MAX_FRAME).unwrap(),
+            Frame::Call(call.clone())
+        );
+
+        // A trace without named arguments: `kwargs` is written as nil to keep its place.
+        call.trace = Some(Box::new(TraceContext {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: String::new(),
+        }));
+        let bytes = encode_frame(&Frame::Call(call.clone()), DEFAULT_MAX_FRAME).unwrap();
         assert_eq!(
             decode_frame(&bytes, DEFAULT_MAX_FRAME).unwrap(),
             Frame::Call(call.clone())

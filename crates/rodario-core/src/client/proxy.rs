@@ -225,10 +225,19 @@ impl ActorProxy {
         // The publish is bounded by the call's own slot rather than a timer of its own: the
         // deadline sweeper answers it `TimedOut`, a dropped connection answers it `Lost`,
         // and a reply that beats the publish's acknowledgement answers the call outright.
-        let sent = tokio::select! {
-            biased;
-            sent = send.instrument(span.clone()) => sent.map(Sent::Published),
-            early = &mut rx => Ok(Sent::Answered(early)),
+        // Wrapping moves the future; skip it when no subscriber records spans.
+        let sent = if span.is_disabled() {
+            tokio::select! {
+                biased;
+                sent = send => sent.map(Sent::Published),
+                early = &mut rx => Ok(Sent::Answered(early)),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                sent = send.instrument(span.clone()) => sent.map(Sent::Published),
+                early = &mut rx => Ok(Sent::Answered(early)),
+            }
         };
         let target = self.target.clone();
         let pending = match sent {

@@ -29,6 +29,8 @@ pub(crate) struct Worker<A> {
     id: ActorId,
     methods: HashMap<&'static str, MethodSpec>,
     counters: HashMap<&'static str, Arc<MethodCounters>>,
+    /// [`Actor::type_name`], computed once: it may search the type's path.
+    type_name: &'static str,
     shared: Arc<Shared>,
     locks: Locks,
     /// Set while a call is being handled, so that a node choosing a member to run a
@@ -51,6 +53,7 @@ impl<A: Actor> Worker<A> {
             id,
             methods,
             counters,
+            type_name: A::type_name(),
             shared: shared.clone(),
             locks: locks.clone(),
             busy,
@@ -89,7 +92,7 @@ pub(crate) async fn run_worker<A: Actor>(
                 None => break,
             },
         };
-        mailbox_depth(A::type_name(), &worker.id, inbox.len());
+        mailbox_depth(worker.type_name, &worker.id, inbox.len());
         worker.busy.store(true, Ordering::Release);
         let reply = worker.handle(envelope).await;
         worker.busy.store(false, Ordering::Release);
@@ -129,13 +132,13 @@ impl<A: Actor> Worker<A> {
         }
         let started = Instant::now();
         let span = handler_span(
-            A::type_name(),
+            self.type_name,
             &call.method,
             &self.id,
             self.shared.backend.name(),
-            call.trace.as_ref(),
+            call.trace.as_deref(),
         );
-        let outcome = async {
+        let run = async {
             match via {
                 Via::Cluster {
                     handler: Some(_), ..
@@ -162,25 +165,30 @@ impl<A: Actor> Worker<A> {
                 }
                 Via::Direct => self.run_method(&call, &reply_to, None).await,
             }
-        }
-        .instrument(span.clone())
-        .await;
+        };
+        // Wrapping moves the call's future; skip it when no subscriber records spans.
+        let outcome = if span.is_disabled() {
+            run.await
+        } else {
+            run.instrument(span.clone()).await
+        };
         let label = handler_outcome(&outcome);
         span.record("outcome", label);
+        let elapsed = started.elapsed();
         // A method the actor lacks is labelled as such: callers choose method names, and a
         // label per name would let them grow the metrics without bound.
-        let method = match self.counters.contains_key(call.method.as_str()) {
-            true => call.method.as_str(),
-            false => "(unknown)",
+        let method = match self.counters.get(call.method.as_str()) {
+            Some(counters) => {
+                let error = match &outcome {
+                    Outcome::Err(error) => Some(error.message.as_str()),
+                    _ => None,
+                };
+                counters.record(elapsed, error);
+                call.method.as_str()
+            }
+            None => "(unknown)",
         };
-        call_handled(A::type_name(), method, label, Some(started.elapsed()));
-        if let Some(counters) = self.counters.get(call.method.as_str()) {
-            let error = match &outcome {
-                Outcome::Err(error) => Some(error.message.as_str()),
-                _ => None,
-            };
-            counters.record(started.elapsed(), error);
-        }
+        call_handled(self.type_name, method, label, Some(elapsed));
         if call.one_way {
             return None;
         }
