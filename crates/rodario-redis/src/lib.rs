@@ -88,6 +88,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod connection;
 mod error;
 mod locks;
 mod names;
@@ -103,12 +104,12 @@ use std::hash::RandomState;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::FromRedisValue;
 use rodario_core::error::BackendError;
 
 pub use config::{RedisBackend, RedisConfig, DEFAULT_URL, URL_ENV};
 
+use crate::connection::Connection;
 use crate::pubsub::Dispatch;
 use crate::scripts::Scripts;
 
@@ -122,10 +123,13 @@ const MAX_TTL_MS: u128 = 1 << 46;
 
 /// A backend handle: one connection, shared by the three trait objects.
 pub(crate) struct Inner {
-    connection: ConnectionManager,
-    /// `host:port` of the server, for messages (never the password).
+    connection: Connection,
+    /// `host:port` of the server (of the seeds, on a cluster), for messages (never the
+    /// password).
     pub(crate) addr: String,
     prefix: String,
+    /// The start of every presence key ([`names::presence_root`]).
+    presence_root: String,
     timeout: Duration,
     pub(crate) dispatch: Arc<Dispatch>,
     channel_locks: Vec<tokio::sync::Mutex<()>>,
