@@ -358,6 +358,12 @@ impl Servers {
                             dir.join(format!("nodes-{port}.conf"))
                                 .to_string_lossy()
                                 .into_owned(),
+                            // A replica stores the snapshot its primary sends: in the
+                            // cluster's directory, not the working directory.
+                            "--dir".into(),
+                            dir.to_string_lossy().into_owned(),
+                            "--dbfilename".into(),
+                            format!("dump-{port}.rdb"),
                         ]
                     },
                     &[
