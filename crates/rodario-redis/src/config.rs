@@ -453,3 +453,58 @@ async fn connecting<T>(
         Err(_) => Err(error::timed_out("connect", addr, limit)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seeds(url: &str) -> Result<Vec<String>, BackendErrorKind> {
+        let scheme = cluster_scheme(url).expect("a cluster URL");
+        cluster_seeds(url, scheme).map_err(|e| e.kind())
+    }
+
+    #[test]
+    fn a_cluster_url_names_one_seed_per_host_with_the_credentials() {
+        assert_eq!(
+            seeds("redis+cluster://h1:7000,h2:7001/").unwrap(),
+            ["redis://h1:7000", "redis://h2:7001"]
+        );
+        assert_eq!(
+            seeds("rediss+cluster://alice:pw@h1:7000, h2:7001").unwrap(),
+            ["rediss://alice:pw@h1:7000", "rediss://alice:pw@h2:7001"]
+        );
+    }
+
+    #[test]
+    fn a_cluster_url_without_hosts_or_with_a_database_is_refused() {
+        for url in [
+            "redis+cluster://",
+            "redis+cluster://,",
+            "redis+cluster://h1:7000/2",
+        ] {
+            assert_eq!(seeds(url), Err(BackendErrorKind::InvalidInput), "{url}");
+        }
+    }
+
+    #[test]
+    fn only_cluster_schemes_name_a_cluster() {
+        assert!(RedisConfig::new("redis+cluster://h1:7000").is_cluster());
+        assert!(RedisConfig::cluster(["redis://h1:7000"]).is_cluster());
+        assert!(!RedisConfig::new("redis://h1:7000").is_cluster());
+        assert!(!RedisConfig::new("rediss://h1:7000").is_cluster());
+    }
+
+    #[test]
+    fn debug_hides_the_passwords_of_every_seed() {
+        let shown = format!(
+            "{:?}",
+            RedisConfig::new("redis+cluster://a:secret@h1:1,h2:2")
+        );
+        assert!(!shown.contains("secret"), "{shown}");
+        let shown = format!(
+            "{:?}",
+            RedisConfig::cluster(["redis://a:secret@h1:1", "redis://a:secret@h2:2"])
+        );
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}

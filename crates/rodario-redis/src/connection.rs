@@ -28,6 +28,22 @@ impl Connection {
         }
     }
 
+    /// The name of [`Connection::subscribe`]'s command, for messages.
+    pub(crate) fn subscribe_command(&self) -> &'static str {
+        match self {
+            Connection::Single(_) => "SUBSCRIBE",
+            Connection::Cluster(_) => "SSUBSCRIBE",
+        }
+    }
+
+    /// The name of [`Connection::unsubscribe`]'s command, for messages.
+    pub(crate) fn unsubscribe_command(&self) -> &'static str {
+        match self {
+            Connection::Single(_) => "UNSUBSCRIBE",
+            Connection::Cluster(_) => "SUNSUBSCRIBE",
+        }
+    }
+
     /// `SUBSCRIBE`, or on a cluster `SSUBSCRIBE` (one channel per command: a sharded
     /// subscription may name the channels of one slot only). Returns once the server
     /// confirmed it.

@@ -79,6 +79,9 @@ pub(crate) struct Dispatch {
     reaper: mpsc::UnboundedSender<Chore>,
     state: watch::Sender<ConnectionState>,
     next_id: AtomicU64,
+    /// Connection losses so far: a probe that saw another loss while it restored the
+    /// connection restores it again (on a cluster, a second node may have dropped).
+    losses: AtomicU64,
     addr: String,
     /// A cluster's connection: sharded pub/sub, restored by this crate after failovers.
     cluster: bool,
@@ -100,6 +103,7 @@ impl Dispatch {
             reaper,
             state: watch::Sender::new(ConnectionState::Connected),
             next_id: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
             addr,
             cluster,
         }
@@ -159,8 +163,10 @@ impl Dispatch {
             .collect()
     }
 
-    /// The connection dropped; the connection manager is already reconnecting.
+    /// The connection dropped (the connection manager, or the cluster client, is already
+    /// reconnecting), or a cluster subscription could not be restored.
     fn on_disconnected(&self) {
+        self.losses.fetch_add(1, Ordering::AcqRel);
         let changed = self.state.send_if_modified(|state| {
             let was_connected = *state == ConnectionState::Connected;
             *state = ConnectionState::Disconnected;
@@ -373,23 +379,29 @@ pub(crate) async fn reaper(inner: Weak<Inner>, mut chores: mpsc::UnboundedReceiv
                     return;
                 };
                 if let Err(e) = inner.resubscribe(&channel).await {
-                    // The connection is failing: the probe that follows its loss subscribes
-                    // every channel anew.
+                    // Treated as a lost connection: calls fail fast, and the probe
+                    // subscribes every channel anew until it works.
                     tracing::warn!(%channel, error = %e, "could not subscribe a channel again");
+                    inner.dispatch.on_disconnected();
                 }
             }
         }
     }
 }
 
-/// Checks the connection until it answers ([`Inner::restore`]), then reports it connected.
-/// False when the backend is gone.
+/// Checks the connection until it answers ([`Inner::restore`]) with no loss reported
+/// meanwhile, then reports it connected. False when the backend is gone.
 async fn probe(inner: &Weak<Inner>) -> bool {
     loop {
         let Some(strong) = inner.upgrade() else {
             return false;
         };
+        let losses = strong.dispatch.losses.load(Ordering::Acquire);
         if strong.restore().await.is_ok() {
+            if strong.dispatch.losses.load(Ordering::Acquire) != losses {
+                // Lost again while restoring: what was restored may be gone already.
+                continue;
+            }
             strong
                 .dispatch
                 .state

@@ -31,7 +31,8 @@ impl Inner {
             return Ok(());
         }
         let mut connection = self.connection.clone();
-        self.bounded("SSUBSCRIBE", async { connection.subscribe(channel).await })
+        let command = self.connection.subscribe_command();
+        self.bounded(command, async { connection.subscribe(channel).await })
             .await
     }
 
@@ -68,7 +69,7 @@ impl Inner {
         }
         let mut connection = self.connection.clone();
         let result = self
-            .bounded("UNSUBSCRIBE", async {
+            .bounded(self.connection.unsubscribe_command(), async {
                 connection.unsubscribe(channel).await
             })
             .await;
@@ -133,7 +134,8 @@ impl Transport for Handle {
                 let mut connection = self.connection.clone();
                 // Returns once the server acknowledged the SUBSCRIBE: frames published from
                 // now on are delivered.
-                self.bounded("SUBSCRIBE", async { connection.subscribe(&name).await })
+                let command = self.connection.subscribe_command();
+                self.bounded(command, async { connection.subscribe(&name).await })
                     .await?;
                 undo.id = None;
             }
