@@ -122,7 +122,8 @@ async fn presence_keys_share_a_slot_and_channels_live_on_their_primary() {
     node.shutdown().await;
 }
 
-/// Settings the cluster mode cannot use fail at connect with `InvalidInput`.
+/// Settings the cluster mode cannot use fail at connect with `InvalidInput`, a cluster
+/// nobody runs with `Connection`, and seed URLs work as a `redis+cluster://` URL does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_cluster_settings_fail_at_connect() {
     let cluster = RedisCluster::shared().await;
@@ -142,6 +143,15 @@ async fn bad_cluster_settings_fail_at_connect() {
             BackendErrorKind::InvalidInput,
             "{config:?}: {error}"
         );
+    }
+    // Nothing listens on a fresh free port: refused, not misconfigured.
+    let port = rodario_core::testkit::server::free_port().unwrap();
+    let refused = RedisConfig::new(format!("redis+cluster://127.0.0.1:{port}"))
+        .connect_timeout(Duration::from_millis(500))
+        .command_timeout(Duration::from_millis(500));
+    match refused.connect().await {
+        Ok(_) => panic!("connected to a cluster nobody runs"),
+        Err(e) => assert_eq!(e.kind(), BackendErrorKind::Connection, "{e}"),
     }
     let seeds: Vec<String> = cluster
         .ports()
