@@ -95,7 +95,10 @@
 //! [`Presence::members`](rodario_core::backend::Presence::members) of [`Group::Actors`] is
 //! one complete `SMEMBERS`. Lock keys keep their single-node names, so each hashes on its
 //! own and locks spread over the shards. The prefix of a cluster backend may not contain
-//! `{` or `}` (connecting fails with [`BackendErrorKind::InvalidInput`]).
+//! `{` or `}` (connecting fails with [`BackendErrorKind::InvalidInput`]). A key that a
+//! registry script must touch beside the registry (a node's own lease, say) belongs under
+//! the same tag. All presence traffic (registrations, renewals, listings) goes to that one
+//! slot's primary.
 //!
 //! | What | One server | Redis Cluster |
 //! |------|------------|---------------|
