@@ -85,8 +85,12 @@
 //! receivers, and fail with `InvalidActor`, until the actor's node has restored its
 //! subscriptions, within a fraction of a second of the promotion. A subscription made while
 //! the connection to the slot's primary was being re-established is made on a replica of
-//! the shard (redis-rs falls back to one); a replica still receives every frame, but is not
-//! counted by a `SPUBLISH` answered by the primary.
+//! the shard (redis-rs falls back to one): the replica still receives every frame, but a
+//! `SPUBLISH` answered by the primary does not count it, and should redis-rs also
+//! resubscribe the channel on the primary once reconnected (it does when the node's
+//! channels share one slot), frames of that channel arrive twice until the channel is next
+//! unsubscribed. A failover (the primary gone for good) does not lead there; a primary
+//! whose connection drops while it stays up can.
 //!
 //! **Keys.** A script may touch the keys of one slot only, so every presence key (the
 //! [`Group::Actors`] and [`Group::Members`] SETs and their lease keys) starts with the hash
