@@ -14,7 +14,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CRITERION = ROOT / "target" / "criterion"
 SVG = ROOT / "benches" / "rodario-vs-raw.svg"
-BACKENDS = ["memory", "memory_mt", "redis", "nats"]
+BACKENDS = ["memory", "memory_mt", "redis", "redis_cluster", "nats", "nats_cluster"]
 IN_FLIGHT = 64
 
 

@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --example demo                                    # memory: no server needed
 //! cargo run --example demo --features redis -- --backend redis  # RODARIO_REDIS_URL, else redis://127.0.0.1:6379
+//! cargo run --example demo --features redis -- --backend redis-cluster  # RODARIO_REDIS_CLUSTER_URL, else redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
 //! cargo run --example demo --features nats -- --backend nats    # RODARIO_NATS_URL, else nats://127.0.0.1:4222
 //! ```
 
@@ -37,7 +38,7 @@ fn broker_url() -> Result<String, String> {
             "--backend" => backend = args.next().ok_or("--backend needs a name")?,
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: demo [--backend memory|redis|nats]"
+                    "unknown argument {other:?}; usage: demo [--backend memory|redis|redis-cluster|nats]"
                 ))
             }
         }
@@ -47,9 +48,13 @@ fn broker_url() -> Result<String, String> {
     match backend.as_str() {
         "memory" => Ok("memory:".to_owned()),
         "redis" => Ok(from_env("RODARIO_REDIS_URL", "redis://127.0.0.1:6379")),
+        "redis-cluster" => Ok(from_env(
+            "RODARIO_REDIS_CLUSTER_URL",
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002",
+        )),
         "nats" => Ok(from_env("RODARIO_NATS_URL", "nats://127.0.0.1:4222")),
         other => Err(format!(
-            "unknown backend {other:?}; expected memory, redis or nats"
+            "unknown backend {other:?}; expected memory, redis, redis-cluster or nats"
         )),
     }
 }

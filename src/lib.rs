@@ -41,8 +41,8 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `memory` | yes | [`memory::MemoryBroker`] and `Node::memory()`: no server needed |
-//! | `redis` | no | `rodario::redis` (the `rodario-redis` crate) and `Node::redis(url)` |
-//! | `redis-tls` | no | `rediss://` URLs for Redis |
+//! | `redis` | no | `rodario::redis` (the `rodario-redis` crate) and `Node::redis(url)`, on one server or a Redis Cluster (`redis+cluster://`) |
+//! | `redis-tls` | no | `rediss://` (and `rediss+cluster://`) URLs for Redis |
 //! | `nats` | no | `rodario::nats` (the `rodario-nats` crate) and `Node::nats(url)` |
 //! | `testkit` | no | `rodario::testkit`: the fault-injecting backend wrapper `testkit::faults::Faults`, the conformance suite, and `Node::simulate_crash` (for a dev-dependency) |
 //!
@@ -87,6 +87,7 @@ use rodario_core::error::{BackendError, BackendErrorKind};
 /// |---|---|---|
 /// | `memory:` | a fresh private in-memory broker | `memory` |
 /// | `redis://`, `rediss://` | Redis | `redis` (`redis-tls` for `rediss`) |
+/// | `redis+cluster://host:port,host:port,..`, `rediss+cluster://..` | Redis Cluster, through those seed nodes | `redis` (`redis-tls` for `rediss+cluster`) |
 /// | `nats://`, `tls://` (comma-separated for several servers) | NATS, prefix `rodario` | `nats` |
 ///
 /// Fails with a [`BackendErrorKind::InvalidInput`] error naming the feature to enable when
@@ -101,7 +102,7 @@ pub async fn connect(url: &str) -> Result<Backend> {
             #[cfg(not(feature = "memory"))]
             return Err(not_enabled(url, "memory"));
         }
-        "redis" | "rediss" => {
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
             #[cfg(feature = "redis")]
             return Ok(redis::RedisBackend::connect(url).await?);
             #[cfg(not(feature = "redis"))]
@@ -117,7 +118,8 @@ pub async fn connect(url: &str) -> Result<Backend> {
             "rodario",
             BackendErrorKind::InvalidInput,
             format!(
-                "{url:?}: unknown scheme; expected memory:, redis://, rediss://, nats:// or tls://"
+                "{url:?}: unknown scheme; expected memory:, redis://, rediss://, \
+                 redis+cluster://, rediss+cluster://, nats:// or tls://"
             ),
         ))),
     }
@@ -142,9 +144,9 @@ pub trait NodeExt {
     #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
     fn memory() -> Node;
 
-    /// A node on the Redis server at `url` (feature `redis`), with no key prefix. For a
-    /// prefix or other settings, build a [`redis::RedisConfig`] and pass its backend to
-    /// [`Node::builder`].
+    /// A node on the Redis server at `url` (feature `redis`; a `redis+cluster://` URL for a
+    /// Redis Cluster), with no key prefix. For a prefix or other settings, build a
+    /// [`redis::RedisConfig`] and pass its backend to [`Node::builder`].
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     fn redis(url: &str) -> impl std::future::Future<Output = Result<Node>> + Send;

@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion};
+use redis::cluster::ClusterClientBuilder;
+use redis::{AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
 use rodario_core::backend::Backend;
 use rodario_core::error::{BackendError, BackendErrorKind};
 use tokio::sync::mpsc;
 
+use crate::connection::Connection;
+use crate::names::presence_root;
 use crate::pubsub::{self, Dispatch};
 use crate::scripts::Scripts;
 use crate::{error, Handle, Inner, NAME};
@@ -29,6 +32,14 @@ const CHANNEL_LOCKS: usize = 64;
 #[cfg(feature = "python")]
 const DEFAULT_PYTHON_CALL_DEADLINE: Duration = Duration::from_secs(60);
 
+/// The URL scheme suffix naming a Redis Cluster: `redis+cluster://`, `rediss+cluster://`.
+const CLUSTER_SCHEME: &str = "+cluster";
+
+/// Most retries of one command redis-rs makes on a cluster (moved slots, a node being
+/// replaced); the command timeout bounds them anyway. Kept small enough for redis-rs's
+/// exponential wait formula (`2^retry`) not to overflow.
+const MAX_CLUSTER_RETRIES: u128 = 50;
+
 /// Connects to Redis; the entry point of this crate.
 ///
 /// Each call opens a new connection, as another process would: give each node its own
@@ -41,7 +52,9 @@ impl RedisBackend {
     /// Connects to `url` with the default settings and no prefix.
     ///
     /// `url` is `redis://[user[:password]@]host[:port][/db]`, or `rediss://..` for TLS
-    /// (feature `tls`). Fails at once with [`BackendErrorKind::Connection`] when the server
+    /// (feature `tls`); `redis+cluster://[user[:password]@]host:port,host:port,..` (or
+    /// `rediss+cluster://`) connects to a Redis Cluster through those seed nodes (see
+    /// [`RedisConfig::cluster`]). Fails at once with [`BackendErrorKind::Connection`] when the server
     /// cannot be reached, [`BackendErrorKind::Auth`] when it refuses the credentials, and
     /// [`BackendErrorKind::InvalidInput`] when the URL is not valid.
     pub async fn connect(url: &str) -> Result<Backend, BackendError> {
@@ -59,6 +72,8 @@ impl RedisBackend {
 #[derive(Clone)]
 pub struct RedisConfig {
     url: String,
+    /// The seed nodes' URLs given to [`RedisConfig::cluster`].
+    seeds: Option<Vec<String>>,
     prefix: String,
     command_timeout: Duration,
     connect_timeout: Duration,
@@ -77,15 +92,42 @@ impl Default for RedisConfig {
 impl RedisConfig {
     /// Settings for the server at `url` (`redis://[user[:password]@]host[:port][/db]`, or
     /// `rediss://` for TLS), with no prefix and the default timeouts.
+    ///
+    /// A `redis+cluster://[user[:password]@]host:port,host:port,..` URL (`rediss+cluster://`
+    /// for TLS) names a Redis Cluster by some of its nodes, as [`RedisConfig::cluster`] does;
+    /// it has no database (a cluster has database 0 only).
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
+            seeds: None,
             prefix: String::new(),
             python: None,
             command_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(250),
+        }
+    }
+
+    /// Settings for a Redis Cluster reached through `seeds`, each a node's URL
+    /// (`redis://[user[:password]@]host:port`, or `rediss://` for TLS; all with the same
+    /// credentials). One reachable seed is enough: the client learns the cluster's other
+    /// nodes from it.
+    ///
+    /// On a cluster, actor, reply and cluster channels are sharded (`SSUBSCRIBE`,
+    /// `SPUBLISH`): a frame travels to the one shard owning its channel, and presence keys
+    /// live under one hash tag (the crate docs' "Redis Cluster" section has the layout).
+    /// The prefix may not contain `{` or `}`, which would change that tag.
+    pub fn cluster<I, S>(seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
+        RedisConfig {
+            url: seeds.join(","),
+            seeds: Some(seeds),
+            ..Self::new(String::new())
         }
     }
 
@@ -130,7 +172,8 @@ impl RedisConfig {
         self
     }
 
-    /// The server URL (it may carry a password: do not log it; `Debug` hides it).
+    /// The server URL (it may carry a password: do not log it; `Debug` hides it); for
+    /// [`RedisConfig::cluster`], the seeds' URLs separated by commas.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -158,6 +201,12 @@ impl RedisConfig {
         self
     }
 
+    /// Whether these settings name a Redis Cluster ([`RedisConfig::cluster`], or a
+    /// `redis+cluster://` URL).
+    pub fn is_cluster(&self) -> bool {
+        self.seeds.is_some() || cluster_scheme(&self.url).is_some()
+    }
+
     /// The key and channel prefix.
     pub fn key_prefix(&self) -> &str {
         &self.prefix
@@ -177,8 +226,16 @@ impl RedisConfig {
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = match &self.seeds {
+            Some(seeds) => seeds
+                .iter()
+                .map(|seed| redact(seed))
+                .collect::<Vec<_>>()
+                .join(","),
+            None => redact(&self.url),
+        };
         f.debug_struct("RedisConfig")
-            .field("url", &redact(&self.url))
+            .field("url", &url)
             .field("prefix", &self.prefix)
             .field("python_call_deadline", &self.python)
             .field("command_timeout", &self.command_timeout)
@@ -204,73 +261,117 @@ fn redact(url: &str) -> String {
     }
 }
 
-impl Inner {
-    async fn connect(config: &RedisConfig) -> Result<Arc<Inner>, BackendError> {
-        let redacted = redact(&config.url);
-        if cfg!(not(feature = "tls")) && config.url.starts_with("rediss://") {
-            return Err(BackendError::new(
-                NAME,
-                BackendErrorKind::InvalidInput,
-                format!("{redacted:?} asks for TLS, which needs rodario-redis's `tls` feature"),
+/// What the settings connect to.
+enum Target {
+    /// Boxed: far larger than the other variant, and made once per connect.
+    Single(Box<ConnectionInfo>),
+    Cluster(Vec<ConnectionInfo>),
+}
+
+/// The scheme (`redis` or `rediss`) of a `redis+cluster://` or `rediss+cluster://` URL.
+fn cluster_scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    scheme.strip_suffix(CLUSTER_SCHEME)
+}
+
+fn invalid(message: String) -> BackendError {
+    BackendError::new(NAME, BackendErrorKind::InvalidInput, message)
+}
+
+/// The seed URLs of `redis+cluster://[user[:password]@]host:port,host:port,..`: one
+/// `redis://[user[:password]@]host:port` per host.
+fn cluster_seeds(url: &str, scheme: &str) -> Result<Vec<String>, BackendError> {
+    let rest = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest)
+        .trim_end_matches('/');
+    if rest.contains('/') {
+        return Err(invalid(format!(
+            "{:?}: a cluster URL names no database (a cluster has database 0 only)",
+            redact(url)
+        )));
+    }
+    let (credentials, hosts) = match rest.rfind('@') {
+        Some(at) => (&rest[..=at], &rest[at + 1..]),
+        None => ("", rest),
+    };
+    let seeds: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(|host| format!("{scheme}://{credentials}{host}"))
+        .collect();
+    if seeds.is_empty() {
+        return Err(invalid(format!(
+            "{:?}: a cluster URL needs at least one host:port",
+            redact(url)
+        )));
+    }
+    Ok(seeds)
+}
+
+/// Parses one server URL, refusing TLS without the `tls` feature.
+fn connection_info(url: &str) -> Result<ConnectionInfo, BackendError> {
+    let redacted = redact(url);
+    if cfg!(not(feature = "tls")) && url.starts_with("rediss://") {
+        return Err(invalid(format!(
+            "{redacted:?} asks for TLS, which needs rodario-redis's `tls` feature"
+        )));
+    }
+    let info = url
+        .into_connection_info()
+        .map_err(|e| invalid(format!("invalid Redis URL {redacted:?}: {e}")).with_source(e))?;
+    #[cfg(feature = "tls")]
+    if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        // rustls needs a process-wide crypto provider: install ring's, unless the
+        // program installed one already (then that one is used).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    Ok(info.set_redis_settings(settings))
+}
+
+impl RedisConfig {
+    fn target(&self) -> Result<Target, BackendError> {
+        let seeds = match (&self.seeds, cluster_scheme(&self.url)) {
+            (Some(seeds), _) => seeds.clone(),
+            (None, Some(scheme)) => cluster_seeds(&self.url, scheme)?,
+            (None, None) => return Ok(Target::Single(Box::new(connection_info(&self.url)?))),
+        };
+        if seeds.is_empty() {
+            return Err(invalid(
+                "a Redis Cluster needs at least one seed URL".into(),
             ));
         }
-        let info = config.url.as_str().into_connection_info().map_err(|e| {
-            BackendError::new(
-                NAME,
-                BackendErrorKind::InvalidInput,
-                format!("invalid Redis URL {redacted:?}: {e}"),
-            )
-            .with_source(e)
-        })?;
-        let addr = info.addr().to_string();
-        #[cfg(feature = "tls")]
-        if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
-            // rustls needs a process-wide crypto provider: install ring's, unless the
-            // program installed one already (then that one is used).
-            let _ = rustls::crypto::ring::default_provider().install_default();
+        if self.prefix.contains(['{', '}']) {
+            return Err(invalid(format!(
+                "prefix {:?}: on a Redis Cluster a prefix may not contain `{{` or `}}` (it is \
+                 part of the presence keys' hash tag)",
+                self.prefix
+            )));
         }
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(settings);
-        let client = Client::open(info).map_err(|e| error::from_redis("connect", &addr, e))?;
+        let seeds = seeds
+            .iter()
+            .map(|seed| connection_info(seed))
+            .collect::<Result<_, _>>()?;
+        Ok(Target::Cluster(seeds))
+    }
+}
 
-        // One checked attempt first, so that a refused connection or bad credentials are
-        // reported as such instead of being retried forever by the connection manager.
-        let probe_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout));
-        let probe = async {
-            let mut probe = client
-                .get_multiplexed_async_connection_with_config(&probe_config)
-                .await?;
-            redis::cmd("PING").query_async::<()>(&mut probe).await
-        };
-        connecting(config, &addr, probe).await?;
-
+impl Inner {
+    async fn connect(config: &RedisConfig) -> Result<Arc<Inner>, BackendError> {
         let (reaper_tx, reaper_rx) = mpsc::unbounded_channel();
-        let dispatch = Arc::new(Dispatch::new(reaper_tx, addr.clone()));
-        let on_push = {
-            let dispatch = dispatch.clone();
-            move |push: redis::PushInfo| -> Result<(), std::convert::Infallible> {
-                dispatch.on_push(push);
-                Ok(())
-            }
+        let (connection, dispatch) = match config.target()? {
+            Target::Single(info) => connect_single(config, *info, reaper_tx).await?,
+            Target::Cluster(seeds) => connect_cluster(config, seeds, reaper_tx).await?,
         };
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_min_delay(config.reconnect_min)
-            .set_max_delay(config.reconnect_max)
-            .set_number_of_retries(usize::MAX)
-            .set_push_sender(on_push)
-            .set_automatic_resubscription();
-        let manager = ConnectionManager::new_with_config(client, manager_config);
-        let connection = connecting(config, &addr, manager).await?;
         let inner = Arc::new(Inner {
+            presence_root: presence_root(&config.prefix, connection.is_cluster()),
             connection,
-            addr,
+            addr: dispatch.addr().to_owned(),
             prefix: config.prefix.clone(),
             timeout: config.command_timeout,
             dispatch,
@@ -290,6 +391,89 @@ impl Inner {
     }
 }
 
+/// The push handler routing a connection's push messages to `dispatch`.
+fn on_push(
+    dispatch: &Arc<Dispatch>,
+) -> impl Fn(redis::PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static {
+    let dispatch = dispatch.clone();
+    move |push: redis::PushInfo| {
+        dispatch.on_push(push);
+        Ok(())
+    }
+}
+
+async fn connect_single(
+    config: &RedisConfig,
+    info: ConnectionInfo,
+    reaper: mpsc::UnboundedSender<pubsub::Chore>,
+) -> Result<(Connection, Arc<Dispatch>), BackendError> {
+    let addr = info.addr().to_string();
+    let client = Client::open(info).map_err(|e| error::from_redis("connect", &addr, e))?;
+
+    // One checked attempt first, so that a refused connection or bad credentials are
+    // reported as such instead of being retried forever by the connection manager.
+    let probe_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.command_timeout));
+    let probe = async {
+        let mut probe = client
+            .get_multiplexed_async_connection_with_config(&probe_config)
+            .await?;
+        redis::cmd("PING").query_async::<()>(&mut probe).await
+    };
+    connecting(config, &addr, probe).await?;
+
+    let dispatch = Arc::new(Dispatch::new(reaper, addr.clone(), false));
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.command_timeout))
+        .set_min_delay(config.reconnect_min)
+        .set_max_delay(config.reconnect_max)
+        .set_number_of_retries(usize::MAX)
+        .set_push_sender(on_push(&dispatch))
+        .set_automatic_resubscription();
+    let manager = ConnectionManager::new_with_config(client, manager_config);
+    let connection = connecting(config, &addr, manager).await?;
+    Ok((Connection::Single(connection), dispatch))
+}
+
+async fn connect_cluster(
+    config: &RedisConfig,
+    seeds: Vec<ConnectionInfo>,
+    reaper: mpsc::UnboundedSender<pubsub::Chore>,
+) -> Result<(Connection, Arc<Dispatch>), BackendError> {
+    let addr = format!(
+        "cluster {}",
+        seeds
+            .iter()
+            .map(|seed| seed.addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let dispatch = Arc::new(Dispatch::new(reaper, addr.clone(), true));
+    let min_wait = config.reconnect_min.as_millis();
+    let retries = (config.command_timeout.as_millis() / min_wait).clamp(1, MAX_CLUSTER_RETRIES);
+    // redis-rs retries a command across moved slots and a node being replaced; the
+    // command timeout bounds the whole, and the retry waits follow the reconnect backoff
+    // so that a promoted replica is found as soon as a single server's restart would be.
+    let client = ClusterClientBuilder::new(seeds)
+        .use_protocol(ProtocolVersion::RESP3)
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.command_timeout)
+        .min_retry_wait(min_wait as u64)
+        .max_retry_wait(config.reconnect_max.as_millis() as u64)
+        .retries(retries as u32)
+        .push_sender(on_push(&dispatch))
+        .build()
+        .map_err(|e| error::from_redis("connect", &addr, e))?;
+    let mut connection = connecting(config, &addr, client.get_async_connection()).await?;
+    // The client is up once it read the slot map from one seed; a PING on every primary
+    // checks the credentials and that the cluster answers.
+    let ping = redis::cmd("PING");
+    connecting(config, &addr, ping.query_async::<()>(&mut connection)).await?;
+    Ok((Connection::Cluster(connection), dispatch))
+}
+
 /// Runs one step of connecting to `addr` for at most the connect and command timeouts.
 async fn connecting<T>(
     config: &RedisConfig,
@@ -301,5 +485,60 @@ async fn connecting<T>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(error::from_redis("connect", addr, e)),
         Err(_) => Err(error::timed_out("connect", addr, limit)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seeds(url: &str) -> Result<Vec<String>, BackendErrorKind> {
+        let scheme = cluster_scheme(url).expect("a cluster URL");
+        cluster_seeds(url, scheme).map_err(|e| e.kind())
+    }
+
+    #[test]
+    fn a_cluster_url_names_one_seed_per_host_with_the_credentials() {
+        assert_eq!(
+            seeds("redis+cluster://h1:7000,h2:7001/").unwrap(),
+            ["redis://h1:7000", "redis://h2:7001"]
+        );
+        assert_eq!(
+            seeds("rediss+cluster://alice:pw@h1:7000, h2:7001").unwrap(),
+            ["rediss://alice:pw@h1:7000", "rediss://alice:pw@h2:7001"]
+        );
+    }
+
+    #[test]
+    fn a_cluster_url_without_hosts_or_with_a_database_is_refused() {
+        for url in [
+            "redis+cluster://",
+            "redis+cluster://,",
+            "redis+cluster://h1:7000/2",
+        ] {
+            assert_eq!(seeds(url), Err(BackendErrorKind::InvalidInput), "{url}");
+        }
+    }
+
+    #[test]
+    fn only_cluster_schemes_name_a_cluster() {
+        assert!(RedisConfig::new("redis+cluster://h1:7000").is_cluster());
+        assert!(RedisConfig::cluster(["redis://h1:7000"]).is_cluster());
+        assert!(!RedisConfig::new("redis://h1:7000").is_cluster());
+        assert!(!RedisConfig::new("rediss://h1:7000").is_cluster());
+    }
+
+    #[test]
+    fn debug_hides_the_passwords_of_every_seed() {
+        let shown = format!(
+            "{:?}",
+            RedisConfig::new("redis+cluster://a:secret@h1:1,h2:2")
+        );
+        assert!(!shown.contains("secret"), "{shown}");
+        let shown = format!(
+            "{:?}",
+            RedisConfig::cluster(["redis://a:secret@h1:1", "redis://a:secret@h2:2"])
+        );
+        assert!(!shown.contains("secret"), "{shown}");
     }
 }

@@ -12,7 +12,8 @@ pub(crate) fn classify(error: &RedisError) -> BackendErrorKind {
     match error.kind() {
         ErrorKind::AuthenticationFailed => BackendErrorKind::Auth,
         ErrorKind::Server(ServerErrorKind::NoPerm) => BackendErrorKind::Auth,
-        ErrorKind::Io => BackendErrorKind::Connection,
+        // No node of a cluster answers (for the slot, or at all).
+        ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => BackendErrorKind::Connection,
         ErrorKind::Server(
             ServerErrorKind::BusyLoading
             | ServerErrorKind::MasterDown

@@ -1,5 +1,5 @@
 //! rodario's Redis backend: the reference wire layout, one connection per backend handle,
-//! alive across server restarts.
+//! alive across server restarts; on one server or a Redis Cluster.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rodario_core::error::BackendError> {
@@ -12,7 +12,9 @@
 //!     .prefix("tenant2:")
 //!     .connect()
 //!     .await?;
-//! # drop((backend, tenant));
+//! // A Redis Cluster, through some of its nodes:
+//! let cluster = RedisBackend::connect("redis+cluster://10.0.0.1:6379,10.0.0.2:6379").await?;
+//! # drop((backend, tenant, cluster));
 //! # Ok(())
 //! # }
 //! ```
@@ -21,7 +23,8 @@
 //!
 //! With no prefix the names are exactly the Python library's; with a prefix `P`, every key
 //! and every channel this backend creates starts with `P` (`RedisConfig::prefix`), so
-//! tenants (and parallel tests) sharing a server do not see each other.
+//! tenants (and parallel tests) sharing a server do not see each other. (On a Redis
+//! Cluster, presence keys start with `{P` instead: see "Redis Cluster" below.)
 //!
 //! | What | Redis name | Type |
 //! |------|------------|------|
@@ -78,16 +81,84 @@
 //! commands work again (subscriptions are restored by then).
 //!
 //! Registry and lock updates are Lua scripts, so they are atomic; listing members derives
-//! lease keys inside a script, which needs a standalone server (not Redis Cluster).
+//! lease keys inside a script, which a cluster allows because they share the SET's slot
+//! (below).
+//!
+//! # Redis Cluster
+//!
+//! `redis+cluster://[user[:password]@]host:port,host:port,..` (`rediss+cluster://` for TLS,
+//! feature `tls`) or [`RedisConfig::cluster`] connects to a Redis Cluster through those
+//! seed nodes (one reachable seed is enough) with redis-rs's async cluster client: a RESP3
+//! connection per cluster node, commands routed by slot, one backend handle per rodario
+//! node as on one server. Redis 7 or later (sharded pub/sub).
+//!
+//! **Channels are sharded.** Actor, reply and cluster channels keep their names but use
+//! `SSUBSCRIBE`/`SPUBLISH` (one channel per `SSUBSCRIBE`: a sharded subscription may name
+//! the channels of one slot only), so a frame travels to the one shard owning its channel
+//! instead of every node of the cluster. Subscriptions are made on the slot's primary,
+//! where `SPUBLISH` is sent, so its reply, the receiver count, is exact: the rodario nodes
+//! listening. While a shard fails over, a count covers only the subscribers that have
+//! subscribed again on the node answering (the promoted replica): a call can see 0
+//! receivers, and fail with `InvalidActor`, until the actor's node has restored its
+//! subscriptions, within a fraction of a second of the promotion. A subscription made while
+//! the connection to the slot's primary was being re-established is made on a replica of
+//! the shard (redis-rs falls back to one): the replica still receives every frame, but a
+//! `SPUBLISH` answered by the primary does not count it, and should redis-rs also
+//! resubscribe the channel on the primary once reconnected (it does when the node's
+//! channels share one slot), frames of that channel arrive twice until the channel is next
+//! unsubscribed. A failover (the primary gone for good) does not lead there; a primary
+//! whose connection drops while it stays up can.
+//!
+//! **Keys.** A script may touch the keys of one slot only, so every presence key (the
+//! [`Group::Actors`] and [`Group::Members`] SETs and their lease keys) starts with the hash
+//! tag `{` `P` `rodario}` instead of the prefix `P` (a tag must not be empty, hence
+//! `rodario`): all of them hash to one slot, every registry script runs on one shard, and
+//! [`Presence::members`](rodario_core::backend::Presence::members) of [`Group::Actors`] is
+//! one complete `SMEMBERS`. Lock keys keep their single-node names, so each hashes on its
+//! own and locks spread over the shards. The prefix of a cluster backend may not contain
+//! `{` or `}` (connecting fails with [`BackendErrorKind::InvalidInput`]). A key that a
+//! registry script must touch beside the registry (a node's own lease, say) belongs under
+//! the same tag. All presence traffic (registrations, renewals, listings) goes to that one
+//! slot's primary.
+//!
+//! | What | One server | Redis Cluster |
+//! |------|------------|---------------|
+//! | actor channel | `P` `actor:{uuid}` | `P` `actor:{uuid}`, sharded |
+//! | reply channel | `P` `proxy:{proxyid}` | `P` `proxy:{proxyid}`, sharded |
+//! | cluster channel | `P` `cluster:{channel}` | `P` `cluster:{channel}`, sharded |
+//! | registered actors | `P` `actors` | `{P rodario}` `actors` |
+//! | an actor's lease | `P` `actors:lease:{uuid}` | `{P rodario}` `actors:lease:{uuid}` |
+//! | members of a cluster channel | `P` `members:{channel}` | `{P rodario}` `members:{channel}` |
+//! | a member's lease | `P` `members:{channel}:lease:{member}` | `{P rodario}` `members:{channel}:lease:{member}` |
+//! | a lock | `P` `{context}:{name}` | `P` `{context}:{name}` (its own slot) |
+//!
+//! Braces in the first column's names stand for values; in `{P rodario}` they are literal
+//! (the hash tag), so with no prefix the registry is `{rodario}actors`, with the prefix
+//! `t2:` it is `{t2:rodario}actors`.
+//!
+//! **Failover and moved slots.** When a cluster node's connection drops (its primary died,
+//! say), the backend reports [`ConnectionState::Disconnected`], subscribes every channel
+//! anew, one `SSUBSCRIBE` each, routed to the slot's current owner, checks that the
+//! registry's primary runs scripts again, then reports [`ConnectionState::Connected`], on
+//! which rodario re-registers what the cluster lost. redis-rs resubscribes on its own too,
+//! but with one `SSUBSCRIBE` per node naming all its channels, which the server refuses
+//! when they span slots (`CROSSSLOT`). When the server unsubscribes a channel itself
+//! because its slot moved to another node (a `SUNSUBSCRIBE` push, which redis-rs forwards
+//! without resubscribing), the backend subscribes it again at once, on the slot's new
+//! owner. Until a shard has a primary again, the cluster refuses commands on every shard
+//! (`cluster-require-full-coverage`, on by default) and calls fail fast with a connection
+//! error; `tests/cluster_failover.rs` measures the whole (RELIABILITY.md).
 //!
 //! # Source files
 //!
-//! The files of every rodario backend: `config.rs` (settings and connecting),
+//! The files of every rodario backend: `config.rs` (settings and connecting, on one server
+//! or a cluster),
 //! `transport.rs` ([`Transport`]), `presence.rs` ([`Presence`]), `locks.rs`
 //! ([`LockStore`]), `names.rs` (the names above), `error.rs` (redis-rs errors as
-//! [`BackendError`]s); `lib.rs` holds the connection handle the three share. Two more are
-//! Redis's own: `pubsub.rs` routes the frames the connection receives to local
-//! subscriptions, and `scripts.rs` holds the Lua scripts.
+//! [`BackendError`]s); `lib.rs` holds the connection handle the three share. Three more are
+//! Redis's own: `connection.rs` (one server's connection or a cluster's, and the commands
+//! that differ), `pubsub.rs` routes the frames the connection receives to local
+//! subscriptions (and restores a cluster's), and `scripts.rs` holds the Lua scripts.
 //!
 //! [`Backend`]: rodario_core::backend::Backend
 //! [`FrameSink`]: rodario_core::backend::FrameSink
@@ -100,11 +171,13 @@
 //! [`ConnectionState::Connected`]: rodario_core::backend::ConnectionState::Connected
 //! [`ConnectionState::Disconnected`]: rodario_core::backend::ConnectionState::Disconnected
 //! [`BackendErrorKind::Connection`]: rodario_core::error::BackendErrorKind::Connection
+//! [`BackendErrorKind::InvalidInput`]: rodario_core::error::BackendErrorKind::InvalidInput
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+mod connection;
 mod error;
 mod locks;
 mod names;
@@ -122,12 +195,12 @@ use std::hash::RandomState;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::FromRedisValue;
 use rodario_core::error::BackendError;
 
 pub use config::{RedisBackend, RedisConfig, DEFAULT_URL, URL_ENV};
 
+use crate::connection::Connection;
 use crate::pubsub::Dispatch;
 use crate::scripts::Scripts;
 
@@ -141,10 +214,13 @@ const MAX_TTL_MS: u128 = 1 << 46;
 
 /// A backend handle: one connection, shared by the three trait objects.
 pub(crate) struct Inner {
-    connection: ConnectionManager,
-    /// `host:port` of the server, for messages (never the password).
+    connection: Connection,
+    /// `host:port` of the server (of the seeds, on a cluster), for messages (never the
+    /// password).
     pub(crate) addr: String,
     prefix: String,
+    /// The start of every presence key ([`names::presence_root`]).
+    presence_root: String,
     timeout: Duration,
     pub(crate) dispatch: Arc<Dispatch>,
     channel_locks: Vec<tokio::sync::Mutex<()>>,

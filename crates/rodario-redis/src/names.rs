@@ -1,9 +1,25 @@
 //! How logical names map to Redis keys and channels: the Python library's names behind the
-//! prefix (the table in the crate docs).
+//! prefix on one server; on a cluster, the presence keys (registry and memberships, with
+//! their leases) under one hash tag (the tables in the crate docs).
 
 use rodario_core::backend::{Channel, Group, LockKey};
 
 use crate::Inner;
+
+/// What follows the prefix in the cluster's hash tag of presence keys: `{` prefix
+/// `rodario}`. A tag must not be empty (`{}` is no tag), and the prefix alone may be.
+const CLUSTER_TAG: &str = "rodario";
+
+/// The start of every presence key (the group SETs and their lease keys): the prefix on one
+/// server, `{prefix rodario}` on a cluster, so that every presence key of a prefix hashes to
+/// one slot and each registry script touches one slot.
+pub(crate) fn presence_root(prefix: &str, cluster: bool) -> String {
+    if cluster {
+        format!("{{{prefix}{CLUSTER_TAG}}}")
+    } else {
+        prefix.to_owned()
+    }
+}
 
 impl Inner {
     pub(crate) fn channel_name(&self, channel: &Channel) -> String {
@@ -11,7 +27,7 @@ impl Inner {
     }
 
     pub(crate) fn set_name(&self, group: Group<'_>) -> String {
-        format!("{}{}", self.prefix, group.default_name())
+        format!("{}{}", self.presence_root, group.default_name())
     }
 
     pub(crate) fn lock_name(&self, key: &LockKey) -> String {
@@ -22,4 +38,21 @@ impl Inner {
 /// The lease key prefix of `set`: a member's lease is this followed by the member.
 pub(crate) fn lease_prefix(set: &str) -> String {
     format!("{set}:lease:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_server_keeps_the_prefix_alone() {
+        assert_eq!(presence_root("", false), "");
+        assert_eq!(presence_root("t2:", false), "t2:");
+    }
+
+    #[test]
+    fn a_cluster_tags_presence_keys_even_without_a_prefix() {
+        assert_eq!(presence_root("", true), "{rodario}");
+        assert_eq!(presence_root("t2:", true), "{t2:rodario}");
+    }
 }

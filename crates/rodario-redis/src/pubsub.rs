@@ -1,4 +1,5 @@
-//! Subscriptions multiplexed over the backend's one RESP3 connection.
+//! Subscriptions multiplexed over the backend's one RESP3 connection (on a cluster, its
+//! connection to each node, all feeding one handler).
 //!
 //! The connection's reader hands every push message to [`Dispatch::on_push`], which hands
 //! the frame to the [`FrameSink`] of each local subscription to that channel. Sinks never
@@ -11,6 +12,15 @@
 //! A subscription dropped without [`Subscription::close`](rodario_core::backend::Subscription::close)
 //! is unsubscribed by a background task, as is a channel the server still delivers but
 //! nobody here listens to.
+//!
+//! On a cluster the same background task restores sharded subscriptions the cluster lost:
+//! after a node's connection dropped (a primary died and a replica takes over), every
+//! channel is subscribed anew, one `SSUBSCRIBE` per channel, before the connection is
+//! reported [`ConnectionState::Connected`] again; a channel the server unsubscribed by
+//! itself (`SUNSUBSCRIBE` push: its slot moved to another node) while someone here still
+//! listens is subscribed again at once. redis-rs resubscribes on its own too, but with one
+//! `SSUBSCRIBE` naming every channel of a node, which a cluster refuses when they span
+//! slots (`CROSSSLOT`), and not after a server's `SUNSUBSCRIBE`.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -41,6 +51,8 @@ pub(crate) enum Chore {
     Reap(String),
     /// The connection dropped: report [`ConnectionState::Connected`] once commands work again.
     Probe,
+    /// The cluster unsubscribed `channel` by itself: subscribe it again if still wanted.
+    Resubscribe(String),
 }
 
 /// Why a channel should be checked for unsubscribing.
@@ -67,7 +79,12 @@ pub(crate) struct Dispatch {
     reaper: mpsc::UnboundedSender<Chore>,
     state: watch::Sender<ConnectionState>,
     next_id: AtomicU64,
+    /// Connection losses so far: a probe that saw another loss while it restored the
+    /// connection restores it again (on a cluster, a second node may have dropped).
+    losses: AtomicU64,
     addr: String,
+    /// A cluster's connection: sharded pub/sub, restored by this crate after failovers.
+    cluster: bool,
 }
 
 fn locked(mutex: &Mutex<Table>) -> MutexGuard<'_, Table> {
@@ -79,29 +96,77 @@ fn locked(mutex: &Mutex<Table>) -> MutexGuard<'_, Table> {
 }
 
 impl Dispatch {
-    /// A dispatch table whose unsubscribe requests go to `reaper`.
-    pub(crate) fn new(reaper: mpsc::UnboundedSender<Chore>, addr: String) -> Self {
+    /// A dispatch table whose chores go to `reaper`; `cluster` for a cluster's connection.
+    pub(crate) fn new(reaper: mpsc::UnboundedSender<Chore>, addr: String, cluster: bool) -> Self {
         Dispatch {
             table: Mutex::new(Table::default()),
             reaper,
             state: watch::Sender::new(ConnectionState::Connected),
             next_id: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
             addr,
+            cluster,
         }
+    }
+
+    /// The server's (or the cluster seeds') `host:port`, for messages.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// Handles one push message from the connection. Never blocks.
     pub(crate) fn on_push(&self, push: PushInfo) {
         match push.kind {
-            PushKind::Message => self.on_message(push.data),
+            PushKind::Message | PushKind::SMessage => self.on_message(push.data),
             PushKind::Disconnection => self.on_disconnected(),
-            PushKind::Subscribe => self.on_subscribed(push.data),
+            PushKind::Subscribe | PushKind::SSubscribe => self.on_subscribed(push.data),
+            PushKind::SUnsubscribe if self.cluster => self.on_unsubscribed(push.data),
             _ => {}
         }
     }
 
-    /// The connection dropped; the connection manager is already reconnecting.
+    /// A `SUNSUBSCRIBE` on a cluster: ours (nobody here listens to the channel any more), or
+    /// the server's own when the channel's slot left the node, which is undone at once.
+    fn on_unsubscribed(&self, data: Vec<Value>) {
+        let Some(channel) = data.into_iter().next().and_then(channel_name) else {
+            return;
+        };
+        if self.wants(&channel) {
+            tracing::info!(addr = %self.addr, %channel, "the cluster unsubscribed a channel (its slot moved); subscribing again");
+            let _ = self.reaper.send(Chore::Resubscribe(channel));
+        }
+    }
+
+    /// Whether someone here listens to `channel`.
+    pub(crate) fn wants(&self, channel: &str) -> bool {
+        locked(&self.table)
+            .channels
+            .get(channel)
+            .is_some_and(|locals| {
+                locals
+                    .iter()
+                    .any(|local| local.open.load(Ordering::Acquire))
+            })
+    }
+
+    /// The channels someone here listens to.
+    pub(crate) fn wanted(&self) -> Vec<String> {
+        locked(&self.table)
+            .channels
+            .iter()
+            .filter(|(_, locals)| {
+                locals
+                    .iter()
+                    .any(|local| local.open.load(Ordering::Acquire))
+            })
+            .map(|(channel, _)| channel.clone())
+            .collect()
+    }
+
+    /// The connection dropped (the connection manager, or the cluster client, is already
+    /// reconnecting), or a cluster subscription could not be restored.
     fn on_disconnected(&self) {
+        self.losses.fetch_add(1, Ordering::AcqRel);
         let changed = self.state.send_if_modified(|state| {
             let was_connected = *state == ConnectionState::Connected;
             *state = ConnectionState::Disconnected;
@@ -309,18 +374,34 @@ pub(crate) async fn reaper(inner: Weak<Inner>, mut chores: mpsc::UnboundedReceiv
                     return;
                 }
             }
+            Chore::Resubscribe(channel) => {
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                if let Err(e) = inner.resubscribe(&channel).await {
+                    // Treated as a lost connection: calls fail fast, and the probe
+                    // subscribes every channel anew until it works.
+                    tracing::warn!(%channel, error = %e, "could not subscribe a channel again");
+                    inner.dispatch.on_disconnected();
+                }
+            }
         }
     }
 }
 
-/// Pings until the connection answers (the connection manager resubscribes every channel
-/// before it serves a command), then reports it connected. False when the backend is gone.
+/// Checks the connection until it answers ([`Inner::restore`]) with no loss reported
+/// meanwhile, then reports it connected. False when the backend is gone.
 async fn probe(inner: &Weak<Inner>) -> bool {
     loop {
         let Some(strong) = inner.upgrade() else {
             return false;
         };
-        if strong.ping().await.is_ok() {
+        let losses = strong.dispatch.losses.load(Ordering::Acquire);
+        if strong.restore().await.is_ok() {
+            if strong.dispatch.losses.load(Ordering::Acquire) != losses {
+                // Lost again while restoring: what was restored may be gone already.
+                continue;
+            }
             strong
                 .dispatch
                 .state

@@ -91,8 +91,9 @@ return 0
 ";
 
 /// KEYS: set. ARGV: lease key prefix (`{set}:lease:`). The live members; members whose
-/// lease expired are removed from the SET. (Lease keys are derived here, so this script
-/// needs a standalone server, not Redis Cluster.)
+/// lease expired are removed from the SET. (Lease keys are derived here, not declared: on a
+/// Redis Cluster they share the SET's hash tag, so they are on its slot, which a script may
+/// touch.)
 const MEMBERS: &str = r"
 local live = {}
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do

@@ -1,17 +1,20 @@
 //! [`Transport`]: `PUBLISH`, and `SUBSCRIBE`/`UNSUBSCRIBE` of the channels local
-//! subscriptions share (the frames themselves are routed by [`crate::pubsub`]).
+//! subscriptions share (the frames themselves are routed by [`crate::pubsub`]); on a
+//! cluster, `SPUBLISH`, `SSUBSCRIBE` and `SUNSUBSCRIBE`.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::future::join_all;
 use rodario_core::backend::{
-    Channel, ConnectionState, Delivery, FrameSink, Subscription, Transport,
+    Channel, ConnectionState, Delivery, FrameSink, Group, Subscription, Transport,
 };
 use rodario_core::error::BackendError;
 use tokio::sync::watch;
 
+use crate::names::lease_prefix;
 use crate::pubsub::{self, CloseGuard};
 use crate::{Handle, Inner};
 
@@ -19,6 +22,41 @@ impl Inner {
     fn channel_lock(&self, name: &str) -> &tokio::sync::Mutex<()> {
         let index = self.hasher.hash_one(name) as usize % self.channel_locks.len();
         &self.channel_locks[index]
+    }
+
+    /// Subscribes `channel` again (the cluster lost it) if someone here still listens to it.
+    pub(crate) async fn resubscribe(&self, channel: &str) -> Result<(), BackendError> {
+        let _ordered = self.channel_lock(channel).lock().await;
+        if !self.dispatch.wants(channel) {
+            return Ok(());
+        }
+        let mut connection = self.connection.clone();
+        let command = self.connection.subscribe_command();
+        self.bounded(command, async { connection.subscribe(channel).await })
+            .await
+    }
+
+    /// Checks that commands work again after the connection dropped. On one server, a
+    /// `PING` (the connection manager resubscribes every channel before it serves a
+    /// command). On a cluster, every channel is subscribed anew (a subscription lives on
+    /// one node, which may be the one lost), and a registry script checks that the primary
+    /// of the registry's slot takes writes again, as re-registering needs.
+    pub(crate) async fn restore(&self) -> Result<(), BackendError> {
+        if !self.connection.is_cluster() {
+            return self.ping().await;
+        }
+        let channels = self.dispatch.wanted();
+        join_all(channels.iter().map(|channel| self.resubscribe(channel)))
+            .await
+            .into_iter()
+            .collect::<Result<(), _>>()?;
+        let set = self.set_name(Group::Actors);
+        // No member is named "": the script only reads, but as a script it runs on the
+        // slot's primary only.
+        let mut script = self.scripts.contains.key(&set);
+        script.key(lease_prefix(&set)).arg("");
+        self.invoke::<i64>("registry check", &script).await?;
+        Ok(())
     }
 
     /// Removes local subscription `id` (or only dropped ones) from `channel` and, when
@@ -31,7 +69,7 @@ impl Inner {
         }
         let mut connection = self.connection.clone();
         let result = self
-            .bounded("UNSUBSCRIBE", async {
+            .bounded(self.connection.unsubscribe_command(), async {
                 connection.unsubscribe(channel).await
             })
             .await;
@@ -73,9 +111,10 @@ impl Transport for Handle {
                 crate::python::Outgoing::Nothing => return Ok(Delivery::Unknown),
             },
         };
-        let mut cmd = redis::cmd("PUBLISH");
+        let command = self.connection.publish_command();
+        let mut cmd = redis::cmd(command);
         cmd.arg(self.channel_name(channel)).arg(frame.as_ref());
-        let receivers: u64 = self.query("PUBLISH", &cmd).await?;
+        let receivers: u64 = self.query(command, &cmd).await?;
         Ok(Delivery::Exact(
             usize::try_from(receivers).unwrap_or(usize::MAX),
         ))
@@ -112,7 +151,8 @@ impl Transport for Handle {
                 let mut connection = self.connection.clone();
                 // Returns once the server acknowledged the SUBSCRIBE: frames published from
                 // now on are delivered.
-                self.bounded("SUBSCRIBE", async { connection.subscribe(&name).await })
+                let command = self.connection.subscribe_command();
+                self.bounded(command, async { connection.subscribe(&name).await })
                     .await?;
                 undo.id = None;
             }

@@ -8,12 +8,15 @@
 //! [`RedisServer::private`] or [`RedisServer::private_tls`]. Every backend a fixture hands
 //! out has a prefix unique to the fixture, so tests run in parallel on a shared server.
 //!
-//! Other topologies (such as a Redis Cluster of several private servers) belong beside
-//! [`RedisServer`] in this module, each a fixture of its own starting its servers with the
-//! same private-process code.
+//! [`RedisCluster`] is a private Redis Cluster of six servers (three primaries, three
+//! replicas), started from the same private-process code and joined with `redis-cli`; one
+//! per test binary through [`RedisCluster::shared`], or one of a test's own (to kill a
+//! primary) through [`RedisCluster::start`].
 
+mod cluster;
 mod server;
 
+pub use cluster::{ClusterNode, RedisCluster};
 pub use server::RedisServer;
 
 use rodario_core::testkit::server::{on_path, ServerProcess};
