@@ -6,7 +6,8 @@
 //!   tokio channels under them, on a current-thread runtime.
 //!
 //! Each is timed one call after another (median time per call) and with 64 calls in
-//! flight (calls/s). Run from the repository's root:
+//! flight (calls/s); the two remote contenders' samples are interleaved, so that both see
+//! the same load on a shared machine. Run from the repository's root:
 //!
 //! ```text
 //! cargo run --release --manifest-path benches/peers/Cargo.toml            # about a minute
@@ -81,8 +82,12 @@ fn run(settings: Settings) {
 
     eprintln!("remote calls (2-worker runtime, the actor in a second process)...");
     let rt = runtime();
-    let ractor_cluster = remote::ractor_cluster(&rt, settings);
-    let rodario_redis = remote::rodario_redis(&rt, settings, redis.url());
+    let ractor = remote::RactorRemote::start(&rt);
+    let rodario = remote::RodarioRemote::start(&rt, redis.url());
+    let (ractor_cluster, rodario_redis) =
+        measure::compare(&rt, settings, || ractor.call(), || rodario.call());
+    ractor.stop();
+    rodario.stop(&rt);
     drop(rt);
     let remote_ratio = (
         rodario_redis.sequential.as_secs_f64() / ractor_cluster.sequential.as_secs_f64(),

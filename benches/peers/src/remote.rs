@@ -14,7 +14,6 @@ use rodario::prelude::*;
 use rodario::redis::RedisConfig;
 use tokio::runtime::Runtime;
 
-use crate::measure::{figures, Figures, Settings};
 use crate::{Counter, CounterProxy};
 
 /// The cookie both ractor_cluster nodes authenticate with.
@@ -140,39 +139,58 @@ pub fn ractor_host(port: u16) {
     });
 }
 
-pub fn ractor_cluster(rt: &Runtime, settings: Settings) -> Figures {
-    let port = free_port();
-    let _host = Host::start(&["ractor-host", &port.to_string()]);
-    let (server, counter) = rt.block_on(async {
-        let server = node_server(free_port(), "caller").await;
-        let deadline = Instant::now() + START_TIMEOUT;
-        // The host's listener binds after its node server starts: retry until it answers.
-        while let Err(error) = ractor_cluster::client_connect(&server, ("127.0.0.1", port)).await {
-            assert!(Instant::now() < deadline, "no ractor_cluster host: {error}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // The remote actor appears in the group once the nodes have authenticated and
-        // synchronised their groups.
-        let counter = loop {
-            let remote = ractor::pg::get_members(&GROUP.to_owned())
-                .into_iter()
-                .find(|member| !member.get_id().is_local());
-            if let Some(remote) = remote {
-                break ActorRef::<RemoteAdd>::from(remote);
+/// The caller's side of ractor_cluster: its own node server, connected to the host's, and
+/// the host's actor as the group shows it.
+pub struct RactorRemote {
+    _host: Host,
+    server: ActorRef<ractor_cluster::NodeServerMessage>,
+    counter: ActorRef<RemoteAdd>,
+}
+
+impl RactorRemote {
+    pub fn start(rt: &Runtime) -> Self {
+        let port = free_port();
+        let host = Host::start(&["ractor-host", &port.to_string()]);
+        rt.block_on(async {
+            let server = node_server(free_port(), "caller").await;
+            let deadline = Instant::now() + START_TIMEOUT;
+            // The host's listener binds after its node server starts: retry until it answers.
+            while let Err(error) =
+                ractor_cluster::client_connect(&server, ("127.0.0.1", port)).await
+            {
+                assert!(Instant::now() < deadline, "no ractor_cluster host: {error}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the ractor_cluster host's actor never appeared"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        (server, counter)
-    });
-    let result = figures(rt, settings, || async {
-        ractor::call!(counter, RemoteAdd::Add, 1).expect("ractor_cluster's call failed");
-    });
-    server.stop(None);
-    result
+            // The remote actor appears in the group once the nodes have authenticated and
+            // synchronised their groups.
+            let counter = loop {
+                let remote = ractor::pg::get_members(&GROUP.to_owned())
+                    .into_iter()
+                    .find(|member| !member.get_id().is_local());
+                if let Some(remote) = remote {
+                    break ActorRef::<RemoteAdd>::from(remote);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the ractor_cluster host's actor never appeared"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            RactorRemote {
+                _host: host,
+                server,
+                counter,
+            }
+        })
+    }
+
+    pub async fn call(&self) {
+        ractor::call!(self.counter, RemoteAdd::Add, 1).expect("ractor_cluster's call failed");
+    }
+
+    pub fn stop(self) {
+        self.server.stop(None);
+    }
 }
 
 fn redis_config(url: &str, prefix: &str) -> RedisConfig {
@@ -197,30 +215,46 @@ pub fn rodario_host(url: &str, prefix: &str) {
     });
 }
 
-pub fn rodario_redis(rt: &Runtime, settings: Settings, url: &str) -> Figures {
-    let prefix = "peers";
-    let _host = Host::start(&["rodario-host", url, prefix]);
-    let (node, proxy) = rt.block_on(async {
-        let backend = redis_config(url, prefix)
-            .connect()
-            .await
-            .expect("the caller could not connect to Redis");
-        let node = Node::new(backend);
-        let proxy: CounterProxy = node
-            .registry()
-            .get_proxy(RODARIO_ACTOR)
-            .await
-            .expect("no proxy to the host's actor");
-        (node, proxy)
-    });
-    let result = figures(rt, settings, || async {
-        proxy
+/// The caller's side of rodario: a node on the same Redis and a proxy to the host's actor.
+pub struct RodarioRemote {
+    _host: Host,
+    node: Node,
+    proxy: CounterProxy,
+}
+
+impl RodarioRemote {
+    pub fn start(rt: &Runtime, url: &str) -> Self {
+        let prefix = "peers";
+        let host = Host::start(&["rodario-host", url, prefix]);
+        rt.block_on(async {
+            let backend = redis_config(url, prefix)
+                .connect()
+                .await
+                .expect("the caller could not connect to Redis");
+            let node = Node::new(backend);
+            let proxy: CounterProxy = node
+                .registry()
+                .get_proxy(RODARIO_ACTOR)
+                .await
+                .expect("no proxy to the host's actor");
+            RodarioRemote {
+                _host: host,
+                node,
+                proxy,
+            }
+        })
+    }
+
+    pub async fn call(&self) {
+        self.proxy
             .add(1)
             .await
             .expect("rodario's call was not sent")
             .await
             .expect("rodario's call failed");
-    });
-    rt.block_on(node.shutdown());
-    result
+    }
+
+    pub fn stop(self, rt: &Runtime) {
+        rt.block_on(self.node.shutdown());
+    }
 }
