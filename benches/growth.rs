@@ -3,7 +3,7 @@
 //! percentiles of sequential calls, idle and under a steady background load.
 //!
 //! ```text
-//! cargo bench --all-features --bench growth              # about 2 minutes on 2 cores
+//! cargo bench --all-features --bench growth              # about 80 s on 2 cores
 //! cargo bench --all-features --bench growth -- --quick   # under a minute, rougher
 //! cargo bench --all-features --bench growth -- redis     # only ids containing "redis"
 //! python3 benches/growth.py                              # tables, and benches/growth.svg

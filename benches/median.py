@@ -7,7 +7,7 @@ This runs `cargo bench --all-features` three times, keeps each run's criterion e
 reads), and prints, for each ratio rodario / raw, the three values, their median and their
 spread (min–max). Standard library only.
 
-    python3 benches/median.py                          # three full runs, about 8 minutes
+    python3 benches/median.py                          # three full runs, about 13 minutes
     python3 benches/median.py -- --quick               # arguments after `--` go to the benches
     python3 benches/median.py --bench redis -- --quick call_sequential
     python3 benches/median.py --runs 5                 # another number of runs

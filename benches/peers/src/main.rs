@@ -10,7 +10,7 @@
 //! the same load on a shared machine. Run from the repository's root:
 //!
 //! ```text
-//! cargo run --release --manifest-path benches/peers/Cargo.toml            # about a minute
+//! cargo run --release --manifest-path benches/peers/Cargo.toml            # about 35 s once built
 //! cargo run --release --manifest-path benches/peers/Cargo.toml -- --quick # a fast pass
 //! ```
 
