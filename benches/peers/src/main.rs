@@ -12,6 +12,7 @@
 //! ```text
 //! cargo run --release --manifest-path benches/peers/Cargo.toml            # about 35 s once built
 //! cargo run --release --manifest-path benches/peers/Cargo.toml -- --quick # a fast pass
+//! cargo run --release --manifest-path benches/peers/Cargo.toml -- --runs 3 # medians of 3 runs
 //! ```
 
 mod local;
@@ -57,7 +58,7 @@ fn current_thread() -> Runtime {
 /// One framework's measurement on a runtime made for it.
 type Measure = fn(&Runtime, Settings) -> Figures;
 
-const USAGE: &str = "usage: rodario-peers [--quick]";
+const USAGE: &str = "usage: rodario-peers [--quick] [--runs N]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -66,43 +67,68 @@ fn main() {
         // The child processes of the remote rows.
         ["ractor-host", port] => remote::ractor_host(port.parse().expect("a port number")),
         ["rodario-host", url, prefix] => remote::rodario_host(url, prefix),
-        [] => run(Settings::full()),
-        ["--quick"] => run(Settings::quick()),
-        // `cargo bench` style arguments would be a mistake here: say what is accepted.
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
+        options => match parse(options) {
+            Some((settings, runs)) => run(settings, runs),
+            None => {
+                eprintln!("{USAGE}");
+                std::process::exit(2);
+            }
+        },
     }
 }
 
-fn run(settings: Settings) {
-    let redis = RedisServer::private(&[]);
-    let mut rows: Vec<(&str, &str, Figures)> = Vec::new();
+/// `--quick` and `--runs N` (N ≥ 1), in any order; `None` for anything else.
+fn parse(args: &[&str]) -> Option<(Settings, usize)> {
+    let mut settings = Settings::full();
+    let mut runs = 1;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match *arg {
+            "--quick" => settings = Settings::quick(),
+            "--runs" => runs = args.next()?.parse().ok().filter(|&n| n > 0)?,
+            _ => return None,
+        }
+    }
+    Some((settings, runs))
+}
 
+/// One framework's line of the table.
+struct Row {
+    name: &'static str,
+    transport: &'static str,
+    figures: Figures,
+}
+
+/// rodario over Redis against ractor_cluster: (time per sequential call, calls/s with
+/// [`IN_FLIGHT`] in flight).
+type RemoteRatio = (f64, f64);
+
+fn measure_once(settings: Settings, redis_url: &str, run: usize) -> (Vec<Row>, RemoteRatio) {
     eprintln!("remote calls (2-worker runtime, the actor in a second process)...");
     let rt = runtime();
     let ractor = remote::RactorRemote::start(&rt);
-    let rodario = remote::RodarioRemote::start(&rt, redis.url());
+    let rodario = remote::RodarioRemote::start(&rt, redis_url, &format!("peers-{run}"));
     let (ractor_cluster, rodario_redis) =
         measure::compare(&rt, settings, || ractor.call(), || rodario.call());
     ractor.stop();
     rodario.stop(&rt);
     drop(rt);
-    let remote_ratio = (
+    let ratio = (
         rodario_redis.sequential.as_secs_f64() / ractor_cluster.sequential.as_secs_f64(),
         rodario_redis.in_flight_per_s / ractor_cluster.in_flight_per_s,
     );
-    rows.push((
-        "ractor_cluster 0.16, remote call",
-        "TCP between the two nodes",
-        ractor_cluster,
-    ));
-    rows.push((
-        "rodario, remote call",
-        "Redis pub/sub (a broker hop)",
-        rodario_redis,
-    ));
+    let mut rows = vec![
+        Row {
+            name: "ractor_cluster 0.16, remote call",
+            transport: "TCP between the two nodes",
+            figures: ractor_cluster,
+        },
+        Row {
+            name: "rodario, remote call",
+            transport: "Redis pub/sub (a broker hop)",
+            figures: rodario_redis,
+        },
+    ];
 
     eprintln!("local asks (current-thread runtime)...");
     let local_rows: [(&str, Measure); 4] = [
@@ -114,26 +140,67 @@ fn run(settings: Settings) {
     for (name, measure) in local_rows {
         // A fresh runtime each: no framework's leftover tasks run during another's figures.
         let rt = current_thread();
-        let figures = measure(&rt, settings);
-        rows.push((name, "in process", figures));
+        rows.push(Row {
+            name,
+            transport: "in process",
+            figures: measure(&rt, settings),
+        });
     }
+    (rows, ratio)
+}
 
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn run(settings: Settings, runs: usize) {
+    let redis = RedisServer::private(&[]);
+    let results: Vec<(Vec<Row>, RemoteRatio)> = (1..=runs)
+        .map(|n| {
+            eprintln!("run {n} of {runs}");
+            measure_once(settings, redis.url(), n)
+        })
+        .collect();
+    drop(redis);
+
+    if runs > 1 {
+        println!("Each figure the median of {runs} runs.\n");
+    }
     println!("| framework | transport | per sequential call | calls/s, {IN_FLIGHT} in flight |");
     println!("|---|---|---|---|");
-    for (name, transport, figures) in &rows {
+    for (i, row) in results[0].0.iter().enumerate() {
+        let rows = || results.iter().map(move |(rows, _)| &rows[i].figures);
         println!(
-            "| {name} | {transport} | {} | {} |",
-            human_time(figures.sequential.as_secs_f64()),
-            human_rate(figures.in_flight_per_s),
+            "| {} | {} | {} | {} |",
+            row.name,
+            row.transport,
+            human_time(median(rows().map(|f| f.sequential.as_secs_f64()))),
+            human_rate(median(rows().map(|f| f.in_flight_per_s))),
         );
     }
     println!();
-    println!(
-        "rodario over Redis / ractor_cluster: {:.2}× the time per sequential call, {:.2}× the \
-         calls/s with {IN_FLIGHT} in flight",
-        remote_ratio.0, remote_ratio.1
-    );
-    drop(redis);
+    println!("rodario over Redis / ractor_cluster (time per sequential call; calls/s, {IN_FLIGHT} in flight):");
+    for (n, (_, (time, rate))) in results.iter().enumerate() {
+        println!(
+            "- run {}: {time:.2}× the time; {rate:.2}× the calls/s",
+            n + 1
+        );
+    }
+    if runs > 1 {
+        let spread = |values: Vec<f64>| {
+            let (min, max) = values
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            format!("{:.2}× ({min:.2}–{max:.2})", median(values.into_iter()))
+        };
+        println!(
+            "- median (min–max): {} the time; {} the calls/s",
+            spread(results.iter().map(|(_, r)| r.0).collect()),
+            spread(results.iter().map(|(_, r)| r.1).collect()),
+        );
+    }
 }
 
 fn human_time(seconds: f64) -> String {

@@ -28,8 +28,8 @@ const RODARIO_ACTOR: &str = "peers";
 /// How long the caller waits for a host to start and be seen.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A host process, killed when dropped. It also ends by itself when its standard input
-/// closes, so that it does not outlive a caller that died.
+/// A host process. It ends when its standard input closes: when dropped, or if the caller
+/// dies.
 struct Host(Child);
 
 impl Host {
@@ -53,7 +53,17 @@ impl Host {
 }
 
 impl Drop for Host {
+    /// Closes the host's standard input and gives it a few seconds to shut its node down
+    /// (a rodario host deregisters its actor), then kills it.
     fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // Already gone is as good as killed.
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -223,8 +233,9 @@ pub struct RodarioRemote {
 }
 
 impl RodarioRemote {
-    pub fn start(rt: &Runtime, url: &str) -> Self {
-        let prefix = "peers";
+    /// `prefix` is the keys' prefix of both nodes, new for each run: a host killed after
+    /// its grace period leaves its actor registered until the lease ends.
+    pub fn start(rt: &Runtime, url: &str, prefix: &str) -> Self {
         let host = Host::start(&["rodario-host", url, prefix]);
         rt.block_on(async {
             let backend = redis_config(url, prefix)
