@@ -220,7 +220,10 @@ impl RedisConfig {
     /// Must run inside a tokio runtime.
     pub async fn connect(&self) -> Result<Backend, BackendError> {
         let handle = Arc::new(Handle(Inner::connect(self).await?));
-        Ok(Backend::new(NAME, handle.clone(), handle.clone(), handle))
+        Ok(
+            Backend::new(NAME, handle.clone(), handle.clone(), handle.clone())
+                .with_discovery(handle),
+        )
     }
 }
 
@@ -384,6 +387,7 @@ impl Inner {
             python: config
                 .python
                 .map(|deadline| Arc::new(crate::python::PythonWire::new(deadline))),
+            client_name: std::sync::Mutex::new(None),
         });
         tokio::spawn(pubsub::reaper(Arc::downgrade(&inner), reaper_rx));
         tracing::debug!(addr = %inner.addr, prefix = %inner.prefix, "connected to redis");

@@ -84,6 +84,10 @@
 //! lease keys inside a script, which a cluster allows because they share the SET's slot
 //! (below).
 //!
+//! A node names the connection after itself (`CLIENT SETNAME rodario:{node id}`, again
+//! after each reconnect), so that `CLIENT LIST` on the server shows which process holds
+//! which connection.
+//!
 //! # Redis Cluster
 //!
 //! `redis+cluster://[user[:password]@]host:port,host:port,..` (`rediss+cluster://` for TLS,
@@ -176,6 +180,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod client_name;
 mod config;
 mod connection;
 mod error;
@@ -229,6 +234,8 @@ pub(crate) struct Inner {
     /// Set with [`RedisConfig::python_wire`].
     #[cfg(feature = "python")]
     python: Option<Arc<python::PythonWire>>,
+    /// The connection's name, once a node said its id ([`client_name`]).
+    client_name: std::sync::Mutex<Option<String>>,
 }
 
 impl Inner {

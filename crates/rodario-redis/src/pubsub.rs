@@ -402,6 +402,9 @@ async fn probe(inner: &Weak<Inner>) -> bool {
                 // Lost again while restoring: what was restored may be gone already.
                 continue;
             }
+            if let Err(e) = strong.name_connection().await {
+                tracing::debug!(error = %e, "could not name the restored redis connection");
+            }
             strong
                 .dispatch
                 .state

@@ -120,3 +120,40 @@ async fn frames_from_a_plain_client_are_refused_and_the_actor_keeps_serving() {
     assert_eq!(actor.proxy().add(2).await.unwrap().await.unwrap(), 2);
     assert!(actor.is_alive());
 }
+
+/// `CLIENT LIST` shows the node's connection by the node's id, also after the server
+/// restarted (Redis forgets a connection's name with the connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_is_named_after_its_node() {
+    let mut server = RedisServer::private(&[]);
+    let node = node(&server).await;
+    let name = format!("name=rodario:{}", node.id());
+    let named = |server: &RedisServer| {
+        let url = server.url().to_owned();
+        let name = name.clone();
+        async move {
+            let Ok(client) = redis::Client::open(url.as_str()) else {
+                return false;
+            };
+            let Ok(mut plain) = client.get_multiplexed_async_connection().await else {
+                return false;
+            };
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut plain)
+                .await
+                .unwrap_or_default();
+            list.lines()
+                .any(|line| line.split(' ').any(|field| field == name))
+        }
+    };
+    assert!(
+        rodario_core::testkit::eventually(Duration::from_secs(5), || named(&server)).await,
+        "no connection named {name}"
+    );
+    server.restart();
+    assert!(
+        rodario_core::testkit::eventually(Duration::from_secs(10), || named(&server)).await,
+        "not named {name} again after the restart"
+    );
+}
