@@ -78,13 +78,6 @@ impl ActorEntry {
             .collect();
         described.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         let table: MethodTable = Arc::new(described);
-        let counters = table
-            .iter()
-            .filter_map(|(info, counters)| {
-                let name = methods.get_key_value(info.name.as_str())?.0;
-                Some((*name, counters.clone()))
-            })
-            .collect();
         let singular = methods
             .iter()
             .filter_map(|(name, spec)| Some((*name, spec.singular_spec()?.clone())))
@@ -92,12 +85,18 @@ impl ActorEntry {
         let (stop, stopped) = watch::channel(false);
         let alive = Arc::new(AtomicBool::new(true));
         let busy = Arc::new(AtomicBool::new(false));
+        let counted = table
+            .iter()
+            .filter_map(|(info, counters)| {
+                let (name, spec) = methods.get_key_value(info.name.as_str())?;
+                Some((*name, (spec.clone(), counters.clone())))
+            })
+            .collect();
         let worker = tokio::spawn(run_worker(
             Worker::new(
                 actor,
                 id.clone(),
-                methods,
-                counters,
+                counted,
                 shared,
                 &host.locks,
                 busy.clone(),

@@ -20,15 +20,15 @@ use crate::name::{ActorId, ClusterName, NodeId};
 use crate::named_args::{merge_named, names_arguments};
 use crate::observe::MethodCounters;
 use crate::shared::Shared;
-use crate::telemetry::{call_handled, handler_outcome, handler_span, mailbox_depth};
+use crate::telemetry::{handler_outcome, handler_span, mailbox_depth};
 use tracing::Instrument;
 
 /// An actor with what it needs to handle its calls.
 pub(crate) struct Worker<A> {
     actor: A,
     id: ActorId,
-    methods: HashMap<&'static str, MethodSpec>,
-    counters: HashMap<&'static str, Arc<MethodCounters>>,
+    /// The public methods, each with its counters (one lookup per call finds both).
+    methods: HashMap<&'static str, (MethodSpec, Arc<MethodCounters>)>,
     /// [`Actor::type_name`], computed once: it may search the type's path.
     type_name: &'static str,
     shared: Arc<Shared>,
@@ -42,8 +42,7 @@ impl<A: Actor> Worker<A> {
     pub(crate) fn new(
         actor: A,
         id: ActorId,
-        methods: HashMap<&'static str, MethodSpec>,
-        counters: HashMap<&'static str, Arc<MethodCounters>>,
+        methods: HashMap<&'static str, (MethodSpec, Arc<MethodCounters>)>,
         shared: &Arc<Shared>,
         locks: &Locks,
         busy: Arc<AtomicBool>,
@@ -52,7 +51,6 @@ impl<A: Actor> Worker<A> {
             actor,
             id,
             methods,
-            counters,
             type_name: A::type_name(),
             shared: shared.clone(),
             locks: locks.clone(),
@@ -130,6 +128,7 @@ impl<A: Actor> Worker<A> {
             tracing::debug!(actor = %self.id, call = call.id, "skipped a call whose caller gave up");
             return None;
         }
+        #[cfg(feature = "metrics")]
         let started = Instant::now();
         let span = handler_span(
             self.type_name,
@@ -174,21 +173,16 @@ impl<A: Actor> Worker<A> {
         };
         let label = handler_outcome(&outcome);
         span.record("outcome", label);
-        let elapsed = started.elapsed();
-        // A method the actor lacks is labelled as such: callers choose method names, and a
-        // label per name would let them grow the metrics without bound.
-        let method = match self.counters.get(call.method.as_str()) {
-            Some(counters) => {
-                let error = match &outcome {
-                    Outcome::Err(error) => Some(error.message.as_str()),
-                    _ => None,
-                };
-                counters.record(elapsed, error);
-                call.method.as_str()
-            }
-            None => "(unknown)",
-        };
-        call_handled(self.type_name, method, label, Some(elapsed));
+        #[cfg(feature = "metrics")]
+        {
+            // A method the actor lacks is labelled as such: callers choose method names,
+            // and a label per name would let them grow the metrics without bound.
+            let method = match self.methods.contains_key(call.method.as_str()) {
+                true => call.method.as_str(),
+                false => "(unknown)",
+            };
+            crate::telemetry::call_handled(self.type_name, method, label, Some(started.elapsed()));
+        }
         if call.one_way {
             return None;
         }
@@ -214,7 +208,7 @@ impl<A: Actor> Worker<A> {
             locks,
             ..
         } = self;
-        let Some(spec) = methods.get(call.method.as_str()) else {
+        let Some((spec, counters)) = methods.get(call.method.as_str()) else {
             return Outcome::Err(RemoteError::new(
                 RemoteErrorKind::UnknownMethod,
                 format!("no method named {}", quote_name(&call.method)),
@@ -243,8 +237,16 @@ impl<A: Actor> Worker<A> {
             locks,
             singular_claimed: cluster.is_some_and(|(_, claimed)| claimed),
         };
-        spec.chain()
+        let started = Instant::now();
+        let outcome = spec
+            .chain()
             .run(&context, actor.dispatch(&call.method, args))
-            .await
+            .await;
+        let error = match &outcome {
+            Outcome::Err(error) => Some(error.message.as_str()),
+            _ => None,
+        };
+        counters.record(started.elapsed(), error);
+        outcome
     }
 }
