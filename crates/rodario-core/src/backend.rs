@@ -250,36 +250,62 @@ impl Group<'_> {
     }
 }
 
-/// Registered names with liveness: members are held by an owner and expire after their
-/// TTL unless the owner renews them, so a crashed process's actors disappear on their own.
+/// What renewing an owner's lease found (see [`Presence::keep_alive`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LeaseRenewal {
+    /// The lease was live and nothing of the owner's was removed by another process since the
+    /// last renewal: its entries are as it left them.
+    Held,
+    /// The lease was live, but another process removed an entry the owner held since the last
+    /// renewal (the Python library's `unregister`, or an operator): the owner should check its
+    /// entries with [`Presence::held`] and insert again those it still wants.
+    Disturbed,
+    /// The lease had run out or the broker lost it (a restarted server forgets everything);
+    /// a new one starts now. The owner's entries may be gone or taken by others: it should
+    /// check them with [`Presence::held`] and insert again the missing ones.
+    Lost,
+}
+
+/// Registered names with liveness. Each owner (a node) holds one lease that expires unless
+/// renewed; its entries are live while that lease is, so a crashed process's actors
+/// disappear on their own, and renewing costs the broker one operation per node whatever
+/// the number of actors.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
-    /// Adds `member` to `group`, held by `owner` for `ttl`. Atomic: of two racing inserts of
-    /// one member, exactly one returns `true`. Returns `false` when a live entry exists
-    /// (even one held by the same owner); an expired entry is replaced. A zero `ttl` is
-    /// refused (see [`check_ttl`]).
+    /// Starts or extends `owner`'s lease to `ttl` from now, and says what it found (a
+    /// renewal also clears the [`LeaseRenewal::Disturbed`] mark). A zero `ttl` is refused
+    /// (see [`check_ttl`]).
+    async fn keep_alive(&self, owner: &str, ttl: Duration) -> Result<LeaseRenewal, BackendError>;
+
+    /// Ends `owner`'s lease at once: its entries are no longer live (they stay in the broker
+    /// until removed or replaced). Returns whether a live lease ended.
+    async fn release(&self, owner: &str) -> Result<bool, BackendError>;
+
+    /// Adds `member` to `group`, held by `owner`, live while `owner`'s lease is (an owner
+    /// inserts after [`Presence::keep_alive`]). Atomic: of two racing inserts of one member,
+    /// exactly one returns `true`. Returns `false` when a live entry exists (even one held by
+    /// the same owner); an entry whose owner's lease ended is replaced.
     async fn insert(
         &self,
         group: Group<'_>,
         member: &str,
         owner: &str,
-        ttl: Duration,
     ) -> Result<bool, BackendError>;
 
-    /// Extends the entries of `members` held by `owner` to `ttl` from now. Returns, for each
-    /// member in order, whether it was still held by `owner` (an entry that expired and was
-    /// taken by another owner is not renewed). A zero `ttl` is refused (see [`check_ttl`]),
-    /// even with no members.
-    async fn renew(
+    /// For each of `members` in order, whether its entry in `group` is held by `owner` (an
+    /// entry replaced by another owner's, or removed, is not). What an owner asks after
+    /// [`LeaseRenewal::Disturbed`] or [`LeaseRenewal::Lost`].
+    async fn held(
         &self,
         group: Group<'_>,
         members: &[&str],
         owner: &str,
-        ttl: Duration,
     ) -> Result<Vec<bool>, BackendError>;
 
-    /// Removes `member` if `owner` holds it; returns whether it did. With `owner` `None`,
-    /// removes it whoever holds it (the Python library's `unregister`).
+    /// Removes `member` if `owner` holds it live; returns whether it did. With `owner`
+    /// `None`, removes it whoever holds it (the Python library's `unregister`), and marks the
+    /// holder's lease [`LeaseRenewal::Disturbed`].
     async fn remove(
         &self,
         group: Group<'_>,
@@ -287,7 +313,7 @@ pub trait Presence: Send + Sync + 'static {
         owner: Option<&str>,
     ) -> Result<bool, BackendError>;
 
-    /// Whether `member` is in `group` and not expired.
+    /// Whether `member` is in `group` and its owner's lease is live.
     async fn contains(&self, group: Group<'_>, member: &str) -> Result<bool, BackendError>;
 
     /// The live members of `group`.

@@ -9,8 +9,9 @@ use rodario_core::backend::{Backend, Channel};
 
 use crate::locks::Leases;
 use crate::names::ChannelKey;
+use crate::presence::Registry;
 use crate::transport::{Fnv, Subscribers};
-use crate::{locked, Entry, MemoryConnection, NAME};
+use crate::{locked, MemoryConnection, NAME};
 
 /// An in-memory broker shared by the backends made from it. Cloning it shares the broker.
 #[derive(Clone, Default)]
@@ -22,7 +23,7 @@ pub struct MemoryBroker {
 pub(crate) struct BrokerState {
     pub(crate) next_connection: AtomicU64,
     pub(crate) channels: Mutex<HashMap<ChannelKey, Arc<Subscribers>, BuildHasherDefault<Fnv>>>,
-    pub(crate) groups: Mutex<HashMap<String, HashMap<String, Entry>>>,
+    pub(crate) registry: Mutex<Registry>,
     pub(crate) locks: Mutex<Leases>,
 }
 

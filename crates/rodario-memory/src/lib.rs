@@ -54,7 +54,7 @@ struct MemoryConnection {
     prefix: Arc<str>,
 }
 
-/// A registry member or a lease: who holds it, until when.
+/// A lock's lease: who holds it, until when.
 struct Entry {
     holder: String,
     expires: Instant,
@@ -74,7 +74,7 @@ impl Entry {
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves no half-made update behind (every
-    // critical section is a single map operation), so a poisoned lock is safe to reuse.
+    // critical section checks before it changes anything), so a poisoned lock is safe to reuse.
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -1,6 +1,7 @@
 //! Liveness: the registrations and cluster memberships a node holds in the broker, kept
-//! alive by a heartbeat that renews them, restores what the broker lost, and catches up at
-//! once when the connection comes back.
+//! alive by a heartbeat that renews the node's one lease (their entries live while it
+//! does), restores what the broker lost, and catches up at once when the connection comes
+//! back.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, Weak};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{watch, OnceCell};
 use tokio::time::Instant;
 
-use crate::backend::{ConnectionState, Group};
+use crate::backend::{ConnectionState, Group, LeaseRenewal};
 use crate::error::{Error, Result};
 use crate::name::{ActorId, ClusterName};
 use crate::shared::{connection_change, Shared};
@@ -29,6 +30,7 @@ const RENEWAL_RETRY_MIN: Duration = Duration::from_millis(100);
 pub(crate) struct Liveness {
     shared: Arc<Shared>,
     owned: Mutex<Owned>,
+    /// Set once the node's lease is taken and its heartbeat runs: before the first entry.
     heartbeat: OnceCell<()>,
 }
 
@@ -43,17 +45,13 @@ impl Liveness {
 
     /// Registers `id` as an actor held by this node and keeps it alive.
     pub(crate) async fn register(self: &Arc<Self>, id: &ActorId) -> Result<()> {
+        self.ensure_lease().await?;
         let shared = &self.shared;
         let insert = async {
             shared
                 .backend
                 .presence()
-                .insert(
-                    Group::Actors,
-                    id.as_str(),
-                    shared.id.as_str(),
-                    shared.config.liveness_ttl,
-                )
+                .insert(Group::Actors, id.as_str(), shared.id.as_str())
                 .await
                 .map_err(|source| Error::Registration {
                     uuid: id.to_string(),
@@ -66,7 +64,6 @@ impl Liveness {
             });
         }
         locked(&self.owned).actors.insert(id.clone());
-        self.ensure_heartbeat().await;
         Ok(())
     }
 
@@ -85,11 +82,25 @@ impl Liveness {
         shared.bounded("unregistering an actor", remove).await
     }
 
-    /// Unregisters every actor this node holds (at shutdown).
+    /// Unregisters every actor this node holds (at shutdown): ends the node's lease, so that
+    /// all of them are gone from the registry at once, then removes their entries.
     pub(crate) async fn unregister_all(&self) {
         let registered: Vec<ActorId> = std::mem::take(&mut locked(&self.owned).actors)
             .into_iter()
             .collect();
+        if self.heartbeat.initialized() {
+            let shared = &self.shared;
+            let release = async {
+                Ok(shared
+                    .backend
+                    .presence()
+                    .release(shared.id.as_str())
+                    .await?)
+            };
+            if let Err(e) = shared.bounded("ending the node's lease", release).await {
+                tracing::warn!(node = %shared.id, error = %e, "could not end the node's lease at shutdown");
+            }
+        }
         for id in registered {
             if let Err(e) = self.unregister(&id, false).await {
                 tracing::warn!(uuid = %id, error = %e, "could not unregister at shutdown");
@@ -104,6 +115,7 @@ impl Liveness {
         if shared.backend.transport().counts_receivers() {
             return Ok(());
         }
+        self.ensure_lease().await?;
         let insert = async {
             Ok(shared
                 .backend
@@ -112,13 +124,11 @@ impl Liveness {
                     Group::Members(channel),
                     shared.id.as_str(),
                     shared.id.as_str(),
-                    shared.config.liveness_ttl,
                 )
                 .await?)
         };
         shared.bounded("joining a cluster channel", insert).await?;
         locked(&self.owned).memberships.insert(channel.clone());
-        self.ensure_heartbeat().await;
         Ok(())
     }
 
@@ -140,22 +150,57 @@ impl Liveness {
         Ok(())
     }
 
-    /// Starts renewing this node's registrations, once.
-    async fn ensure_heartbeat(self: &Arc<Self>) {
+    /// Takes the node's lease and starts renewing it, once, before the node's first entry.
+    async fn ensure_lease(self: &Arc<Self>) -> Result<()> {
         self.heartbeat
-            .get_or_init(|| async {
+            .get_or_try_init(|| async {
+                let shared = &self.shared;
+                let take = async {
+                    Ok(shared
+                        .backend
+                        .presence()
+                        .keep_alive(shared.id.as_str(), shared.config.liveness_ttl)
+                        .await?)
+                };
+                shared.bounded("taking the node's lease", take).await?;
                 tokio::spawn(heartbeat(
                     Arc::downgrade(self),
                     self.shared.shutdown_signal(),
                     self.shared.connection_state(),
                 ));
+                Ok::<(), Error>(())
             })
-            .await;
+            .await?;
+        Ok(())
     }
 
-    /// One renewal pass over everything this node keeps alive; false when some renewal
-    /// failed and the pass should be retried.
-    async fn renew_all(&self) -> bool {
+    /// One renewal: the node's lease, then, when the broker says entries may be missing (or
+    /// `recheck`, after a reconnect), every entry the node holds. False when something failed
+    /// and the pass should be retried.
+    async fn renew(&self, recheck: bool) -> bool {
+        let shared = &self.shared;
+        let renewal = shared
+            .backend
+            .presence()
+            .keep_alive(shared.id.as_str(), shared.config.liveness_ttl)
+            .await;
+        let check = match renewal {
+            Ok(LeaseRenewal::Held) => recheck,
+            Ok(found) => {
+                tracing::info!(node = %shared.id, ?found, "checking this node's registrations");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew the node's lease; will retry");
+                return false;
+            }
+        };
+        !check || self.restore_all().await
+    }
+
+    /// Checks every entry this node holds and inserts again those the broker lost; false
+    /// when the broker failed and the pass should be retried.
+    async fn restore_all(&self) -> bool {
         let (actors, memberships) = {
             let owned = locked(&self.owned);
             (
@@ -163,38 +208,37 @@ impl Liveness {
                 owned.memberships.iter().cloned().collect::<Vec<_>>(),
             )
         };
-        let mut renewed = self.renew_group(Group::Actors, &actors).await;
+        let mut restored = self.restore_group(Group::Actors, &actors).await;
         for channel in &memberships {
             let node = std::slice::from_ref(&self.shared.id);
-            renewed &= self.renew_group(Group::Members(channel), node).await;
+            restored &= self.restore_group(Group::Members(channel), node).await;
         }
-        renewed
+        restored
     }
 
-    /// Renews `members` of `group`, re-inserting those the broker lost; false when the
+    /// Checks `members` of `group` and inserts again those the broker lost; false when the
     /// broker failed (the pass is retried), true when every member is held (or lost to
     /// another owner, which retrying cannot mend).
-    async fn renew_group<N: AsRef<str>>(&self, group: Group<'_>, members: &[N]) -> bool {
+    async fn restore_group<N: AsRef<str>>(&self, group: Group<'_>, members: &[N]) -> bool {
         if members.is_empty() {
             return true;
         }
         let presence = self.shared.backend.presence();
-        let ttl = self.shared.config.liveness_ttl;
         let owner = self.shared.id.as_str();
         let names: Vec<&str> = members.iter().map(AsRef::as_ref).collect();
-        let held = match presence.renew(group, &names, owner, ttl).await {
+        let held = match presence.held(group, &names, owner).await {
             Ok(held) => held,
             Err(e) => {
-                tracing::warn!(error = %e, ?group, "could not renew registrations; will retry");
+                tracing::warn!(error = %e, ?group, "could not check registrations; will retry");
                 return false;
             }
         };
-        let mut renewed = true;
+        let mut restored = true;
         for (name, held) in names.iter().zip(held) {
             if held {
                 continue;
             }
-            match presence.insert(group, name, owner, ttl).await {
+            match presence.insert(group, name, owner).await {
                 Ok(true) => {
                     tracing::info!(?group, member = %name, "re-registered after the broker lost it")
                 }
@@ -205,19 +249,20 @@ impl Liveness {
                 ),
                 Err(e) => {
                     tracing::warn!(error = %e, ?group, member = %name, "could not re-register; will retry");
-                    renewed = false;
+                    restored = false;
                 }
             }
         }
-        renewed
+        restored
     }
 }
 
-/// Renews the node's registrations every third of the liveness TTL, and re-registers what
-/// the broker lost (a restarted Redis forgets everything). When the backend reports its
-/// connection back after an outage, a pass runs at once rather than at the next tick, so a
-/// registration the broker lost meanwhile is back as soon as the broker answers; a pass
-/// that fails (the broker still recovering) is retried soon, with a backoff.
+/// Renews the node's lease every third of the liveness TTL, and re-registers what the broker
+/// lost (a restarted Redis forgets everything; another process may have removed an entry).
+/// When the backend reports its connection back after an outage, a pass that checks every
+/// entry runs at once rather than at the next tick, so a registration the broker lost
+/// meanwhile is back as soon as the broker answers; a pass that fails (the broker still
+/// recovering) is retried soon, with a backoff, and checks every entry too.
 async fn heartbeat(
     liveness: Weak<Liveness>,
     mut shutdown: watch::Receiver<bool>,
@@ -229,6 +274,7 @@ async fn heartbeat(
     };
     let mut next = Instant::now() + period;
     let mut retry = RENEWAL_RETRY_MIN;
+    let mut recheck = false;
     let stopped = shutdown.wait_for(|down| *down);
     tokio::pin!(stopped);
     loop {
@@ -246,7 +292,8 @@ async fn heartbeat(
         let Some(liveness) = liveness.upgrade() else {
             break;
         };
-        let renewed = liveness.renew_all().await;
+        recheck |= reconnected;
+        let renewed = liveness.renew(recheck).await;
         if reconnected && renewed {
             tracing::info!(
                 node = %liveness.shared.id,
@@ -256,7 +303,11 @@ async fn heartbeat(
         if renewed {
             next = Instant::now() + period;
             retry = RENEWAL_RETRY_MIN;
+            recheck = false;
         } else {
+            // What failed may have been the check a lost or disturbed lease asked for, whose
+            // mark the renewal cleared: the retry checks every entry.
+            recheck = true;
             next = Instant::now() + retry.min(period);
             retry = (retry * 2).min(period);
         }

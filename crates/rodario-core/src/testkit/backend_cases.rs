@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{next_frame, no_frame, TestBroker};
-use crate::backend::{Backend, Channel, Delivery, FrameSink, Group, LockKey, TransportExt};
+use crate::backend::{
+    Backend, Channel, Delivery, FrameSink, Group, LeaseRenewal, LockKey, TransportExt,
+};
 use crate::error::BackendErrorKind;
 use crate::name::{ActorId, ClusterName, NodeId};
 
@@ -60,10 +62,27 @@ fn lock_key(name: &str) -> LockKey {
     }
 }
 
+/// Takes a lease for each of `owners` for `ttl`.
+async fn leases(backend: &Backend, owners: &[&str], ttl: Duration) {
+    for owner in owners {
+        backend
+            .presence()
+            .keep_alive(owner, ttl)
+            .await
+            .unwrap_or_else(|e| panic!("lease of {owner}: {e}"));
+    }
+}
+
 /// Of many connections racing to insert one member, exactly one wins, round after round;
 /// a live member is not inserted again, even by the owner that holds it.
 pub async fn registry_insert_race_has_one_winner(broker: &dyn TestBroker) {
     let backends = connections(broker, RACING_CONNECTIONS).await;
+    let owners: Vec<String> = (0..RACING_TASKS)
+        .map(|task| format!("owner-{task}"))
+        .collect();
+    let owner_names: Vec<&str> = owners.iter().map(String::as_str).collect();
+    leases(&backends[0], &owner_names, LONG).await;
+    leases(&backends[0], &["me"], LONG).await;
     let rounds = 5;
     for round in 0..rounds {
         let member = format!("contested-{round}");
@@ -71,9 +90,10 @@ pub async fn registry_insert_race_has_one_winner(broker: &dyn TestBroker) {
             .map(|task| {
                 let registry = backends[task % backends.len()].presence().clone();
                 let member = member.clone();
+                let owner = owners[task].clone();
                 tokio::spawn(async move {
                     registry
-                        .insert(Group::Actors, &member, &format!("owner-{task}"), LONG)
+                        .insert(Group::Actors, &member, &owner)
                         .await
                         .unwrap_or_else(|e| panic!("insert of {member}: {e}"))
                 })
@@ -88,105 +108,104 @@ pub async fn registry_insert_race_has_one_winner(broker: &dyn TestBroker) {
     let registry = backends[0].presence();
     let members = registry.members(Group::Actors).await.unwrap();
     assert_eq!(members.len(), rounds, "{members:?}");
-    assert!(registry
-        .insert(Group::Actors, "mine", "me", LONG)
-        .await
-        .unwrap());
+    assert!(registry.insert(Group::Actors, "mine", "me").await.unwrap());
     assert!(
-        !registry
-            .insert(Group::Actors, "mine", "me", LONG)
-            .await
-            .unwrap(),
+        !registry.insert(Group::Actors, "mine", "me").await.unwrap(),
         "a live member was inserted again by its own owner"
     );
 }
 
-/// Only the owner renews or removes its entries (one answer per member, in order); another
-/// owner's attempt leaves the entry as it was. `remove` without an owner removes whoever
-/// holds it.
-pub async fn registry_renew_and_remove_are_owner_only(broker: &dyn TestBroker) {
+/// `held` answers for the owner's entries only (one answer per member, in order); only the
+/// owner removes its entries, another owner's attempt leaves the entry as it was. `remove`
+/// without an owner removes whoever holds it and marks the holder's lease disturbed, which
+/// its next renewal reports once.
+pub async fn registry_held_and_remove_are_owner_only(broker: &dyn TestBroker) {
     let a = broker.connect("a").await;
     let b = broker.connect("a").await;
+    leases(&a, &["A", "B"], LONG).await;
     let (ra, rb) = (a.presence(), b.presence());
-    assert!(ra.insert(Group::Actors, "x", "A", LONG).await.unwrap());
-    assert!(ra.insert(Group::Actors, "y", "A", LONG).await.unwrap());
-    assert!(rb.insert(Group::Actors, "z", "B", LONG).await.unwrap());
-    assert!(!rb.insert(Group::Actors, "x", "B", LONG).await.unwrap());
+    assert!(ra.insert(Group::Actors, "x", "A").await.unwrap());
+    assert!(ra.insert(Group::Actors, "y", "A").await.unwrap());
+    assert!(rb.insert(Group::Actors, "z", "B").await.unwrap());
+    assert!(!rb.insert(Group::Actors, "x", "B").await.unwrap());
 
     // From any connection, for the owner's entries only, in the order asked.
     assert_eq!(
-        rb.renew(Group::Actors, &["x", "missing", "z", "y"], "A", LONG)
+        rb.held(Group::Actors, &["x", "missing", "z", "y"], "A")
             .await
             .unwrap(),
         vec![true, false, false, true]
     );
     assert_eq!(
-        ra.renew(Group::Actors, &[], "A", LONG).await.unwrap(),
+        ra.held(Group::Actors, &[], "A").await.unwrap(),
         Vec::<bool>::new()
     );
     assert_eq!(
-        rb.renew(Group::Actors, &["x"], "B", LONG).await.unwrap(),
+        rb.held(Group::Actors, &["x"], "B").await.unwrap(),
         vec![false],
-        "renewed by an owner that does not hold it"
+        "held by an owner that does not hold it"
     );
     assert!(!rb.remove(Group::Actors, "x", Some("B")).await.unwrap());
     assert!(rb.contains(Group::Actors, "x").await.unwrap());
     // The failed attempts did not take it over: A still holds it.
     assert_eq!(
-        ra.renew(Group::Actors, &["x"], "A", LONG).await.unwrap(),
+        ra.held(Group::Actors, &["x"], "A").await.unwrap(),
         vec![true]
     );
     assert!(rb.remove(Group::Actors, "x", Some("A")).await.unwrap());
     assert!(!ra.contains(Group::Actors, "x").await.unwrap());
     assert!(!ra.remove(Group::Actors, "x", Some("A")).await.unwrap());
     assert_eq!(
-        ra.renew(Group::Actors, &["x"], "A", LONG).await.unwrap(),
+        ra.held(Group::Actors, &["x"], "A").await.unwrap(),
         vec![false],
-        "a removed entry was renewed"
+        "a removed entry is still held"
+    );
+    assert_eq!(
+        ra.keep_alive("A", LONG).await.unwrap(),
+        LeaseRenewal::Held,
+        "an owner's own removal disturbed its lease"
     );
 
-    // Without an owner: whoever holds it, once.
+    // Without an owner: whoever holds it, once; the holder hears of it at its next renewal.
     assert!(ra.remove(Group::Actors, "z", None).await.unwrap());
     assert!(!ra.remove(Group::Actors, "z", None).await.unwrap());
     assert!(!rb.contains(Group::Actors, "z").await.unwrap());
     assert_eq!(ra.members(Group::Actors).await.unwrap(), set(&["y"]));
+    assert_eq!(
+        rb.keep_alive("B", LONG).await.unwrap(),
+        LeaseRenewal::Disturbed
+    );
+    assert_eq!(rb.keep_alive("B", LONG).await.unwrap(), LeaseRenewal::Held);
 
     // A removed member can be inserted again, by anyone.
-    assert!(rb.insert(Group::Actors, "x", "B", LONG).await.unwrap());
+    assert!(rb.insert(Group::Actors, "x", "B").await.unwrap());
     assert_eq!(ra.members(Group::Actors).await.unwrap(), set(&["x", "y"]));
 }
 
-/// An entry not renewed is gone after its TTL: `contains` and `members` no longer see it,
-/// its old owner can neither renew nor remove it, and another owner can insert it. An entry
-/// renewed in time outlives its first TTL; another owner's renewal does not extend one.
-pub async fn registry_entries_expire_unless_renewed(broker: &dyn TestBroker) {
+/// Entries live by their owner's lease: when it runs out (or is released), `contains` and
+/// `members` no longer see them, their owner can no longer remove them, and another owner
+/// can insert them; the owner's next renewal reports the lease lost, and an entry it still
+/// holds is live again with the new lease. A lease renewed in time outlives its first TTL.
+pub async fn registry_entries_expire_with_their_owners_lease(broker: &dyn TestBroker) {
     let a = broker.connect("a").await;
     let b = broker.connect("a").await;
     let (ra, rb) = (a.presence(), b.presence());
     let jobs = ClusterName::new("jobs").unwrap();
     let members = Group::Members(&jobs);
     let started = Instant::now();
-    assert!(ra
-        .insert(Group::Actors, "brief", "A", EXPIRING)
-        .await
-        .unwrap());
-    assert!(ra.insert(members, "brief", "A", EXPIRING).await.unwrap());
-    assert!(ra.insert(Group::Actors, "kept", "A", FIRST).await.unwrap());
-    assert!(ra
-        .insert(Group::Actors, "lasting", "A", LONG)
-        .await
-        .unwrap());
     assert_eq!(
-        ra.renew(Group::Actors, &["kept"], "A", LONG).await.unwrap(),
-        vec![true]
+        ra.keep_alive("A", EXPIRING).await.unwrap(),
+        LeaseRenewal::Lost,
+        "a new lease"
     );
-    // Not its owner: refused, and the entry still expires on time.
-    assert_eq!(
-        rb.renew(Group::Actors, &["brief"], "B", LONG)
-            .await
-            .unwrap(),
-        vec![false]
-    );
+    leases(&a, &["K"], FIRST).await;
+    leases(&a, &["L", "B"], LONG).await;
+    assert!(ra.insert(Group::Actors, "brief", "A").await.unwrap());
+    assert!(ra.insert(members, "brief", "A").await.unwrap());
+    assert!(ra.insert(Group::Actors, "ghost", "A").await.unwrap());
+    assert!(ra.insert(Group::Actors, "kept", "K").await.unwrap());
+    assert!(ra.insert(Group::Actors, "lasting", "L").await.unwrap());
+    assert_eq!(ra.keep_alive("K", LONG).await.unwrap(), LeaseRenewal::Held);
 
     tokio::time::sleep_until(started + FIRST + MARGIN).await;
     assert!(!rb.contains(Group::Actors, "brief").await.unwrap());
@@ -194,41 +213,51 @@ pub async fn registry_entries_expire_unless_renewed(broker: &dyn TestBroker) {
     assert!(rb.members(members).await.unwrap().is_empty());
     assert!(
         rb.contains(Group::Actors, "kept").await.unwrap(),
-        "a renewed entry expired at its first TTL"
+        "an entry of a renewed lease expired at its first TTL"
     );
     assert_eq!(
         rb.members(Group::Actors).await.unwrap(),
         set(&["kept", "lasting"])
     );
 
-    // Expired: its owner lost it, anyone can take it.
-    assert_eq!(
-        ra.renew(Group::Actors, &["brief"], "A", LONG)
-            .await
-            .unwrap(),
-        vec![false],
-        "an expired entry was renewed"
-    );
+    // Expired: its owner cannot remove it, anyone can take it.
     assert!(!ra.remove(Group::Actors, "brief", Some("A")).await.unwrap());
     assert!(!ra.remove(members, "brief", None).await.unwrap());
-    assert!(rb.insert(Group::Actors, "brief", "B", LONG).await.unwrap());
-    assert!(rb.insert(members, "brief", "B", LONG).await.unwrap());
-    assert!(!ra.insert(Group::Actors, "brief", "A", LONG).await.unwrap());
+    assert!(rb.insert(Group::Actors, "brief", "B").await.unwrap());
+    assert!(rb.insert(members, "brief", "B").await.unwrap());
+    assert!(
+        !ra.held(Group::Actors, &["brief"], "A").await.unwrap()[0],
+        "an entry taken by another owner is still held"
+    );
+    assert_eq!(ra.keep_alive("A", LONG).await.unwrap(), LeaseRenewal::Lost);
+    assert!(!ra.insert(Group::Actors, "brief", "A").await.unwrap());
     assert!(ra.contains(Group::Actors, "brief").await.unwrap());
     assert!(!ra.remove(Group::Actors, "brief", Some("A")).await.unwrap());
     assert!(ra.remove(Group::Actors, "brief", Some("B")).await.unwrap());
+    // An entry the lost lease's owner still holds (none took it; the broker may also have
+    // dropped it) is live again with the new lease, or missing: never held and dead.
+    let ghost = ra.held(Group::Actors, &["ghost"], "A").await.unwrap()[0];
+    assert_eq!(
+        ghost,
+        ra.contains(Group::Actors, "ghost").await.unwrap(),
+        "held and live disagree after the lease came back"
+    );
+
+    // Released: its entries are gone at once.
+    assert!(ra.release("L").await.unwrap());
+    assert!(!ra.release("L").await.unwrap());
+    assert!(!rb.contains(Group::Actors, "lasting").await.unwrap());
+    assert!(rb.insert(Group::Actors, "lasting", "B").await.unwrap());
 }
 
 /// `Group::Actors` and the `Group::Members` of each channel are separate sets.
 pub async fn registry_groups_are_separate(broker: &dyn TestBroker) {
     let backend = broker.connect("a").await;
+    leases(&backend, &["A", "B"], LONG).await;
     let registry = backend.presence();
     let one = ClusterName::new("one").unwrap();
     let two = ClusterName::new("two").unwrap();
-    assert!(registry
-        .insert(Group::Actors, "m", "A", LONG)
-        .await
-        .unwrap());
+    assert!(registry.insert(Group::Actors, "m", "A").await.unwrap());
     assert!(!registry.contains(Group::Members(&one), "m").await.unwrap());
     assert!(registry
         .members(Group::Members(&one))
@@ -237,16 +266,16 @@ pub async fn registry_groups_are_separate(broker: &dyn TestBroker) {
         .is_empty());
     // The same member in another group is another entry, with its own owner.
     assert!(registry
-        .insert(Group::Members(&one), "m", "B", LONG)
+        .insert(Group::Members(&one), "m", "B")
         .await
         .unwrap());
     assert!(registry
-        .insert(Group::Members(&two), "n", "B", LONG)
+        .insert(Group::Members(&two), "n", "B")
         .await
         .unwrap());
     assert_eq!(
         registry
-            .renew(Group::Members(&one), &["m"], "A", LONG)
+            .held(Group::Members(&one), &["m"], "A")
             .await
             .unwrap(),
         vec![false]
@@ -371,15 +400,11 @@ pub async fn lock_leases_expire(broker: &dyn TestBroker) {
 }
 
 /// A zero TTL is refused with [`BackendErrorKind::InvalidInput`] by `LockStore::acquire`
-/// and `renew` and by `Presence::insert` and `renew`, and changes nothing.
+/// and `renew` and by `Presence::keep_alive`, and changes nothing.
 pub async fn zero_ttls_are_refused(broker: &dyn TestBroker) {
     let backend = broker.connect("a").await;
     let (locks, registry) = (backend.locks(), backend.presence());
     let key = lock_key("zero");
-    let refused = |what: &str, result: Result<_, crate::error::BackendError>| match result {
-        Err(e) => assert_eq!(e.kind(), BackendErrorKind::InvalidInput, "{what}: {e}"),
-        Ok(answer) => panic!("{what} with a zero TTL answered {answer}"),
-    };
     refused("acquire", locks.acquire(&key, "t1", Duration::ZERO).await);
     assert!(locks.acquire(&key, "t1", LONG).await.unwrap());
     refused("renew", locks.renew(&key, "t1", Duration::ZERO).await);
@@ -389,25 +414,26 @@ pub async fn zero_ttls_are_refused(broker: &dyn TestBroker) {
     );
     assert!(locks.renew(&key, "t1", LONG).await.unwrap());
 
-    refused(
-        "insert",
-        registry
-            .insert(Group::Actors, "zero", "A", Duration::ZERO)
-            .await,
+    refused("keep_alive", registry.keep_alive("A", Duration::ZERO).await);
+    assert_eq!(
+        registry.keep_alive("A", LONG).await.unwrap(),
+        LeaseRenewal::Lost,
+        "a refused lease was taken"
     );
-    assert!(!registry.contains(Group::Actors, "zero").await.unwrap());
-    assert!(registry
-        .insert(Group::Actors, "zero", "A", LONG)
-        .await
-        .unwrap());
-    let renewed = registry
-        .renew(Group::Actors, &["zero"], "A", Duration::ZERO)
-        .await;
+    assert!(registry.insert(Group::Actors, "zero", "A").await.unwrap());
+    refused("keep_alive", registry.keep_alive("A", Duration::ZERO).await);
     assert!(
-        matches!(&renewed, Err(e) if e.kind() == BackendErrorKind::InvalidInput),
-        "registry renew with a zero TTL answered {renewed:?}"
+        registry.contains(Group::Actors, "zero").await.unwrap(),
+        "a refused renewal ended the lease"
     );
-    assert!(registry.contains(Group::Actors, "zero").await.unwrap());
+}
+
+/// Checks that a call with a zero TTL was refused as invalid input.
+fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, crate::error::BackendError>) {
+    match result {
+        Err(e) => assert_eq!(e.kind(), BackendErrorKind::InvalidInput, "{what}: {e}"),
+        Ok(answer) => panic!("{what} with a zero TTL answered {answer:?}"),
+    }
 }
 
 /// Checks a publish's delivery report against the number of connections subscribed: exact

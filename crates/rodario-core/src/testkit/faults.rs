@@ -33,8 +33,8 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::backend::{
-    Backend, Channel, ConnectionState, Delivery, FrameSink, Group, LockKey, LockStore, Presence,
-    Subscription, Transport,
+    Backend, Channel, ConnectionState, Delivery, FrameSink, Group, LeaseRenewal, LockKey,
+    LockStore, Presence, Subscription, Transport,
 };
 use crate::error::{BackendError, BackendErrorKind};
 
@@ -283,32 +283,34 @@ impl Transport for FaultyConnection {
 
 #[async_trait]
 impl Presence for FaultyConnection {
+    async fn keep_alive(&self, owner: &str, ttl: Duration) -> Result<LeaseRenewal, BackendError> {
+        self.gate(Operation::Presence).await?;
+        self.inner.presence().keep_alive(owner, ttl).await
+    }
+
+    async fn release(&self, owner: &str) -> Result<bool, BackendError> {
+        self.gate(Operation::Presence).await?;
+        self.inner.presence().release(owner).await
+    }
+
     async fn insert(
         &self,
         group: Group<'_>,
         member: &str,
         owner: &str,
-        ttl: Duration,
     ) -> Result<bool, BackendError> {
         self.gate(Operation::Presence).await?;
-        self.inner
-            .presence()
-            .insert(group, member, owner, ttl)
-            .await
+        self.inner.presence().insert(group, member, owner).await
     }
 
-    async fn renew(
+    async fn held(
         &self,
         group: Group<'_>,
         members: &[&str],
         owner: &str,
-        ttl: Duration,
     ) -> Result<Vec<bool>, BackendError> {
         self.gate(Operation::Presence).await?;
-        self.inner
-            .presence()
-            .renew(group, members, owner, ttl)
-            .await
+        self.inner.presence().held(group, members, owner).await
     }
 
     async fn remove(
