@@ -294,8 +294,10 @@ pub trait Presence: Send + Sync + 'static {
     ) -> Result<bool, BackendError>;
 
     /// For each of `members` in order, whether its entry in `group` is held by `owner` (an
-    /// entry replaced by another owner's, or removed, is not). What an owner asks after
-    /// [`LeaseRenewal::Disturbed`] or [`LeaseRenewal::Lost`].
+    /// entry replaced by another owner's, or removed, is not); an entry held is live again
+    /// once `owner`'s lease is. What an owner asks after [`LeaseRenewal::Disturbed`] or
+    /// [`LeaseRenewal::Lost`], and every [`Presence::refresh_every`]: a broker whose
+    /// entries age out rewrites here the entries it finds held, so that they last.
     async fn held(
         &self,
         group: Group<'_>,
@@ -318,6 +320,14 @@ pub trait Presence: Send + Sync + 'static {
 
     /// The live members of `group`.
     async fn members(&self, group: Group<'_>) -> Result<BTreeSet<String>, BackendError>;
+
+    /// How often an owner checks its entries with [`Presence::held`] (which rewrites them)
+    /// for them to last, on a broker that deletes entries older than an age (a NATS KV
+    /// bucket's `max_age`); `None`, the default, when entries last as long as their
+    /// owner's lease.
+    fn refresh_every(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A lock's name within its context; backends store it as `{context}:{name}`.

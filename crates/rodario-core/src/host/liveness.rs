@@ -262,7 +262,8 @@ impl Liveness {
 /// When the backend reports its connection back after an outage, a pass that checks every
 /// entry runs at once rather than at the next tick, so a registration the broker lost
 /// meanwhile is back as soon as the broker answers; a pass that fails (the broker still
-/// recovering) is retried soon, with a backoff, and checks every entry too.
+/// recovering) is retried soon, with a backoff, and checks every entry too. A broker whose
+/// entries age out has them checked (and so rewritten) as often as it asks.
 async fn heartbeat(
     liveness: Weak<Liveness>,
     mut shutdown: watch::Receiver<bool>,
@@ -275,6 +276,10 @@ async fn heartbeat(
     let mut next = Instant::now() + period;
     let mut retry = RENEWAL_RETRY_MIN;
     let mut recheck = false;
+    let refresh_every = liveness
+        .upgrade()
+        .and_then(|liveness| liveness.shared.backend.presence().refresh_every());
+    let mut last_check = Instant::now();
     let stopped = shutdown.wait_for(|down| *down);
     tokio::pin!(stopped);
     loop {
@@ -292,7 +297,7 @@ async fn heartbeat(
         let Some(liveness) = liveness.upgrade() else {
             break;
         };
-        recheck |= reconnected;
+        recheck |= reconnected || refresh_every.is_some_and(|every| last_check.elapsed() >= every);
         let renewed = liveness.renew(recheck).await;
         if reconnected && renewed {
             tracing::info!(
@@ -303,6 +308,9 @@ async fn heartbeat(
         if renewed {
             next = Instant::now() + period;
             retry = RENEWAL_RETRY_MIN;
+            if recheck {
+                last_check = Instant::now();
+            }
             recheck = false;
         } else {
             // What failed may have been the check a lost or disturbed lease asked for, whose

@@ -332,6 +332,10 @@ impl Presence for FaultyConnection {
         self.gate(Operation::Presence).await?;
         self.inner.presence().members(group).await
     }
+
+    fn refresh_every(&self) -> Option<Duration> {
+        self.inner.presence().refresh_every()
+    }
 }
 
 #[async_trait]
