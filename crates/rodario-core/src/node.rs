@@ -88,7 +88,8 @@ impl NodeBuilder {
     }
 
     /// How long this node's registrations outlive it if it dies without stopping its actors
-    /// (default 10 s). They are renewed every third of it.
+    /// (default 10 s). The node's one lease, which they all live by, is renewed every third
+    /// of it.
     pub fn liveness_ttl(mut self, ttl: Duration) -> Self {
         self.config.liveness_ttl = ttl.clamp(Duration::from_millis(30), MAX_WAIT);
         self

@@ -80,8 +80,9 @@ impl ActorRegistry {
 
     /// Removes `uuid` from the registry, whichever process registered it; returns whether it
     /// was registered. A registration this node holds stays removed; one that another live
-    /// node holds comes back at that node's next renewal (the same mechanism that restores
-    /// registrations after a broker restart): stop an actor to remove it for good.
+    /// node holds comes back at that node's next renewal (the broker tells that node one of
+    /// its entries was removed, and it registers again what it still serves, as after a
+    /// broker restart): stop an actor to remove it for good.
     pub async fn unregister(&self, uuid: &str) -> Result<bool> {
         let id = ActorId::new(uuid)?;
         self.liveness.unregister(&id, true).await

@@ -32,17 +32,26 @@
 //! | reply channel of a node's proxies | `P` `proxy:{proxyid}` | pub/sub channel |
 //! | cluster channel | `P` `cluster:{channel}` | pub/sub channel |
 //! | registered actors ([`Group::Actors`]) | `P` `actors` | SET of UUIDs |
-//! | an actor's lease | `P` `actors:lease:{uuid}` | string: the owner, with a `PX` expiry |
+//! | an actor's entry | `P` `actors:lease:{uuid}` | string: the owner (a node id), no expiry |
 //! | members of a cluster channel ([`Group::Members`]) | `P` `members:{channel}` | SET of members |
-//! | a member's lease | `P` `members:{channel}:lease:{member}` | string: the owner, with a `PX` expiry |
+//! | a member's entry | `P` `members:{channel}:lease:{member}` | string: the owner, no expiry |
+//! | a node's lease | `P` `owner:{node id}` | string: `live` (or `disturbed`), with a `PX` expiry |
 //! | a lock | `P` `{context}:{name}` (context `global.lock` by default) | string: the token, with a `PX` expiry |
 //!
-//! A registry entry is live while it is in the SET *and* its lease key exists. Leases
-//! expire on the server's clock, so a process that dies without cleaning up drops out of
-//! [`Presence::members`](rodario_core::backend::Presence::members)/[`Presence::contains`](rodario_core::backend::Presence::contains) once its leases run out; those calls also
-//! remove the dead members from the SET (lazily). A member put in the SET by something
-//! that writes no lease (the Python library) counts as not live and may be replaced.
-//! Avoid a lock context named `actors` or `members:..`: its keys could meet lease keys.
+//! A registry entry is live while it is in the SET, its entry key exists *and* the lease of
+//! the node it names exists. A node renews only its own lease (one script every third of
+//! its liveness TTL, whatever the number of its actors); leases expire on the server's
+//! clock, so a process that dies without cleaning up drops out of
+//! [`Presence::members`](rodario_core::backend::Presence::members)/[`Presence::contains`](rodario_core::backend::Presence::contains) once its lease runs out; those calls also
+//! remove the dead members from the SET and their entry keys (lazily). Removing another
+//! node's entry (`Registry::unregister`) sets its lease to `disturbed`, so that at its next
+//! renewal the node checks its entries and registers again what it still serves. An entry
+//! key with an expiry of its own was written by an older rodario (a lease per entry) and
+//! is live until it expires, so nodes of both versions see each other's actors during an
+//! upgrade (older nodes see a newer node's entries as live until they are removed). A
+//! member put in the SET by something that writes no entry key (the Python library)
+//! counts as not live and may be replaced. Avoid a lock context named `actors`,
+//! `members:..` or `owner`: its keys could meet registry keys.
 //!
 //! # Python processes
 //!
@@ -53,9 +62,9 @@
 //! exception instances, one reply per node to a Python cluster call), and this node's
 //! proxies and clusters call Python actors: a call it publishes is a pickle whose sixth
 //! field is the rodario frame, which rodario nodes read and Python ignores. In the
-//! registry, a member of `actors` with no lease is a Python actor, live until it removes
-//! itself; rodario's own entries are also listed in the SET `actors:rodario`, so that one
-//! whose lease ran out is still told apart and removed. Pickles are checked opcode by
+//! registry, a member of `actors` with no entry key is a Python actor, live until it
+//! removes itself; rodario's own entries are also listed in the SET `actors:rodario`, so
+//! that one whose node's lease ran out is still told apart and removed. Pickles are checked opcode by
 //! opcode before they are decoded (no globals, calls, object building, shared containers
 //! or nesting deeper than 64), so a hostile one is dropped with a warning and never runs
 //! code. rodario's README ("Talking to Python processes") has the Python side and a
@@ -114,7 +123,7 @@
 //! whose connection drops while it stays up can.
 //!
 //! **Keys.** A script may touch the keys of one slot only, so every presence key (the
-//! [`Group::Actors`] and [`Group::Members`] SETs and their lease keys) starts with the hash
+//! [`Group::Actors`] and [`Group::Members`] SETs, their entry keys and the nodes' leases) starts with the hash
 //! tag `{` `P` `rodario}` instead of the prefix `P` (a tag must not be empty, hence
 //! `rodario`): all of them hash to one slot, every registry script runs on one shard, and
 //! [`Presence::members`](rodario_core::backend::Presence::members) of [`Group::Actors`] is
@@ -131,9 +140,10 @@
 //! | reply channel | `P` `proxy:{proxyid}` | `P` `proxy:{proxyid}`, sharded |
 //! | cluster channel | `P` `cluster:{channel}` | `P` `cluster:{channel}`, sharded |
 //! | registered actors | `P` `actors` | `{P rodario}` `actors` |
-//! | an actor's lease | `P` `actors:lease:{uuid}` | `{P rodario}` `actors:lease:{uuid}` |
+//! | an actor's entry | `P` `actors:lease:{uuid}` | `{P rodario}` `actors:lease:{uuid}` |
 //! | members of a cluster channel | `P` `members:{channel}` | `{P rodario}` `members:{channel}` |
-//! | a member's lease | `P` `members:{channel}:lease:{member}` | `{P rodario}` `members:{channel}:lease:{member}` |
+//! | a member's entry | `P` `members:{channel}:lease:{member}` | `{P rodario}` `members:{channel}:lease:{member}` |
+//! | a node's lease | `P` `owner:{node id}` | `{P rodario}` `owner:{node id}` |
 //! | a lock | `P` `{context}:{name}` | `P` `{context}:{name}` (its own slot) |
 //!
 //! Braces in the first column's names stand for values; in `{P rodario}` they are literal

@@ -30,12 +30,24 @@ impl Inner {
         format!("{}{}", self.presence_root, group.default_name())
     }
 
+    /// The start of every owner's lease key: the lease of owner `o` is this followed by `o`.
+    pub(crate) fn owner_lease_prefix(&self) -> String {
+        format!("{}owner:", self.presence_root)
+    }
+
+    /// The lease key of `owner` (a node), which its registry entries live by.
+    pub(crate) fn owner_lease(&self, owner: &str) -> String {
+        format!("{}{owner}", self.owner_lease_prefix())
+    }
+
     pub(crate) fn lock_name(&self, key: &LockKey) -> String {
         format!("{}{}", self.prefix, key.default_name())
     }
 }
 
-/// The lease key prefix of `set`: a member's lease is this followed by the member.
+/// The entry key prefix of `set`: a member's entry key (naming its owner) is this followed
+/// by the member. (Named `lease` since entries had leases of their own; older rodario
+/// versions still read them there.)
 pub(crate) fn lease_prefix(set: &str) -> String {
     format!("{set}:lease:")
 }

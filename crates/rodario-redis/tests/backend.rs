@@ -72,19 +72,27 @@ async fn close_and_drop_unsubscribe_at_the_server() {
     no_frame(&mut slow).await;
 }
 
-/// Expired members leave the group's SET itself, not only the listings (the behaviour of
-/// expiry is in the conformance suite).
+/// Members whose owner's lease expired leave the group's SET itself, and their entry keys
+/// go, not only the listings (the behaviour of expiry is in the conformance suite).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_members_leave_the_set() {
     let server = RedisServer::start().await;
     let backend = server.backend("live").await;
     let registry = backend.presence();
+    registry
+        .keep_alive("node1", Duration::from_millis(300))
+        .await
+        .unwrap();
+    registry
+        .keep_alive("node2", Duration::from_secs(30))
+        .await
+        .unwrap();
     assert!(registry
-        .insert(Group::Actors, "gone", "node1", Duration::from_millis(300))
+        .insert(Group::Actors, "gone", "node1")
         .await
         .unwrap());
     assert!(registry
-        .insert(Group::Actors, "kept", "node1", Duration::from_secs(30))
+        .insert(Group::Actors, "kept", "node2")
         .await
         .unwrap());
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -96,6 +104,8 @@ async fn expired_members_leave_the_set() {
     let set = format!("{}actors", server.prefix("live"));
     let in_set: bool = plain.sismember(&set, "gone").await.unwrap();
     assert!(!in_set, "an expired member stayed in the SET");
+    let entry: bool = plain.exists(format!("{set}:lease:gone")).await.unwrap();
+    assert!(!entry, "an expired member's entry key stayed");
     let in_set: bool = plain.sismember(&set, "kept").await.unwrap();
     assert!(in_set);
 }
@@ -106,12 +116,18 @@ async fn check_layout(server: &RedisServer, backend: &Backend, prefix: &str) {
     let uuid = format!("{}actor", run.replace(':', ""));
     let owner = "owner-node";
 
-    // Registry: SET `actors` plus a lease holding the owner.
+    // Registry: the owner's lease `owner:{owner}` (PX), SET `actors` plus an entry key
+    // naming the owner, with no expiry of its own.
     let registry = backend.presence();
-    assert!(registry
-        .insert(Group::Actors, &uuid, owner, Duration::from_secs(30))
+    registry
+        .keep_alive(owner, Duration::from_secs(30))
         .await
-        .unwrap());
+        .unwrap();
+    let lease: Option<String> = plain.get(format!("{prefix}owner:{owner}")).await.unwrap();
+    assert_eq!(lease.as_deref(), Some("live"));
+    let ttl: i64 = plain.pttl(format!("{prefix}owner:{owner}")).await.unwrap();
+    assert!(ttl > 0 && ttl <= 30_000, "owner lease PTTL {ttl}");
+    assert!(registry.insert(Group::Actors, &uuid, owner).await.unwrap());
     let in_set: bool = plain
         .sismember(format!("{prefix}actors"), &uuid)
         .await
@@ -126,16 +142,11 @@ async fn check_layout(server: &RedisServer, backend: &Backend, prefix: &str) {
         .pttl(format!("{prefix}actors:lease:{uuid}"))
         .await
         .unwrap();
-    assert!(ttl > 0 && ttl <= 30_000, "lease PTTL {ttl}");
+    assert_eq!(ttl, -1, "an entry key has no expiry of its own");
 
     let cluster = ClusterName::new(format!("{}workers", run.replace(':', ""))).unwrap();
     assert!(registry
-        .insert(
-            Group::Members(&cluster),
-            "node-a",
-            owner,
-            Duration::from_secs(30)
-        )
+        .insert(Group::Members(&cluster), "node-a", owner)
         .await
         .unwrap());
     let in_set: bool = plain
@@ -287,9 +298,14 @@ async fn acl_user_auth_and_permissions() {
     let alice = RedisBackend::connect(&server.url_with("alice", "alicepw"))
         .await
         .unwrap();
+    alice
+        .presence()
+        .keep_alive("n", Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(alice
         .presence()
-        .insert(Group::Actors, "a", "n", Duration::from_secs(5))
+        .insert(Group::Actors, "a", "n")
         .await
         .unwrap());
 
@@ -298,9 +314,13 @@ async fn acl_user_auth_and_permissions() {
         .connect()
         .await
         .unwrap();
+    bob.presence()
+        .keep_alive("n", Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(bob
         .presence()
-        .insert(Group::Actors, "b", "n", Duration::from_secs(5))
+        .insert(Group::Actors, "b", "n")
         .await
         .unwrap());
     let bob_outside = RedisBackend::connect(&server.url_with("bob", "bobpw"))
@@ -382,10 +402,11 @@ async fn one_connection_per_handle_closed_when_dropped() {
         );
     }
     let registry = backend.presence();
-    assert!(registry
-        .insert(Group::Actors, "x", "n", Duration::from_secs(5))
+    registry
+        .keep_alive("n", Duration::from_secs(5))
         .await
-        .unwrap());
+        .unwrap();
+    assert!(registry.insert(Group::Actors, "x", "n").await.unwrap());
     // Twenty subscriptions and the commands share one connection.
     assert!(
         eventually(Duration::from_secs(3), || async {

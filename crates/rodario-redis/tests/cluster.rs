@@ -59,9 +59,10 @@ async fn presence_keys_share_a_slot_and_channels_live_on_their_primary() {
     let caller = cluster.backend("layout").await;
     let workers = ClusterName::new("workers").unwrap();
     let ttl = Duration::from_secs(30);
+    caller.presence().keep_alive("node-a", ttl).await.unwrap();
     let joined = caller
         .presence()
-        .insert(Group::Members(&workers), "node-a", "node-a", ttl);
+        .insert(Group::Members(&workers), "node-a", "node-a");
     assert!(joined.await.unwrap());
     let lease = node
         .locks()
@@ -76,6 +77,8 @@ async fn presence_keys_share_a_slot_and_channels_live_on_their_primary() {
         format!("{tag}actors:lease:x"),
         format!("{tag}members:workers"),
         format!("{tag}members:workers:lease:node-a"),
+        format!("{tag}owner:node-a"),
+        format!("{tag}owner:{}", node.id()),
     ];
     let slot = cluster.slot(&presence[0]).await;
     let primary = cluster.primary_of(&presence[0]).await;

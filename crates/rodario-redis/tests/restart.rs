@@ -151,8 +151,12 @@ async fn subscriptions_and_commands_survive_a_long_restart() {
 
     // Commands work again (scripts are reloaded into the fresh server).
     let registry = a.presence();
+    registry
+        .keep_alive("node-a", Duration::from_secs(30))
+        .await
+        .unwrap();
     assert!(registry
-        .insert(Group::Actors, "survivor", "node-a", Duration::from_secs(30))
+        .insert(Group::Actors, "survivor", "node-a")
         .await
         .unwrap());
     assert!(b

@@ -57,9 +57,14 @@ async fn rediss_urls_connect_with_tls() {
         .unwrap()
         .unwrap();
     assert_eq!(frame, "sealed");
+    backend
+        .presence()
+        .keep_alive("n", Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(backend
         .presence()
-        .insert(Group::Actors, "secure", "n", Duration::from_secs(5))
+        .insert(Group::Actors, "secure", "n")
         .await
         .unwrap());
 }
