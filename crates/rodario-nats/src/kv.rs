@@ -2,7 +2,6 @@
 //! opening them, and the revision-checked reads and writes that presence.rs and locks.rs
 //! build on.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
@@ -20,7 +19,7 @@ use crate::names;
 use crate::NatsConnection;
 
 /// Attempts of a read-then-compare-and-set before giving up under contention.
-const MAX_ATTEMPTS: usize = 32;
+pub(crate) const MAX_ATTEMPTS: usize = 32;
 
 /// One KV bucket.
 pub(crate) struct Bucket {
@@ -207,37 +206,64 @@ fn placement_error(config: &NatsConfig, bucket: &str, reason: &str) -> BackendEr
     )
 }
 
-/// A registry entry or lease as stored: `{ttl in ms} {owner}`. It expires `ttl` after the
-/// server stamped the message that wrote it.
-fn encode(owner: &str, ttl: Duration) -> Bytes {
+/// A value that expires on its own, as leases and owners' leases are stored (and registry
+/// entries were before they lived by their owner's lease, see presence.rs):
+/// `{ttl in ms} {owner}`. It expires `ttl` after the server stamped the message that wrote
+/// it.
+pub(crate) fn encode(owner: &str, ttl: Duration) -> Bytes {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
     Bytes::from(format!("{ttl_ms} {owner}"))
 }
 
-/// The owner of a live entry, or `None` when it is deleted, expired or unreadable.
-fn live_owner(value: &[u8], operation: Operation, created_ns: i128, now_ns: i128) -> Option<&str> {
-    if operation != Operation::Put {
-        return None;
-    }
-    let text = std::str::from_utf8(value).ok()?;
-    let (ttl_ms, owner) = text.split_once(' ')?;
-    let ttl_ms: i128 = ttl_ms.parse::<u64>().ok()?.into();
-    (created_ns + ttl_ms * 1_000_000 > now_ns).then_some(owner)
+/// A value of [`encode`]'s, read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Expiring<'a> {
+    pub(crate) owner: &'a str,
+    /// Nanoseconds it had left when read: zero or less once expired.
+    pub(crate) left_ns: i128,
 }
 
-fn now_ns() -> i128 {
+impl Expiring<'_> {
+    pub(crate) fn live(&self) -> bool {
+        self.left_ns > 0
+    }
+}
+
+/// Reads `text`, a value of [`encode`]'s that the server stamped at `created_ns`, at
+/// `now_ns`; `None` when it is not one.
+pub(crate) fn expiring(text: &str, created_ns: i128, now_ns: i128) -> Option<Expiring<'_>> {
+    let (ttl_ms, owner) = text.split_once(' ')?;
+    let ttl_ms: i128 = ttl_ms.parse::<u64>().ok()?.into();
+    Some(Expiring {
+        owner,
+        left_ns: created_ns + ttl_ms * 1_000_000 - now_ns,
+    })
+}
+
+/// The value of an entry that holds one: `None` when it is deleted or not UTF-8.
+pub(crate) fn text(entry: &Entry) -> Option<&str> {
+    if entry.operation != Operation::Put {
+        return None;
+    }
+    std::str::from_utf8(&entry.value).ok()
+}
+
+/// The server's timestamp of the message that wrote `entry`.
+pub(crate) fn created_ns(entry: &Entry) -> i128 {
+    entry.created.unix_timestamp_nanos()
+}
+
+pub(crate) fn now_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
 }
 
+/// The owner of a live value of [`encode`]'s, or `None` when it is deleted, expired or
+/// unreadable.
 fn entry_owner(entry: &Entry, now: i128) -> Option<&str> {
-    live_owner(
-        &entry.value,
-        entry.operation,
-        entry.created.unix_timestamp_nanos(),
-        now,
-    )
+    let value = expiring(text(entry)?, created_ns(entry), now)?;
+    value.live().then_some(value.owner)
 }
 
 impl Bucket {
@@ -259,7 +285,13 @@ impl Bucket {
         Ok(())
     }
 
-    async fn entry(&self, key: &str) -> Result<Option<Entry>, BackendError> {
+    /// The bucket's max_age: the server deletes messages older than this; zero is unlimited.
+    pub(crate) fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// The last message of `key`: its value, or its deletion.
+    pub(crate) async fn entry(&self, key: &str) -> Result<Option<Entry>, BackendError> {
         self.store
             .entry(key)
             .await
@@ -267,7 +299,12 @@ impl Bucket {
     }
 
     /// Writes `value` at `key` if its last revision is `revision` (0: no message at all).
-    async fn write(&self, key: &str, value: Bytes, revision: u64) -> Result<Cas, BackendError> {
+    pub(crate) async fn write(
+        &self,
+        key: &str,
+        value: Bytes,
+        revision: u64,
+    ) -> Result<Cas, BackendError> {
         match self.store.update(key, value, revision).await {
             Ok(written) => self.confirm(key, written).await,
             Err(err) if is_conflict(&err) => Ok(Cas::Conflict),
@@ -278,7 +315,7 @@ impl Bucket {
     /// Deletes `key` if its last revision is `revision`. A deletion needs no fence: a write
     /// racing it is confirmed by its own writer, who finds the deletion after it and retries,
     /// or stands after it (the deletion happened either way).
-    async fn delete(&self, key: &str, revision: u64) -> Result<Cas, BackendError> {
+    pub(crate) async fn delete(&self, key: &str, revision: u64) -> Result<Cas, BackendError> {
         match self.store.delete_expect_revision(key, Some(revision)).await {
             Ok(()) => Ok(Cas::Written),
             Err(err) if is_conflict(&err) => Ok(Cas::Conflict),
@@ -311,7 +348,7 @@ impl Bucket {
         })
     }
 
-    fn contention(key: &str) -> BackendError {
+    pub(crate) fn contention(key: &str) -> BackendError {
         error(
             BackendErrorKind::Other,
             format!(
@@ -387,20 +424,14 @@ impl Bucket {
         Err(Self::contention(key))
     }
 
-    pub(crate) async fn contains(&self, key: &str) -> Result<bool, BackendError> {
-        Ok(self
-            .entry(key)
-            .await?
-            .is_some_and(|entry| entry_owner(&entry, now_ns()).is_some()))
-    }
-
-    /// The live members under `root`: the stream's subjects under the root (one request,
-    /// a snapshot the server takes at once), then each key's entry, read concurrently.
+    /// The last message of each key under `root` that holds a value (deleted keys are left
+    /// out), with its key: the stream's subjects under the root (one request, a snapshot the
+    /// server takes at once), then each key's entry, read concurrently.
     ///
     /// A consumer replaying the last message of each subject would be one request fewer, but
-    /// while members renew it keeps receiving their new messages, so a listing waiting for
-    /// it to run dry could miss members or never end.
-    pub(crate) async fn list(&self, root: &str) -> Result<BTreeSet<String>, BackendError> {
+    /// while entries are rewritten it keeps receiving their new messages, so a listing waiting
+    /// for it to run dry could miss entries or never end.
+    pub(crate) async fn entries_under(&self, root: &str) -> Result<Vec<Entry>, BackendError> {
         let key_prefix = format!("{}{root}", self.subject_prefix);
         let mut subjects = self
             .store
@@ -417,21 +448,15 @@ impl Bucket {
             }
         }
         let entries = futures_util::future::join_all(keys.iter().map(|key| self.entry(key))).await;
-        let now = now_ns();
-        let mut members = BTreeSet::new();
-        for (key, entry) in keys.iter().zip(entries) {
-            let Some(entry) = entry? else { continue };
-            if entry_owner(&entry, now).is_none() {
-                continue;
-            }
-            match key.strip_prefix(root).and_then(names::unescape) {
-                Some(member) => {
-                    members.insert(member);
+        let mut found = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if let Some(entry) = entry? {
+                if entry.operation == Operation::Put {
+                    found.push(entry);
                 }
-                None => tracing::warn!(%key, "skipping a NATS KV key rodario did not write"),
             }
         }
-        Ok(members)
+        Ok(found)
     }
 }
 
@@ -454,7 +479,7 @@ fn is_conflict(err: &async_nats::error::Error<UpdateErrorKind>) -> bool {
 }
 
 /// The outcome of a revision-checked write.
-enum Cas {
+pub(crate) enum Cas {
     Written,
     Conflict,
 }
@@ -484,21 +509,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_expire_after_their_ttl() {
+    fn values_expire_after_their_ttl() {
         let value = encode("node 1", Duration::from_millis(1500));
         assert_eq!(&value[..], b"1500 node 1");
+        let text = std::str::from_utf8(&value).unwrap();
         let created = 1_000_000_000_000;
-        let live = |now| live_owner(&value, Operation::Put, created, now);
-        assert_eq!(live(created), Some("node 1"));
-        assert_eq!(live(created + 1_499_999_999), Some("node 1"));
+        let live = |now| expiring(text, created, now).filter(Expiring::live);
+        assert_eq!(live(created).unwrap().owner, "node 1");
+        assert_eq!(live(created + 1_499_999_999).unwrap().left_ns, 1);
         assert_eq!(live(created + 1_500_000_000), None);
-        assert_eq!(
-            live_owner(&value, Operation::Delete, created, created),
-            None
-        );
-        assert_eq!(
-            live_owner(b"garbage", Operation::Put, created, created),
-            None
-        );
+        assert_eq!(expiring("garbage", created, created), None);
+        assert_eq!(expiring("@node 1", created, created), None);
     }
 }

@@ -185,7 +185,8 @@ pub(crate) fn buckets(prefix: &str) -> (String, String) {
 }
 
 /// The key root of a registry group, ending in `.`: `a.` for the actors, `m.{channel}.` for
-/// a cluster channel's members.
+/// a cluster channel's members. Owners' leases are under a root of their own, `o.` (see
+/// [`owner_key`]), so that listing a group never reads them.
 pub(crate) fn group_root(group: Group<'_>) -> Result<String, BackendError> {
     match group {
         Group::Actors => Ok("a.".to_owned()),
@@ -224,6 +225,14 @@ pub(crate) fn member_key(root: &str, member: &str) -> Result<String, BackendErro
     key.push_str(root);
     escape_into(&mut key, member);
     checked_key(key, "the registry member name")
+}
+
+/// The registry key of an owner's lease: `o.{owner}`, escaped.
+pub(crate) fn owner_key(owner: &str) -> Result<String, BackendError> {
+    let mut key = String::with_capacity(2 + owner.len());
+    key.push_str("o.");
+    escape_into(&mut key, owner);
+    checked_key(key, "the owner's name")
 }
 
 /// The KV key of a lease: `{context}.{name}`, both escaped.

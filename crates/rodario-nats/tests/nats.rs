@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rodario_core::backend::{Backend, Channel, Delivery, Group, LockKey, TransportExt};
+use rodario_core::backend::{
+    Backend, Channel, Delivery, Group, LeaseRenewal, LockKey, TransportExt,
+};
 use rodario_core::error::BackendErrorKind;
 use rodario_core::name::{ActorId, ClusterName, NodeId};
 use rodario_core::testkit::tls::Certificates;
@@ -16,6 +18,19 @@ use rodario_nats::{NatsBackend, NatsConfig};
 
 fn actor(name: &str) -> Channel {
     Channel::Actor(ActorId::new(name).unwrap())
+}
+
+/// Takes (or renews) `owner`'s lease for `ttl` and inserts `member` for it.
+async fn register(
+    backend: &Backend,
+    group: Group<'_>,
+    member: &str,
+    owner: &str,
+    ttl: Duration,
+) -> bool {
+    let presence = backend.presence();
+    presence.keep_alive(owner, ttl).await.unwrap();
+    presence.insert(group, member, owner).await.unwrap()
 }
 
 /// With delivery checks on (the default), a publish reports what the server's "no
@@ -118,25 +133,21 @@ async fn names_that_are_not_subject_tokens_are_refused() {
     // The registry and the leases carry any name, reversibly.
     let weird = ["a.b", "a_2Eb", "*", ">", "ü/=", "global.lock"];
     for name in weird {
-        assert!(a
-            .presence()
-            .insert(Group::Actors, name, "owner", Duration::from_secs(10))
-            .await
-            .unwrap());
+        assert!(register(&a, Group::Actors, name, "owner", Duration::from_secs(10)).await);
     }
     let members = a.presence().members(Group::Actors).await.unwrap();
     assert_eq!(members, weird.iter().map(|s| s.to_string()).collect());
     let channel = ClusterName::new("c.with.dots").unwrap();
-    assert!(a
-        .presence()
-        .insert(
+    assert!(
+        register(
+            &a,
             Group::Members(&channel),
             "n.1",
             "n.1",
             Duration::from_secs(10)
         )
         .await
-        .unwrap());
+    );
     let other = ClusterName::new("c").unwrap();
     assert!(a
         .presence()
@@ -191,15 +202,13 @@ async fn ttl_longer_than_max_age_is_refused() {
         .unwrap();
     let err = a
         .presence()
-        .insert(Group::Actors, "x", "o", Duration::from_secs(61))
+        .keep_alive("o", Duration::from_secs(61))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), BackendErrorKind::InvalidInput, "{err}");
-    assert!(a
-        .presence()
-        .insert(Group::Actors, "x", "o", Duration::from_secs(60))
-        .await
-        .unwrap());
+    assert!(register(&a, Group::Actors, "x", "o", Duration::from_secs(60)).await);
+    // Entries are written once: the node rewrites them before the bucket's max_age.
+    assert_eq!(a.presence().refresh_every(), Some(Duration::from_secs(30)));
 }
 
 /// A single server cannot hold three replicas: connecting says so, naming the bucket and the
@@ -219,11 +228,7 @@ async fn more_replicas_than_servers_is_refused_by_name() {
     let one = NatsBackend::connect(fx.config().kv_replicas(1))
         .await
         .unwrap();
-    assert!(one
-        .presence()
-        .insert(Group::Actors, "x", "o", Duration::from_secs(5))
-        .await
-        .unwrap());
+    assert!(register(&one, Group::Actors, "x", "o", Duration::from_secs(5)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,11 +247,7 @@ async fn prefixes_are_isolated() {
         .unwrap();
     assert_eq!(delivery, Delivery::Exact(0));
     no_frame(&mut sub).await;
-    assert!(a
-        .presence()
-        .insert(Group::Actors, "same", "o", Duration::from_secs(10))
-        .await
-        .unwrap());
+    assert!(register(&a, Group::Actors, "same", "o", Duration::from_secs(10)).await);
     assert!(!other
         .presence()
         .contains(Group::Actors, "same")
@@ -258,9 +259,18 @@ async fn prefixes_are_isolated() {
         .await
         .unwrap()
         .is_empty());
+    // Owners' leases are per prefix too.
+    assert_eq!(
+        other
+            .presence()
+            .keep_alive("o", Duration::from_secs(10))
+            .await
+            .unwrap(),
+        LeaseRenewal::Lost
+    );
     assert!(other
         .presence()
-        .insert(Group::Actors, "same", "o2", Duration::from_secs(10))
+        .insert(Group::Actors, "same", "o")
         .await
         .unwrap());
 }
@@ -315,11 +325,7 @@ async fn user_password_auth() {
     let ok = NatsBackend::connect(config_for(server.url(), "auth").user_password("app", "pw"))
         .await
         .unwrap();
-    assert!(ok
-        .presence()
-        .insert(Group::Actors, "x", "o", Duration::from_secs(5))
-        .await
-        .unwrap());
+    assert!(register(&ok, Group::Actors, "x", "o", Duration::from_secs(5)).await);
     // Credentials in the URL work too.
     let in_url = server.url().replace("nats://", "nats://app:pw@");
     NatsBackend::connect(config_for(&in_url, "auth"))
@@ -384,11 +390,7 @@ async fn survives_a_server_restart() {
         .unwrap();
     let channel = actor("survivor");
     let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
-    assert!(a
-        .presence()
-        .insert(Group::Actors, "survivor", "A", Duration::from_secs(60))
-        .await
-        .unwrap());
+    assert!(register(&a, Group::Actors, "survivor", "A", Duration::from_secs(60)).await);
 
     server.stop();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -447,11 +449,7 @@ async fn survives_a_server_restart() {
         .contains(Group::Actors, "survivor")
         .await
         .unwrap());
-    assert!(b
-        .presence()
-        .insert(Group::Actors, "newcomer", "B", Duration::from_secs(60))
-        .await
-        .unwrap());
+    assert!(register(&b, Group::Actors, "newcomer", "B", Duration::from_secs(60)).await);
     assert_eq!(
         a.presence().members(Group::Actors).await.unwrap(),
         BTreeSet::from(["newcomer".to_owned(), "survivor".to_owned()])
@@ -463,10 +461,13 @@ async fn large_groups_are_listed_whole_and_listings_leave_no_consumer() {
     let fx = NatsServer::start().await;
     let a = fx.backend().await;
     let names: BTreeSet<String> = (0..300).map(|i| format!("actor.{i}")).collect();
-    let inserts = names.iter().map(|name| {
-        a.presence()
-            .insert(Group::Actors, name, "owner", Duration::from_secs(60))
-    });
+    a.presence()
+        .keep_alive("owner", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let inserts = names
+        .iter()
+        .map(|name| a.presence().insert(Group::Actors, name, "owner"));
     for inserted in futures_util::future::join_all(inserts).await {
         assert!(inserted.unwrap());
     }
@@ -476,11 +477,7 @@ async fn large_groups_are_listed_whole_and_listings_leave_no_consumer() {
         .remove(Group::Actors, "actor.7", None)
         .await
         .unwrap());
-    assert!(a
-        .presence()
-        .insert(Group::Actors, "brief", "o", Duration::from_millis(50))
-        .await
-        .unwrap());
+    assert!(register(&a, Group::Actors, "brief", "o", Duration::from_millis(50)).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut expected = names.clone();
     expected.remove("actor.7");
@@ -512,11 +509,7 @@ async fn an_unresponsive_server_gives_bounded_connection_errors() {
         .unwrap();
     let channel = actor("frozen");
     let mut sub = a.transport().subscribe_stream(&channel).await.unwrap();
-    assert!(a
-        .presence()
-        .insert(Group::Actors, "frozen", "o", Duration::from_secs(60))
-        .await
-        .unwrap());
+    assert!(register(&a, Group::Actors, "frozen", "o", Duration::from_secs(60)).await);
 
     server.freeze();
     let key = LockKey {
