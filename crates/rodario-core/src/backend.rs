@@ -183,11 +183,56 @@ impl<T: Transport + ?Sized> TransportExt for T {
     }
 }
 
+/// The broker's later word that nobody received a call published with
+/// [`Transport::publish_call`]: it resolves when the broker reports that nobody received
+/// the call, and never otherwise. Dropping it ends the watch.
+#[must_use = "dropping it ends the watch"]
+pub struct Undelivered {
+    report: BoxFuture<'static, ()>,
+}
+
+impl Undelivered {
+    /// A watch that resolves when `report` does: when the broker reported that nobody
+    /// received the call (a report that can no longer come should never resolve).
+    pub fn new(report: impl Future<Output = ()> + Send + 'static) -> Self {
+        Undelivered {
+            report: Box::pin(report),
+        }
+    }
+}
+
+impl Future for Undelivered {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.report.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for Undelivered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Undelivered").finish_non_exhaustive()
+    }
+}
+
 /// Publish/subscribe of raw frames on [`Channel`]s.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Publishes `frame` on `channel` and says what the broker knows of its receivers.
     async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError>;
+
+    /// Publishes a call to one actor, whose caller waits for its reply anyway. A broker that
+    /// learns only later whether anyone received it (NATS's "no responders" status) may
+    /// return at once, with [`Delivery::Unknown`] and an [`Undelivered`] watch the caller
+    /// races against the reply, instead of waiting for a round trip here. The default is
+    /// [`Transport::publish`] with no watch.
+    async fn publish_call(
+        &self,
+        channel: &Channel,
+        frame: Bytes,
+    ) -> Result<(Delivery, Option<Undelivered>), BackendError> {
+        Ok((self.publish(channel, frame).await?, None))
+    }
 
     /// Subscribes to `channel`, handing each frame to `sink`. When this returns, the
     /// subscription is active at the broker: a frame published afterwards is delivered.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{Backend, Channel, ConnectionState, Delivery};
+use crate::backend::{Backend, Channel, ConnectionState, Delivery, Undelivered};
 use crate::error::{BackendError, BackendErrorKind, Error, Result};
 use crate::frame::{encode_frame, Frame, DEFAULT_MAX_FRAME};
 use crate::name::NodeId;
@@ -143,6 +143,21 @@ impl Shared {
 
     pub(crate) async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery> {
         Ok(self.backend.transport().publish(channel, frame).await?)
+    }
+
+    /// Publishes a call to one actor (see [`Transport::publish_call`]).
+    ///
+    /// [`Transport::publish_call`]: crate::backend::Transport::publish_call
+    pub(crate) async fn publish_call(
+        &self,
+        channel: &Channel,
+        frame: Bytes,
+    ) -> Result<(Delivery, Option<Undelivered>)> {
+        Ok(self
+            .backend
+            .transport()
+            .publish_call(channel, frame)
+            .await?)
     }
 }
 

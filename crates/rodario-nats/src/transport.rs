@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rodario_core::backend::{
-    Channel, ConnectionState, Delivery, FrameSink, Subscription, Transport,
+    Channel, ConnectionState, Delivery, FrameSink, Subscription, Transport, Undelivered,
 };
 use rodario_core::error::{BackendError, BackendErrorKind};
 use tokio::sync::{oneshot, watch};
@@ -33,22 +33,28 @@ struct Waiter {
     done: Option<oneshot::Sender<bool>>,
 }
 
-/// Round trips in flight, shared with the task that reads the probe inbox.
+/// Round trips in flight, and calls watched for a "no responders" status, shared with the
+/// task that reads the probe inbox.
 #[derive(Default)]
 pub(crate) struct Probes {
     waiters: Mutex<HashMap<u64, Waiter>>,
+    /// Calls published with reply subject `{inbox}.c{n}`: told if nobody received them.
+    calls: Mutex<HashMap<u64, oneshot::Sender<()>>>,
 }
 
 impl Probes {
     /// Ends every round trip in flight: the connection dropped, so their markers will not
-    /// come back (each then fails as dropped, at once rather than at its timeout).
+    /// come back (each then fails as dropped, at once rather than at its timeout). Watched
+    /// calls stop being watched (their callers fail them for the dropped connection).
     pub(crate) fn fail_all(&self) {
         locked(&self.waiters).clear();
+        locked(&self.calls).clear();
     }
 
     /// Handles a message on `{inbox}.{token}`: `r{n}` is the server's status for the checked
-    /// publish `n`, `b{n}` the echo of round trip `n`'s marker. The server writes both to
-    /// this connection in the order it handled the publishes, so `r{n}` is seen first.
+    /// publish `n`, `b{n}` the echo of round trip `n`'s marker, `c{n}` the status of watched
+    /// call `n`. The server writes `r{n}` and `b{n}` to this connection in the order it
+    /// handled the publishes, so `r{n}` is seen first.
     pub(crate) fn handle(&self, token: &str, status: Option<StatusCode>) {
         let Some((kind, n)) = token.split_at_checked(1) else {
             return;
@@ -56,6 +62,14 @@ impl Probes {
         let Ok(n) = n.parse::<u64>() else {
             return;
         };
+        if kind == "c" {
+            if status == Some(StatusCode::NO_RESPONDERS) {
+                if let Some(told) = locked(&self.calls).remove(&n) {
+                    let _ = told.send(());
+                }
+            }
+            return;
+        }
         let mut waiters = locked(&self.waiters);
         match kind {
             "r" if status == Some(StatusCode::NO_RESPONDERS) => {
@@ -72,6 +86,18 @@ impl Probes {
             }
             _ => {}
         }
+    }
+}
+
+/// Stops watching a call when its watch is dropped (the call ended, however it ended).
+struct CallWatchGuard {
+    probes: Arc<Probes>,
+    n: u64,
+}
+
+impl Drop for CallWatchGuard {
+    fn drop(&mut self) {
+        locked(&self.probes.calls).remove(&self.n);
     }
 }
 
@@ -258,6 +284,47 @@ impl Transport for NatsConnection {
             open,
             subject,
         ))
+    }
+
+    /// A call to one actor is published with a reply subject of this connection's probe
+    /// inbox and returns at once: the server answers a call nobody is subscribed to with a
+    /// "no responders" status there, which fails the call through the returned watch,
+    /// while a received call's reply comes as usual. No round trip waits here.
+    async fn publish_call(
+        &self,
+        channel: &Channel,
+        frame: Bytes,
+    ) -> Result<(Delivery, Option<Undelivered>), BackendError> {
+        if !self.inner.check_delivery {
+            return Ok((self.publish(channel, frame).await?, None));
+        }
+        let subject = names::subject(&self.inner.prefix, channel)?;
+        let inner = &self.inner;
+        let n = inner.next_probe.fetch_add(1, Ordering::Relaxed);
+        let (told, report) = oneshot::channel();
+        // Watched before publishing: the status can come back before the publish returns.
+        locked(&inner.probes.calls).insert(n, told);
+        let guard = CallWatchGuard {
+            probes: inner.probes.clone(),
+            n,
+        };
+        inner
+            .while_connected("a publish", async {
+                inner
+                    .client
+                    .publish_with_reply(subject, format!("{}.c{n}", inner.inbox), frame)
+                    .await
+                    .map_err(publish_error)
+            })
+            .await?;
+        let undelivered = Undelivered::new(async move {
+            let _guard = guard;
+            if report.await.is_err() {
+                // The watch ended without a status (the connection dropped): no word comes.
+                std::future::pending::<()>().await;
+            }
+        });
+        Ok((Delivery::Unknown, Some(undelivered)))
     }
 
     fn counts_receivers(&self) -> bool {

@@ -9,7 +9,7 @@ use tokio::sync::{watch, OnceCell};
 use tokio::time::Instant;
 
 use super::calls::{sweep_deadlines, watch_targets, CallTable, PendingSlot, SlotGuard};
-use crate::backend::{Channel, ConnectionState, Delivery, FrameSink, Subscription};
+use crate::backend::{Channel, ConnectionState, Delivery, FrameSink, Subscription, Undelivered};
 use crate::error::{BackendError, BackendErrorKind, Error, Result};
 use crate::frame::{decode_frame, encode_call, TraceContext};
 use crate::shared::{connection_change, Shared};
@@ -34,6 +34,8 @@ pub(crate) struct Client {
 pub(crate) struct SentCall {
     pub(crate) slot: SlotGuard,
     pub(crate) delivery: Delivery,
+    /// The broker's later word that nobody received a call to one actor, if it gives one.
+    pub(crate) undelivered: Option<Undelivered>,
 }
 
 impl Client {
@@ -99,8 +101,15 @@ impl Client {
             calls: self.calls.clone(),
             id,
         };
-        let delivery = self.shared.publish(channel, frame).await?;
-        Ok(SentCall { slot, delivery })
+        let (delivery, undelivered) = match channel {
+            Channel::Actor(_) => self.shared.publish_call(channel, frame).await?,
+            _ => (self.shared.publish(channel, frame).await?, None),
+        };
+        Ok(SentCall {
+            slot,
+            delivery,
+            undelivered,
+        })
     }
 
     /// Publishes a one-way call of `method` on `channel`: no reply channel, no slot, nothing

@@ -155,7 +155,7 @@ impl ClusterProxy {
         let trace = trace_context(&span);
         let send = async {
             client.prepare().await?;
-            let SentCall { slot, delivery } = client
+            let SentCall { slot, delivery, .. } = client
                 .send_call(
                     &Channel::Cluster(self.channel.clone()),
                     method,

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use super::calls::{Failure, SlotGuard};
+use crate::backend::Undelivered;
 use crate::error::{Error, Result};
 use crate::frame::{decode_value, Outcome, Reply};
 use crate::name::ActorId;
@@ -25,6 +26,8 @@ use crate::telemetry::{call_sent, caller_outcome};
 pub struct Pending<T> {
     reply: oneshot::Receiver<Result<Reply, Failure>>,
     resolved: Option<Result<Reply, Failure>>,
+    /// The broker's later word that nobody received the call, raced against the reply.
+    undelivered: Option<Undelivered>,
     _slot: Option<SlotGuard>,
     timeout: Duration,
     method: Box<str>,
@@ -55,6 +58,7 @@ impl<T> Pending<T> {
         Pending {
             reply,
             resolved: None,
+            undelivered: None,
             _slot: slot,
             timeout,
             method: method.into(),
@@ -62,6 +66,30 @@ impl<T> Pending<T> {
             observer: None,
             _value: PhantomData,
         }
+    }
+
+    /// Fails the call with [`Error::InvalidActor`] if `undelivered` resolves first.
+    pub(crate) fn watching(mut self, undelivered: Option<Undelivered>) -> Self {
+        self.undelivered = undelivered;
+        self
+    }
+
+    /// Whether the broker said nobody received the call; polls its watch, if any.
+    fn poll_undelivered(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(undelivered) = &mut self.undelivered else {
+            return false;
+        };
+        if Pin::new(undelivered).poll(cx).is_pending() {
+            return false;
+        }
+        self.undelivered = None;
+        true
+    }
+
+    fn invalid_actor(&self) -> Failure {
+        Failure::Lost(Error::InvalidActor {
+            uuid: self.target.to_string(),
+        })
     }
 
     /// Reports the call's outcome to `observer` when it ends.
@@ -87,7 +115,13 @@ impl<T: DeserializeOwned> Pending<T> {
         }
         match self.reply.try_recv() {
             Ok(reply) => self.resolved = Some(reply),
-            Err(oneshot::error::TryRecvError::Empty) => return false,
+            Err(oneshot::error::TryRecvError::Empty) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                if !self.poll_undelivered(&mut cx) {
+                    return false;
+                }
+                self.resolved = Some(Err(self.invalid_actor()));
+            }
             Err(oneshot::error::TryRecvError::Closed) => {
                 self.resolved = Some(Err(Failure::Lost(Error::Closed("the node was shut down"))));
             }
@@ -172,6 +206,10 @@ impl<T: DeserializeOwned> Future for Pending<T> {
         match Pin::new(&mut this.reply).poll(cx) {
             Poll::Ready(Ok(reply)) => Poll::Ready(this.value(reply)),
             Poll::Ready(Err(_)) => Poll::Ready(Err(Error::Closed("the node was shut down"))),
+            Poll::Pending if this.poll_undelivered(cx) => {
+                let failure = this.invalid_actor();
+                Poll::Ready(this.value(Err(failure)))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -13,7 +13,7 @@ use super::caller::{Client, SentCall};
 use super::calls::{Failure, PendingSlot, SlotGuard};
 use super::pending::CallObserver;
 use super::pending::Pending;
-use crate::backend::{Channel, Delivery, Group};
+use crate::backend::{Channel, Delivery, Group, Undelivered};
 use crate::error::{Error, Result};
 use crate::frame::{encode_value, Reply};
 use crate::name::{ActorId, NodeId};
@@ -120,7 +120,10 @@ impl ActorProxy {
     /// Calls `method` with `args` (a tuple of the method's parameters: `("x",)`, `(1, 2)`, or
     /// `()` for none) and returns the pending reply once the call is published.
     ///
-    /// Fails at once with [`Error::InvalidActor`] if no actor receives the call, with
+    /// Fails with [`Error::InvalidActor`] if no actor receives the call: at once where the
+    /// broker says so when it takes the call (memory, Redis), else through the pending reply
+    /// as soon as the broker reports it (NATS reports it one round trip later, and the call
+    /// does not wait for that). Fails at once with
     /// [`Error::Frame`] if the arguments make a frame over the size limit, and with
     /// [`Error::Backend`] (a connection error; the call was not sent) while the backend
     /// reports its connection down. Publishing is bounded by the call's deadline too: a
@@ -193,7 +196,11 @@ impl ActorProxy {
         let trace = trace_context(&span);
         let (tx, mut rx) = oneshot::channel();
         let send = async {
-            let SentCall { slot, delivery } = client
+            let SentCall {
+                slot,
+                delivery,
+                undelivered,
+            } = client
                 .send_call(
                     &Channel::Actor(self.target.clone()),
                     method,
@@ -206,6 +213,8 @@ impl ActorProxy {
             let received = match delivery {
                 Delivery::Exact(n) => n > 0,
                 Delivery::AtLeastOne => true,
+                // The broker will say if nobody received it: the reply races that word.
+                Delivery::Unknown if undelivered.is_some() => true,
                 Delivery::Unknown => {
                     client
                         .shared()
@@ -220,7 +229,7 @@ impl ActorProxy {
                     uuid: self.target.to_string(),
                 });
             }
-            Ok(slot)
+            Ok((slot, undelivered))
         };
         // The publish is bounded by the call's own slot rather than a timer of its own: the
         // deadline sweeper answers it `TimedOut`, a dropped connection answers it `Lost`,
@@ -241,7 +250,9 @@ impl ActorProxy {
         };
         let target = self.target.clone();
         let pending = match sent {
-            Ok(Sent::Published(slot)) => Ok(Pending::new(rx, Some(slot), timeout, method, target)),
+            Ok(Sent::Published((slot, undelivered))) => {
+                Ok(Pending::new(rx, Some(slot), timeout, method, target).watching(undelivered))
+            }
             Ok(Sent::Answered(Ok(Ok(reply)))) => {
                 Ok(Pending::answered(reply, timeout, method, target))
             }
@@ -278,6 +289,6 @@ impl ActorProxy {
 /// How a call's publish ended: published (its slot now waits for the reply), or answered
 /// through its slot first.
 enum Sent {
-    Published(SlotGuard),
+    Published((SlotGuard, Option<Undelivered>)),
     Answered(std::result::Result<std::result::Result<Reply, Failure>, oneshot::error::RecvError>),
 }
