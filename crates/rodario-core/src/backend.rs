@@ -412,7 +412,7 @@ pub trait LockStore: Send + Sync + 'static {
     async fn renew(&self, key: &LockKey, token: &str, ttl: Duration) -> Result<bool, BackendError>;
 }
 
-/// Refuses a zero `ttl` given to [`Presence::insert`], [`Presence::renew`],
+/// Refuses a zero `ttl` given to [`Presence::keep_alive`],
 /// [`LockStore::acquire`] or [`LockStore::renew`] with a [`BackendErrorKind::InvalidInput`]
 /// error from `backend`. Every backend calls it first in those methods, so that they agree:
 /// an entry that expires as it is written holds nothing, so answering `Ok(true)` would tell

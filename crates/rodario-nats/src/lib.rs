@@ -81,17 +81,27 @@
 //! # Delivery
 //!
 //! Core NATS does not say who received a message. With [`NatsConfig::check_delivery`] on
-//! (the default), a publish on an actor or cluster channel carries a reply subject and is
-//! followed by a marker message to this connection's own inbox; the server answers a
-//! message nobody is subscribed to with a "no responders" status on the reply subject,
-//! written to this connection before the marker's echo. When the marker comes back, the
-//! publish returns [`Delivery::Exact(0)`](rodario_core::backend::Delivery::Exact) if that
-//! status came, else [`Delivery::AtLeastOne`](rodario_core::backend::Delivery::AtLeastOne)
-//! (some subscription matched; the server does not say how many). A checked publish costs one
-//! extra small message and one round trip to the server before it returns: measured on
-//! loopback, about 70–90 µs for a publish awaited alone against 1–2 µs unchecked, and
-//! 6–8 µs each with 64 publishes in flight. Publishes on reply channels, and all
-//! publishes with the check off, return
+//! (the default), a publish on an actor or cluster channel carries a reply subject of this
+//! connection's own inbox, and the server answers a message nobody is subscribed to with a
+//! "no responders" status there. How the answer is used depends on what was published:
+//!
+//! - **A call to one actor** ([`Transport::publish_call`](rodario_core::backend::Transport::publish_call)) returns at once: its
+//!   pending reply races the status, which fails it with `InvalidActor` as soon as it
+//!   comes (one round trip), so a call costs no round trip of its own beyond its reply.
+//! - **Other publishes** (one-way calls, cluster calls) are followed by a marker message to
+//!   the inbox, and wait for its echo, which the server writes after the status: they
+//!   return [`Delivery::Exact(0)`](rodario_core::backend::Delivery::Exact) if the status came, else [`Delivery::AtLeastOne`](rodario_core::backend::Delivery::AtLeastOne)
+//!   (the server does not say how many). A checked publish costs one extra small message
+//!   and one round trip: measured on loopback, about 70–90 µs for a publish awaited alone
+//!   against 1–2 µs unchecked, and 6–8 µs each with 64 publishes in flight.
+//! - **Repeated one-way calls to one actor** skip that round trip: once a checked publish
+//!   found an actor's subject received, publishes there for the next 2 s are sent
+//!   unchecked (reporting [`Delivery::Unknown`](rodario_core::backend::Delivery::Unknown)) but still with a reply subject; the first that
+//!   nobody receives brings a status that ends the finding, and the next publish is
+//!   checked again. One-way calls sent within that round trip after an actor stopped are
+//!   lost without an error (`tests/nats.rs`, `tells_to_a_stopped_actor_fail_soon`).
+//!
+//! Publishes on reply channels, and all publishes with the check off, return
 //! [`Delivery::Unknown`](rodario_core::backend::Delivery::Unknown) at no extra cost. The
 //! backend does not count receivers ([`Transport::counts_receivers`](rodario_core::backend::Transport::counts_receivers) is false), so nodes
 //! record cluster memberships in the registry.

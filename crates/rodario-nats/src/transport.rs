@@ -15,6 +15,7 @@ use rodario_core::backend::{
 use rodario_core::error::{BackendError, BackendErrorKind};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::{Duration, Instant};
 
 use crate::error::{dropped, error, publish_error, timed_out};
 use crate::{names, Inner, NatsConnection};
@@ -40,6 +41,51 @@ pub(crate) struct Probes {
     waiters: Mutex<HashMap<u64, Waiter>>,
     /// Calls published with reply subject `{inbox}.c{n}`: told if nobody received them.
     calls: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Actor subjects a checked publish found received recently.
+    reachable: Mutex<Reachable>,
+}
+
+/// How long a checked publish's finding that an actor's subject has a subscriber lets
+/// later publishes there skip the check; each carries a reply subject still, and the first
+/// that nobody receives ends the finding as soon as its "no responders" status comes.
+const PRESUMED_FOR: Duration = Duration::from_secs(2);
+
+/// The most subjects remembered at once; past it, all are forgotten (and checked again).
+const MAX_REACHABLE: usize = 4096;
+
+/// Actor subjects found received, each with the id of its reply subject `{inbox}.t{id}`.
+#[derive(Default)]
+struct Reachable {
+    by_subject: HashMap<String, (u64, Instant)>,
+    by_id: HashMap<u64, String>,
+}
+
+impl Reachable {
+    /// The reply id of `subject` if a check found it received within [`PRESUMED_FOR`].
+    fn presumed(&self, subject: &str) -> Option<u64> {
+        let (id, found) = self.by_subject.get(subject)?;
+        (found.elapsed() < PRESUMED_FOR).then_some(*id)
+    }
+
+    fn found(&mut self, subject: String, id: u64) {
+        if self.by_subject.len() >= MAX_REACHABLE {
+            self.by_subject.clear();
+            self.by_id.clear();
+        }
+        if let Some((old, _)) = self
+            .by_subject
+            .insert(subject.clone(), (id, Instant::now()))
+        {
+            self.by_id.remove(&old);
+        }
+        self.by_id.insert(id, subject);
+    }
+
+    fn unreachable(&mut self, id: u64) {
+        if let Some(subject) = self.by_id.remove(&id) {
+            self.by_subject.remove(&subject);
+        }
+    }
 }
 
 impl Probes {
@@ -49,12 +95,14 @@ impl Probes {
     pub(crate) fn fail_all(&self) {
         locked(&self.waiters).clear();
         locked(&self.calls).clear();
+        *locked(&self.reachable) = Reachable::default();
     }
 
     /// Handles a message on `{inbox}.{token}`: `r{n}` is the server's status for the checked
     /// publish `n`, `b{n}` the echo of round trip `n`'s marker, `c{n}` the status of watched
-    /// call `n`. The server writes `r{n}` and `b{n}` to this connection in the order it
-    /// handled the publishes, so `r{n}` is seen first.
+    /// call `n`, `t{id}` the status of an unchecked publish to a subject found reachable.
+    /// The server writes `r{n}` and `b{n}` to this connection in the order it handled the
+    /// publishes, so `r{n}` is seen first.
     pub(crate) fn handle(&self, token: &str, status: Option<StatusCode>) {
         let Some((kind, n)) = token.split_at_checked(1) else {
             return;
@@ -62,13 +110,19 @@ impl Probes {
         let Ok(n) = n.parse::<u64>() else {
             return;
         };
-        if kind == "c" {
-            if status == Some(StatusCode::NO_RESPONDERS) {
+        match kind {
+            "c" if status == Some(StatusCode::NO_RESPONDERS) => {
                 if let Some(told) = locked(&self.calls).remove(&n) {
                     let _ = told.send(());
                 }
+                return;
             }
-            return;
+            "t" if status == Some(StatusCode::NO_RESPONDERS) => {
+                locked(&self.reachable).unreachable(n);
+                return;
+            }
+            "c" | "t" => return,
+            _ => {}
         }
         let mut waiters = locked(&self.waiters);
         match kind {
@@ -215,12 +269,36 @@ impl Transport for NatsConnection {
         let subject = names::subject(&self.inner.prefix, channel)?;
         let checked = self.inner.check_delivery && !matches!(channel, Channel::Reply(_));
         if checked {
-            let no_responders = self.inner.round_trip(Some((subject, frame))).await?;
-            return Ok(if no_responders {
-                Delivery::Exact(0)
-            } else {
-                Delivery::AtLeastOne
-            });
+            let to_actor = matches!(channel, Channel::Actor(_));
+            let presumed = to_actor
+                .then(|| locked(&self.inner.probes.reachable).presumed(&subject))
+                .flatten();
+            if let Some(id) = presumed {
+                let reply = format!("{}.t{id}", self.inner.inbox);
+                self.inner
+                    .while_connected("a publish", async {
+                        self.inner
+                            .client
+                            .publish_with_reply(subject, reply, frame)
+                            .await
+                            .map_err(publish_error)
+                    })
+                    .await?;
+                // Not checked: the server's word, if nobody received it, comes later.
+                return Ok(Delivery::Unknown);
+            }
+            let no_responders = self
+                .inner
+                .round_trip(Some((subject.clone(), frame)))
+                .await?;
+            if no_responders {
+                return Ok(Delivery::Exact(0));
+            }
+            if to_actor {
+                let id = self.inner.next_probe.fetch_add(1, Ordering::Relaxed);
+                locked(&self.inner.probes.reachable).found(subject, id);
+            }
+            return Ok(Delivery::AtLeastOne);
         }
         // The client queues the frame for its connection task; that waits only when the
         // queue is full, which a drop must not turn into a wait for the reconnect.

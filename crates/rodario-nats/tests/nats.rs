@@ -36,7 +36,8 @@ async fn register(
 /// With delivery checks on (the default), a publish reports what the server's "no
 /// responders" answer tells: `AtLeastOne` when someone subscribed (also on the publishing
 /// connection), `Exact(0)` when nobody did or the subscriptions were closed or dropped (so
-/// the server was told); reply channels are not checked. (That frames arrive and stop after
+/// the server was told; on an actor's subject, once the first unreceived publish's status
+/// came back); reply channels are not checked. (That frames arrive and stop after
 /// a close is in the conformance suite.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checked_publish_reports_no_responders() {
@@ -74,7 +75,17 @@ async fn checked_publish_reports_no_responders() {
     assert_eq!(publish(&b, &cluster).await, Delivery::AtLeastOne);
 
     sub.close().await;
-    assert_eq!(publish(&b, &channel).await, Delivery::Exact(0));
+    // A subject found received stays presumed so for a while, each publish there still
+    // asking the server: the first that nobody receives ends it, and publishes are checked
+    // (and report `Exact(0)`) again within a round trip.
+    let reported = eventually(Duration::from_secs(1), || async {
+        publish(&b, &channel).await == Delivery::Exact(0)
+    })
+    .await;
+    assert!(
+        reported,
+        "publishes to a closed subscription are still presumed received"
+    );
     drop(c1);
     drop(c2);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -623,4 +634,47 @@ async fn tls_and_mutual_tls() {
         ),
         "{anonymous}"
     );
+}
+
+/// One-way calls to an actor found reachable skip the delivery round trip; once the actor
+/// is gone, the first tell nobody receives brings the server's word back, and tells fail
+/// with `InvalidActor` again within a round trip (the tells sent meanwhile, about a hundred
+/// in a tight loop here, are lost without an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_to_a_stopped_actor_fail_soon() {
+    use rodario_core::testkit::actors::{Counter, CounterProxy};
+    use rodario_core::{Error, Node};
+
+    let fx = NatsServer::start().await;
+    let host = Node::new(fx.backend().await);
+    let caller = Node::new(fx.backend().await);
+    let actor = host
+        .spawn(Counter::named("told"))
+        .uuid("told")
+        .start()
+        .await
+        .unwrap();
+    let proxy: CounterProxy = caller.registry().proxy("told").unwrap();
+    for _ in 0..10 {
+        proxy.tell_add(1).await.unwrap();
+    }
+    assert_eq!(proxy.add(0).await.unwrap().await.unwrap(), 10);
+    actor.stop().await;
+    let started = Instant::now();
+    let mut lost = 0;
+    loop {
+        match proxy.tell_add(1).await {
+            Ok(()) => lost += 1,
+            Err(Error::InvalidActor { uuid }) => {
+                assert_eq!(uuid, "told");
+                break;
+            }
+            Err(other) => panic!("a tell to a stopped actor failed with {other}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{lost} tells to a stopped actor succeeded over {:?}",
+            started.elapsed()
+        );
+    }
 }
