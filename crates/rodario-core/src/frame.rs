@@ -236,7 +236,7 @@ struct ReplyRef<'a> {
 /// Encodes a call frame (as [`Frame::Call`] would be), refusing it over `limit` bytes.
 ///
 /// Every call is encoded here, so it writes the MessagePack itself, with the markers the
-/// serde path ([`encode_frame`]) chooses: the same bytes at a third of the instructions.
+/// serde path ([`encode_frame`]) chooses: the same bytes in about half the instructions.
 pub(crate) fn encode_call(
     id: u64,
     reply_to: &str,
@@ -250,7 +250,8 @@ pub(crate) fn encode_call(
     buf.put_u8(FRAME_VERSION);
     buf.put_u8(Codec::MessagePack.tag());
     // `{"Call": [id, reply_to, method, args, deadline_ms, kwargs?, trace?, one_way?]}`, the
-    // trailing fields as `CallRef`'s `Serialize` writes them (never `kwargs` here).
+    // trailing fields up to the last one the call needs, as `CallRef`'s `Serialize` writes
+    // them (`kwargs`, which calls sent from here never have, as nil).
     let trailing = match (trace, one_way) {
         (_, true) => 3,
         (Some(_), false) => 2,
