@@ -179,10 +179,9 @@ pub fn encode_frame(frame: &Frame, limit: usize) -> Result<Bytes, crate::Error> 
 }
 
 /// The same layout as [`Frame`], borrowing what a sender already holds, so that sending a
-/// call or a reply copies no name into a frame struct first.
+/// reply copies no name into a frame struct first.
 #[derive(Serialize)]
 enum FrameRef<'a> {
-    Call(CallRef<'a>),
     Reply(ReplyRef<'a>),
 }
 
@@ -235,6 +234,9 @@ struct ReplyRef<'a> {
 }
 
 /// Encodes a call frame (as [`Frame::Call`] would be), refusing it over `limit` bytes.
+///
+/// Every call is encoded here, so it writes the MessagePack itself, with the markers the
+/// serde path ([`encode_frame`]) chooses: the same bytes in about half the instructions.
 pub(crate) fn encode_call(
     id: u64,
     reply_to: &str,
@@ -244,17 +246,116 @@ pub(crate) fn encode_call(
     (trace, one_way): (Option<&TraceContext>, bool),
     limit: usize,
 ) -> Result<Bytes, crate::Error> {
-    let frame = FrameRef::Call(CallRef {
-        id,
-        reply_to,
-        method,
-        args,
-        deadline_ms,
-        kwargs: None,
-        trace,
-        one_way,
-    });
-    encode_any(&frame, args.len() + method.len(), limit)
+    let mut buf = BytesMut::with_capacity(64 + reply_to.len() + method.len() + args.len());
+    buf.put_u8(FRAME_VERSION);
+    buf.put_u8(Codec::MessagePack.tag());
+    // `{"Call": [id, reply_to, method, args, deadline_ms, kwargs?, trace?, one_way?]}`, the
+    // trailing fields up to the last one the call needs, as `CallRef`'s `Serialize` writes
+    // them (`kwargs`, which calls sent from here never have, as nil).
+    let trailing = match (trace, one_way) {
+        (_, true) => 3,
+        (Some(_), false) => 2,
+        (None, false) => 0,
+    };
+    buf.put_u8(0x81);
+    put_str(&mut buf, "Call");
+    buf.put_u8(0x90 | (5 + trailing));
+    put_uint(&mut buf, id);
+    put_str(&mut buf, reply_to);
+    put_str(&mut buf, method);
+    put_bin(&mut buf, args);
+    put_uint(&mut buf, deadline_ms);
+    if trailing >= 2 {
+        buf.put_u8(NIL);
+        match trace {
+            Some(trace) => {
+                buf.put_u8(0x92);
+                put_str(&mut buf, &trace.traceparent);
+                put_str(&mut buf, &trace.tracestate);
+            }
+            None => buf.put_u8(NIL),
+        }
+    }
+    if trailing == 3 {
+        buf.put_u8(TRUE);
+    }
+    let bytes = buf.freeze();
+    if bytes.len() > limit {
+        return Err(FrameError::TooLarge {
+            size: bytes.len(),
+            limit,
+        }
+        .into());
+    }
+    Ok(bytes)
+}
+
+/// MessagePack's `nil` and `true` markers.
+const NIL: u8 = 0xc0;
+const TRUE: u8 = 0xc3;
+
+/// An unsigned integer in the fewest bytes, as `rmp::encode::write_uint` writes it.
+fn put_uint(buf: &mut BytesMut, value: u64) {
+    match value {
+        0..=0x7f => buf.put_u8(value as u8),
+        0x80..=0xff => {
+            buf.put_u8(0xcc);
+            buf.put_u8(value as u8);
+        }
+        0x100..=0xffff => {
+            buf.put_u8(0xcd);
+            buf.put_u16(value as u16);
+        }
+        0x1_0000..=0xffff_ffff => {
+            buf.put_u8(0xce);
+            buf.put_u32(value as u32);
+        }
+        _ => {
+            buf.put_u8(0xcf);
+            buf.put_u64(value);
+        }
+    }
+}
+
+/// A string with the shortest length marker, as `rmp::encode::write_str` writes it.
+fn put_str(buf: &mut BytesMut, value: &str) {
+    let len = value.len();
+    match len {
+        0..=31 => buf.put_u8(0xa0 | len as u8),
+        32..=0xff => {
+            buf.put_u8(0xd9);
+            buf.put_u8(len as u8);
+        }
+        0x100..=0xffff => {
+            buf.put_u8(0xda);
+            buf.put_u16(len as u16);
+        }
+        _ => {
+            buf.put_u8(0xdb);
+            buf.put_u32(len as u32);
+        }
+    }
+    buf.put_slice(value.as_bytes());
+}
+
+/// Binary data with the shortest length marker, as `rmp::encode::write_bin` writes it.
+fn put_bin(buf: &mut BytesMut, value: &[u8]) {
+    let len = value.len();
+    match len {
+        0..=0xff => {
+            buf.put_u8(0xc4);
+            buf.put_u8(len as u8);
+        }
+        0x100..=0xffff => {
+            buf.put_u8(0xc5);
+            buf.put_u16(len as u16);
+        }
+        _ => {
+            buf.put_u8(0xc6);
+            buf.put_u32(len as u32);
+        }
+    }
+    buf.put_slice(value);
 }
 
 /// Encodes a reply frame (as [`Frame::Reply`] would be), refusing it over `limit` bytes.
@@ -422,6 +523,58 @@ mod tests {
                 borrowed.unwrap(),
                 encode_frame(&frame, DEFAULT_MAX_FRAME).unwrap()
             );
+        }
+    }
+
+    /// `encode_call` writes MessagePack itself: the same bytes as the serde path for every
+    /// length and integer marker, with and without the trailing fields it writes.
+    #[test]
+    fn calls_encode_as_serde_encodes_them_at_every_marker_size() {
+        let ints = [
+            0,
+            0x7f,
+            0x80,
+            0xff,
+            0x100,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            1 << 32,
+            u64::MAX,
+        ];
+        let lens = [0, 31, 32, 0xff, 0x100, 0xffff, 0x1_0000];
+        let trace = TraceContext {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: "v".repeat(40),
+        };
+        let mut calls = Vec::new();
+        for (i, &n) in ints.iter().enumerate() {
+            let len = lens[i % lens.len()];
+            calls.push(Call {
+                id: n,
+                reply_to: "r".repeat(len),
+                method: "m".repeat(lens[(i + 3) % lens.len()]),
+                args: vec![7; lens[(i + 5) % lens.len()]],
+                deadline_ms: ints[ints.len() - 1 - i],
+                kwargs: None,
+                trace: (i % 3 == 1).then(|| Box::new(trace.clone())),
+                one_way: i % 2 == 1,
+            });
+        }
+        for call in calls {
+            let direct = encode_call(
+                call.id,
+                &call.reply_to,
+                &call.method,
+                &call.args,
+                call.deadline_ms,
+                (call.trace.as_deref(), call.one_way),
+                usize::MAX,
+            )
+            .unwrap();
+            let frame = Frame::Call(call);
+            assert_eq!(direct, encode_frame(&frame, usize::MAX).unwrap());
+            assert_eq!(decode_frame(&direct, usize::MAX).unwrap(), frame);
         }
     }
 

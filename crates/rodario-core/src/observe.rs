@@ -6,8 +6,8 @@
 //! bundled with it ([`Backend::with_discovery`](crate::backend::Backend::with_discovery));
 //! each node on that backend then serves its [`Directory`] until it shuts down.
 //!
-//! Counting costs each handled call three relaxed atomic additions and, for a failed one,
-//! a short lock to keep its message.
+//! Counting costs each handled call two clock reads and two relaxed atomic additions (about
+//! 150 instructions); a failed one adds a third and a short lock to keep its message.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

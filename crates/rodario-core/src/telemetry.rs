@@ -55,6 +55,7 @@ pub const OUTCOMES: &[&str] = &[
 ];
 
 /// The span of a call made by this node.
+#[inline]
 pub(crate) fn caller_span(method: &str, target: &dyn Display, backend: &'static str) -> Span {
     tracing::info_span!(
         "rodario.call",
@@ -68,6 +69,7 @@ pub(crate) fn caller_span(method: &str, target: &dyn Display, backend: &'static 
 
 /// The span of a call an actor of this node runs, a child of the caller's span when the call
 /// carries its trace context.
+#[inline]
 pub(crate) fn handler_span(
     actor_type: &'static str,
     method: &str,
@@ -93,8 +95,9 @@ pub(crate) fn handler_span(
     span
 }
 
-/// The trace context to send with a call made in `span`, if it belongs to a trace.
-pub(crate) fn trace_context(span: &Span) -> Option<TraceContext> {
+/// The trace context to send with a call made in `span`, if it belongs to a trace (boxed:
+/// the call's future holds it while the call is sent, and most calls have none).
+pub(crate) fn trace_context(span: &Span) -> Option<Box<TraceContext>> {
     #[cfg(feature = "opentelemetry")]
     return otel::context_of(span);
     #[cfg(not(feature = "opentelemetry"))]
@@ -108,14 +111,38 @@ pub(crate) fn trace_context(span: &Span) -> Option<TraceContext> {
 pub(crate) fn caller_outcome<T>(result: &Result<T, Error>) -> &'static str {
     match result {
         Ok(_) => "ok",
-        Err(Error::Remote { .. }) => "remote_error",
-        Err(Error::UnknownMethod { .. }) => "unknown_method",
-        Err(Error::Timeout { .. }) => "timeout",
-        Err(Error::Overloaded { .. }) => "shed",
-        Err(Error::Declined { .. }) => "declined",
-        Err(Error::InvalidActor { .. } | Error::EmptyCluster { .. }) => "invalid_actor",
-        Err(Error::ActorLost { .. } | Error::Backend(_) | Error::Closed(_)) => "lost",
-        Err(_) => "error",
+        Err(error) => error_outcome(error),
+    }
+}
+
+/// A caller's outcome label for a call that failed with `error`.
+pub(crate) fn error_outcome(error: &Error) -> &'static str {
+    match error {
+        Error::Remote { .. } => "remote_error",
+        Error::UnknownMethod { .. } => "unknown_method",
+        Error::Timeout { .. } => "timeout",
+        Error::Overloaded { .. } => "shed",
+        Error::Declined { .. } => "declined",
+        Error::InvalidActor { .. } | Error::EmptyCluster { .. } => "invalid_actor",
+        Error::ActorLost { .. } | Error::Backend(_) | Error::Closed(_) => "lost",
+        _ => "error",
+    }
+}
+
+/// When a direct call was made, for its latency histogram: without feature `metrics` nothing
+/// reads it, so it reads no clock.
+#[derive(Clone, Copy)]
+pub(crate) struct Stopwatch {
+    #[cfg(feature = "metrics")]
+    started: tokio::time::Instant,
+}
+
+impl Stopwatch {
+    pub(crate) fn start() -> Self {
+        Stopwatch {
+            #[cfg(feature = "metrics")]
+            started: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -132,14 +159,14 @@ pub(crate) fn handler_outcome(outcome: &Outcome) -> &'static str {
     }
 }
 
-/// A call this node made ended with `outcome` (`elapsed` after it was made, for a direct
-/// call).
+/// A call this node made ended with `outcome` (for a direct call: `started` when it was
+/// made).
 pub(crate) fn call_sent(
     kind: &'static str,
     actor_type: &str,
     method: &str,
     outcome: &'static str,
-    elapsed: Option<Duration>,
+    started: Option<Stopwatch>,
 ) {
     #[cfg(feature = "metrics")]
     {
@@ -150,12 +177,13 @@ pub(crate) fn call_sent(
             ("outcome", outcome.to_owned()),
         ];
         metrics::counter!("rodario_calls_sent_total", &labels).increment(1);
-        if let Some(elapsed) = elapsed {
-            metrics::histogram!("rodario_call_duration_seconds", &labels[1..]).record(elapsed);
+        if let Some(started) = started {
+            metrics::histogram!("rodario_call_duration_seconds", &labels[1..])
+                .record(started.started.elapsed());
         }
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (kind, actor_type, method, outcome, elapsed);
+    let _ = (kind, actor_type, method, outcome, started);
 }
 
 /// An actor of this node answered a call with `outcome` after `elapsed` (none for a call it
@@ -245,14 +273,14 @@ mod otel {
     use crate::frame::TraceContext;
 
     /// `span`'s OpenTelemetry span context as W3C headers.
-    pub(super) fn context_of(span: &Span) -> Option<TraceContext> {
+    pub(super) fn context_of(span: &Span) -> Option<Box<TraceContext>> {
         let context = span.context();
         let otel_span = context.span();
         let span_context = otel_span.span_context();
         if !span_context.is_valid() {
             return None;
         }
-        Some(TraceContext {
+        Some(Box::new(TraceContext {
             traceparent: format!(
                 "00-{:032x}-{:016x}-{:02x}",
                 span_context.trace_id(),
@@ -260,7 +288,7 @@ mod otel {
                 span_context.trace_flags().to_u8()
             ),
             tracestate: span_context.trace_state().header(),
-        })
+        }))
     }
 
     /// Makes the remote span `trace` describes the parent of `span`.

@@ -162,7 +162,7 @@ impl ClusterProxy {
                     args,
                     (timeout, deadline),
                     PendingSlot::Gather(tx),
-                    trace.as_ref(),
+                    trace.as_deref(),
                 )
                 .await?;
             let nodes = match delivery {

@@ -4,18 +4,20 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
+use tracing::Span;
 
 use super::calls::{Failure, SlotGuard};
 use crate::backend::Undelivered;
 use crate::error::{Error, Result};
 use crate::frame::{decode_value, Outcome, Reply};
 use crate::name::ActorId;
-use crate::telemetry::{call_sent, caller_outcome};
+use crate::telemetry::{call_sent, caller_outcome, Stopwatch};
 
 /// The reply to a published call: the Python library's `Future`.
 ///
@@ -32,8 +34,8 @@ pub struct Pending<T> {
     timeout: Duration,
     method: Box<str>,
     target: ActorId,
-    /// The call's span and metric labels, until it ends.
-    observer: Option<CallObserver>,
+    /// The call's span and metric labels until it ends, if anything records them.
+    observer: Option<Box<CallObserver>>,
     _value: PhantomData<fn() -> T>,
 }
 
@@ -52,8 +54,8 @@ impl<T> Pending<T> {
         reply: oneshot::Receiver<Result<Reply, Failure>>,
         slot: Option<SlotGuard>,
         timeout: Duration,
-        method: &str,
-        target: ActorId,
+        (method, target): (&str, ActorId),
+        observer: Option<Box<CallObserver>>,
     ) -> Self {
         Pending {
             reply,
@@ -63,7 +65,7 @@ impl<T> Pending<T> {
             timeout,
             method: method.into(),
             target,
-            observer: None,
+            observer,
             _value: PhantomData,
         }
     }
@@ -92,16 +94,15 @@ impl<T> Pending<T> {
         })
     }
 
-    /// Reports the call's outcome to `observer` when it ends.
-    pub(crate) fn observed(mut self, observer: CallObserver) -> Self {
-        self.observer = Some(observer);
-        self
-    }
-
     /// A call whose reply came before its publish was acknowledged.
-    pub(crate) fn answered(reply: Reply, timeout: Duration, method: &str, target: ActorId) -> Self {
+    pub(crate) fn answered(
+        reply: Reply,
+        timeout: Duration,
+        (method, target): (&str, ActorId),
+        observer: Option<Box<CallObserver>>,
+    ) -> Self {
         let (_, closed) = oneshot::channel();
-        let mut pending = Self::new(closed, None, timeout, method, target);
+        let mut pending = Self::new(closed, None, timeout, (method, target), observer);
         pending.resolved = Some(Ok(reply));
         pending
     }
@@ -175,20 +176,34 @@ impl<T: DeserializeOwned> Pending<T> {
 /// What a direct call reports when it ends: its `rodario.call` span (kept open until then)
 /// and its metrics.
 pub(crate) struct CallObserver {
-    pub(crate) span: tracing::Span,
-    pub(crate) started: tokio::time::Instant,
-    pub(crate) actor_type: std::sync::Arc<str>,
+    span: tracing::Span,
+    started: Stopwatch,
+    actor_type: Arc<str>,
 }
 
 impl CallObserver {
-    fn finish(&self, method: &str, outcome: &'static str) {
+    /// The observer of a call made in `span`; none when nothing would record what it reports
+    /// (the span is disabled and metrics are compiled out), so such calls allocate nothing
+    /// for it.
+    pub(crate) fn new(span: Span, started: Stopwatch, actor_type: &Arc<str>) -> Option<Box<Self>> {
+        if span.is_disabled() && !cfg!(feature = "metrics") {
+            return None;
+        }
+        Some(Box::new(CallObserver {
+            span,
+            started,
+            actor_type: actor_type.clone(),
+        }))
+    }
+
+    pub(crate) fn finish(&self, method: &str, outcome: &'static str) {
         self.span.record("outcome", outcome);
         call_sent(
             "actor",
             &self.actor_type,
             method,
             outcome,
-            Some(self.started.elapsed()),
+            Some(self.started),
         );
     }
 }

@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 use crate::frame::{encode_value, Reply};
 use crate::name::{ActorId, NodeId};
 use crate::shared::{within, MAX_WAIT};
-use crate::telemetry::{call_sent, caller_outcome, caller_span, trace_context};
+use crate::telemetry::{
+    call_sent, caller_outcome, caller_span, error_outcome, trace_context, Stopwatch,
+};
 use tracing::Instrument;
 
 /// A proxy type for one actor: [`ActorProxy`] itself, or the typed proxy `#[actor]`
@@ -191,7 +193,7 @@ impl ActorProxy {
         } else {
             within(method, timeout, deadline, client.prepare()).await?;
         }
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let span = caller_span(method, &self.target, client.shared().backend.name());
         let trace = trace_context(&span);
         let (tx, mut rx) = oneshot::channel();
@@ -207,7 +209,7 @@ impl ActorProxy {
                     args,
                     (timeout, deadline),
                     PendingSlot::Single(tx),
-                    trace.as_ref(),
+                    trace.as_deref(),
                 )
                 .await?;
             let received = match delivery {
@@ -248,41 +250,29 @@ impl ActorProxy {
                 early = &mut rx => Ok(Sent::Answered(early)),
             }
         };
-        let target = self.target.clone();
-        let pending = match sent {
+        let observer = CallObserver::new(span, started, &self.actor_type);
+        let called = (method, self.target.clone());
+        let error = match sent {
             Ok(Sent::Published((slot, undelivered))) => {
-                Ok(Pending::new(rx, Some(slot), timeout, method, target).watching(undelivered))
+                return Ok(
+                    Pending::new(rx, Some(slot), timeout, called, observer).watching(undelivered)
+                )
             }
             Ok(Sent::Answered(Ok(Ok(reply)))) => {
-                Ok(Pending::answered(reply, timeout, method, target))
+                return Ok(Pending::answered(reply, timeout, called, observer))
             }
-            Ok(Sent::Answered(Ok(Err(Failure::TimedOut)))) => Err(Error::Timeout {
+            Ok(Sent::Answered(Ok(Err(Failure::TimedOut)))) => Error::Timeout {
                 method: method.to_owned(),
                 after: timeout,
-            }),
-            Ok(Sent::Answered(Ok(Err(Failure::Lost(error))))) => Err(error),
-            Ok(Sent::Answered(Err(_))) => Err(Error::Closed("the node was shut down")),
-            Err(error) => Err(error),
+            },
+            Ok(Sent::Answered(Ok(Err(Failure::Lost(error))))) => error,
+            Ok(Sent::Answered(Err(_))) => Error::Closed("the node was shut down"),
+            Err(error) => error,
         };
-        match pending {
-            Ok(pending) => Ok(pending.observed(CallObserver {
-                span,
-                started,
-                actor_type: self.actor_type.clone(),
-            })),
-            Err(error) => {
-                let outcome = caller_outcome::<()>(&Err(error.clone()));
-                span.record("outcome", outcome);
-                call_sent(
-                    "actor",
-                    &self.actor_type,
-                    method,
-                    outcome,
-                    Some(started.elapsed()),
-                );
-                Err(error)
-            }
+        if let Some(observer) = observer {
+            observer.finish(method, error_outcome(&error));
         }
+        Err(error)
     }
 }
 

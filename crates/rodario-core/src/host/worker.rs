@@ -16,7 +16,7 @@ use crate::error::{RemoteError, RemoteErrorKind};
 use crate::frame::{Call, Outcome};
 use crate::hooks::{guarded, CallContext};
 use crate::locks::Locks;
-use crate::name::{ActorId, ClusterName, NodeId};
+use crate::name::{ActorId, NodeId};
 use crate::named_args::{merge_named, names_arguments};
 use crate::observe::MethodCounters;
 use crate::shared::Shared;
@@ -137,39 +137,13 @@ impl<A: Actor> Worker<A> {
             self.shared.backend.name(),
             call.trace.as_deref(),
         );
-        let run = async {
-            match via {
-                Via::Cluster {
-                    handler: Some(_), ..
-                } if call.kwargs.as_deref().is_some_and(names_arguments) => {
-                    Outcome::Err(RemoteError::new(
-                        RemoteErrorKind::BadArguments,
-                        "a cluster handler takes its arguments by position only",
-                    ))
-                }
-                Via::Cluster {
-                    handler: Some(handler),
-                    ..
-                } => match guarded("", handler.handle(&call.method, &call.args)).await {
-                    Ok(value) => Outcome::Ok(value),
-                    Err(error) => Outcome::Err(error),
-                },
-                Via::Cluster {
-                    channel,
-                    singular_claimed,
-                    ..
-                } => {
-                    let cluster = Some((&channel, singular_claimed));
-                    self.run_method(&call, &reply_to, cluster).await
-                }
-                Via::Direct => self.run_method(&call, &reply_to, None).await,
-            }
-        };
-        // Wrapping moves the call's future; skip it when no subscriber records spans.
+        // Instrumenting moves the call's future: only when a subscriber records the span.
         let outcome = if span.is_disabled() {
-            run.await
+            self.run(&call, &reply_to, via).await
         } else {
-            run.instrument(span.clone()).await
+            self.run(&call, &reply_to, via)
+                .instrument(span.clone())
+                .await
         };
         let label = handler_outcome(&outcome);
         span.record("outcome", label);
@@ -195,12 +169,31 @@ impl<A: Actor> Worker<A> {
         ))
     }
 
-    async fn run_method(
-        &mut self,
-        call: &Call,
-        caller: &NodeId,
-        cluster: Option<(&ClusterName, bool)>,
-    ) -> Outcome {
+    /// Runs a call the way it came: through the cluster's handler, or as the actor's method.
+    async fn run(&mut self, call: &Call, caller: &NodeId, via: Via) -> Outcome {
+        let cluster = match via {
+            Via::Cluster {
+                handler: Some(handler),
+                ..
+            } => {
+                if call.kwargs.as_deref().is_some_and(names_arguments) {
+                    return Outcome::Err(RemoteError::new(
+                        RemoteErrorKind::BadArguments,
+                        "a cluster handler takes its arguments by position only",
+                    ));
+                }
+                return match guarded("", handler.handle(&call.method, &call.args)).await {
+                    Ok(value) => Outcome::Ok(value),
+                    Err(error) => Outcome::Err(error),
+                };
+            }
+            Via::Cluster {
+                channel,
+                singular_claimed,
+                ..
+            } => Some((channel, singular_claimed)),
+            Via::Direct => None,
+        };
         let Worker {
             actor,
             id,
@@ -232,10 +225,10 @@ impl<A: Actor> Worker<A> {
             args,
             call_id: call.id,
             caller,
-            cluster: cluster.map(|(channel, _)| channel),
+            cluster: cluster.as_ref().map(|(channel, _)| channel),
             deadline_ms: call.deadline_ms,
             locks,
-            singular_claimed: cluster.is_some_and(|(_, claimed)| claimed),
+            singular_claimed: cluster.as_ref().is_some_and(|(_, claimed)| *claimed),
         };
         let started = Instant::now();
         let outcome = spec
