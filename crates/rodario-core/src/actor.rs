@@ -31,7 +31,8 @@ pub trait Actor: Send + 'static {
     /// The typed cluster proxy for actors of this type.
     type Cluster: TypedCluster;
 
-    /// The public methods, with their tags and hooks. Called once when the actor starts.
+    /// The public methods, with their tags and hooks. Called once per node for each actor
+    /// type, when its first actor starts there: every actor of the type shares the table.
     fn methods() -> Vec<MethodSpec>;
 
     /// The actor's type name as discovery reports it (see [`ActorInfo`]): by default the

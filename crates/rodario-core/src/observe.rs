@@ -97,6 +97,3 @@ impl MethodCounters {
         }
     }
 }
-
-/// An actor's methods with their counters, shared by its worker and its host.
-pub(crate) type MethodTable = Arc<Vec<(MethodInfo, Arc<MethodCounters>)>>;

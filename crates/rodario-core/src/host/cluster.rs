@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::handler::ClusterHandler;
-use super::inbox::{decode_call, Envelope, Via};
+use super::inbox::{decode_call, Envelope, Via, ViaCluster};
 use super::liveness::Liveness;
 use super::outbox::{reply_later, Outbox};
 use crate::actor::{ChannelMember, MEMBERS_METHOD};
@@ -265,11 +265,11 @@ async fn fan_out(
             let envelope = Envelope {
                 call: call.clone(),
                 reply_to: reply_to.clone(),
-                via: Via::Cluster {
+                via: Via::Cluster(Box::new(ViaCluster {
                     channel: channel.clone(),
                     handler: member.handler.clone(),
                     singular_claimed,
-                },
+                })),
             };
             if let Err(refused) = member.mailbox.try_send(envelope) {
                 let kind = match refused {
@@ -311,11 +311,11 @@ async fn fan_out_one_way(
         let envelope = Envelope {
             call: call.clone(),
             reply_to: reply_to.clone(),
-            via: Via::Cluster {
+            via: Via::Cluster(Box::new(ViaCluster {
                 channel: channel.clone(),
                 handler: member.handler.clone(),
                 singular_claimed: chosen,
-            },
+            })),
         };
         if member.mailbox.try_send(envelope).is_err() {
             tracing::debug!(actor = %member.actor, method = %call.method, "shed a one-way cluster call");

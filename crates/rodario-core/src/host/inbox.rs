@@ -24,15 +24,19 @@ pub(crate) struct Envelope {
     pub(crate) via: Via,
 }
 
-/// How a call reached the actor.
+/// How a call reached the actor. (A cluster call's details are boxed: an envelope stays
+/// small, and so does the first block of slots every mailbox allocates.)
 pub(crate) enum Via {
     Direct,
-    Cluster {
-        channel: ClusterName,
-        handler: Option<Arc<dyn ClusterHandler>>,
-        /// The node took the call's `singular` lease for this member.
-        singular_claimed: bool,
-    },
+    Cluster(Box<ViaCluster>),
+}
+
+/// A call that reached the actor on a cluster channel.
+pub(crate) struct ViaCluster {
+    pub(crate) channel: ClusterName,
+    pub(crate) handler: Option<Arc<dyn ClusterHandler>>,
+    /// The node took the call's `singular` lease for this member.
+    pub(crate) singular_claimed: bool,
 }
 
 /// Decodes a frame that must be a call, logging (not failing) on anything else.
@@ -97,7 +101,7 @@ impl ActorSink {
         shared: &Arc<Shared>,
         id: ActorId,
         mailbox: mpsc::Sender<Envelope>,
-        description: Vec<u8>,
+        description: Arc<[u8]>,
         type_name: &'static str,
     ) -> Self {
         ActorSink {
@@ -105,7 +109,7 @@ impl ActorSink {
             id,
             mailbox,
             last_caller: Mutex::new(None),
-            description: description.into(),
+            description,
             type_name,
         }
     }

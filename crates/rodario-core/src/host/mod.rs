@@ -10,6 +10,7 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `running.rs` | a running actor: starting, joining, parting, stopping it |
+//! | `actor_type.rs` | what the actors of one type share: their methods, described once |
 //! | `inbox.rs` | decoding calls, the actor's channel sink and mailbox |
 //! | `worker.rs` | the loop that handles an actor's calls one by one |
 //! | `outbox.rs` | reply frames, and publishing them without waiting |
@@ -17,6 +18,7 @@
 //! | `handler.rs` | [`ClusterHandler`], a custom handler for an actor's cluster calls |
 //! | `liveness.rs` | registrations and memberships, the heartbeat |
 
+mod actor_type;
 mod cluster;
 mod handler;
 mod inbox;
@@ -25,16 +27,22 @@ mod outbox;
 mod running;
 mod worker;
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
 
 pub use handler::ClusterHandler;
 pub(crate) use running::ActorEntry;
 
+use crate::actor::Actor;
+use crate::error::Result;
 use crate::locks::Locks;
 use crate::name::ActorId;
 use crate::shared::Shared;
 use crate::sync::locked;
+use actor_type::ActorType;
 use cluster::Clusters;
 pub(crate) use liveness::Liveness;
 
@@ -43,6 +51,8 @@ pub(crate) struct Host {
     shared: Arc<Shared>,
     locks: Locks,
     actors: Mutex<HashMap<ActorId, Arc<ActorEntry>>>,
+    /// The method tables of the actor types started here, built once per type.
+    types: Mutex<HashMap<TypeId, Arc<ActorType>>>,
     clusters: Clusters,
     pub(crate) liveness: Arc<Liveness>,
 }
@@ -55,8 +65,21 @@ impl Host {
             shared,
             locks,
             actors: Mutex::new(HashMap::new()),
+            types: Mutex::new(HashMap::new()),
             liveness,
         }
+    }
+
+    /// The method table of actor type `A`, built at its first actor on this node.
+    pub(crate) fn actor_type<A: Actor>(&self) -> Result<Arc<ActorType>> {
+        if let Some(kind) = locked(&self.types).get(&TypeId::of::<A>()) {
+            return Ok(kind.clone());
+        }
+        let kind = Arc::new(ActorType::of::<A>()?);
+        Ok(locked(&self.types)
+            .entry(TypeId::of::<A>())
+            .or_insert(kind)
+            .clone())
     }
 
     pub(crate) fn locks(&self) -> &Locks {
@@ -77,12 +100,14 @@ impl Host {
         locked(&self.actors).remove(id);
     }
 
-    /// Stops every actor and removes every registration this node holds.
+    /// Stops every actor (several at a time) and removes every registration this node
+    /// holds, then ends its lease.
     pub(crate) async fn shutdown(&self) {
         let actors: Vec<Arc<ActorEntry>> = locked(&self.actors).values().cloned().collect();
-        for actor in actors {
-            actor.stop().await;
-        }
+        futures_util::stream::iter(actors.iter().map(|actor| actor.stop()))
+            .buffer_unordered(liveness::SHUTDOWN_CONCURRENCY)
+            .for_each(|()| async {})
+            .await;
         self.liveness.unregister_all().await;
     }
 

@@ -1,25 +1,23 @@
 //! A running actor as its host keeps it: starting it (registration, subscription,
 //! worker), its cluster memberships, and stopping it.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::actor_type::ActorType;
 use super::cluster::ClusterMember;
 use super::handler::ClusterHandler;
 use super::inbox::{ActorSink, Envelope};
 use super::worker::{run_worker, Worker};
 use super::Host;
-use crate::actor::{Actor, ActorInfo, MethodSpec};
+use crate::actor::Actor;
 use crate::backend::{Channel, Subscription};
 use crate::error::{Error, Result};
-use crate::frame::encode_value;
-use crate::hooks::Singular;
 use crate::name::{ActorId, ClusterName};
-use crate::observe::{LocalActor, MethodCounters, MethodTable};
+use crate::observe::{LocalActor, MethodCounters};
 use crate::sync::locked;
 
 /// What a host keeps about a running actor, whatever its type.
@@ -30,12 +28,11 @@ pub(crate) struct ActorEntry {
     stop: watch::Sender<bool>,
     alive: Arc<AtomicBool>,
     busy: Arc<AtomicBool>,
-    type_name: &'static str,
-    /// The actor's `singular` methods, which its node decides on for it in cluster calls.
-    singular: Arc<HashMap<&'static str, Singular>>,
+    /// Its type's methods, shared with the other actors of its type on this node.
+    kind: Arc<ActorType>,
     joined: Mutex<Vec<ClusterName>>,
-    /// Its public methods and their counters, which its worker keeps.
-    methods: MethodTable,
+    /// Its methods' counters, in the order of its type's method descriptions.
+    counters: Arc<[MethodCounters]>,
     /// The actor's subscription and worker task, until it stops.
     running: tokio::sync::Mutex<Option<(Subscription, JoinHandle<()>)>>,
 }
@@ -48,15 +45,15 @@ impl ActorEntry {
         id: ActorId,
     ) -> Result<Arc<Self>> {
         let shared = &host.shared;
-        let description = encode_value(&ActorInfo::of::<A>(), "actor description")?;
+        let kind = host.actor_type::<A>()?;
         host.liveness.register(&id).await?;
         let (mailbox, inbox) = mpsc::channel(shared.config.mailbox);
         let sink = Arc::new(ActorSink::new(
             shared,
             id.clone(),
             mailbox.clone(),
-            description,
-            A::type_name(),
+            kind.description.clone(),
+            kind.type_name,
         ));
         let subscribed = shared
             .backend
@@ -70,33 +67,15 @@ impl ActorEntry {
                 return Err(e.into());
             }
         };
-        let methods: HashMap<&'static str, MethodSpec> =
-            A::methods().into_iter().map(|m| (m.name(), m)).collect();
-        let mut described: Vec<_> = methods
-            .values()
-            .map(|spec| (spec.info(), Arc::new(MethodCounters::default())))
-            .collect();
-        described.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        let table: MethodTable = Arc::new(described);
-        let singular = methods
-            .iter()
-            .filter_map(|(name, spec)| Some((*name, spec.singular_spec()?.clone())))
-            .collect();
+        let counters = kind.new_counters();
         let (stop, stopped) = watch::channel(false);
         let alive = Arc::new(AtomicBool::new(true));
         let busy = Arc::new(AtomicBool::new(false));
-        let counted = table
-            .iter()
-            .filter_map(|(info, counters)| {
-                let (name, spec) = methods.get_key_value(info.name.as_str())?;
-                Some((*name, (spec.clone(), counters.clone())))
-            })
-            .collect();
         let worker = tokio::spawn(run_worker(
             Worker::new(
                 actor,
                 id.clone(),
-                counted,
+                (kind.clone(), counters.clone()),
                 shared,
                 &host.locks,
                 busy.clone(),
@@ -112,10 +91,9 @@ impl ActorEntry {
             stop,
             alive,
             busy,
-            type_name: A::type_name(),
-            singular: Arc::new(singular),
+            kind,
             joined: Mutex::new(Vec::new()),
-            methods: table,
+            counters,
             running: tokio::sync::Mutex::new(Some((subscription, worker))),
         });
         host.track(entry.clone());
@@ -126,10 +104,12 @@ impl ActorEntry {
     pub(crate) fn local(&self) -> LocalActor {
         LocalActor {
             uuid: self.id.to_string(),
-            type_name: self.type_name.to_owned(),
+            type_name: self.kind.type_name.to_owned(),
             methods: self
-                .methods
+                .kind
+                .infos()
                 .iter()
+                .zip(self.counters.iter())
                 .map(|(info, counters)| counters.snapshot(info))
                 .collect(),
         }
@@ -154,8 +134,8 @@ impl ActorEntry {
             mailbox: self.mailbox.clone(),
             handler,
             busy: self.busy.clone(),
-            type_name: self.type_name,
-            singular: self.singular.clone(),
+            type_name: self.kind.type_name,
+            singular: self.kind.singular.clone(),
         };
         self.host.clusters.join(&channel, member).await?;
         let mut joined = locked(&self.joined);

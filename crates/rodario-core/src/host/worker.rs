@@ -1,6 +1,5 @@
 //! The loop that handles an actor's calls one at a time, in arrival order.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,9 +7,10 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
-use super::inbox::{Envelope, Via};
+use super::actor_type::ActorType;
+use super::inbox::{Envelope, Via, ViaCluster};
 use super::outbox::{reply_later, Outbox};
-use crate::actor::{Actor, MethodSpec};
+use crate::actor::Actor;
 use crate::error::quote_name;
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::frame::{Call, Outcome};
@@ -27,10 +27,11 @@ use tracing::Instrument;
 pub(crate) struct Worker<A> {
     actor: A,
     id: ActorId,
-    /// The public methods, each with its counters (one lookup per call finds both).
-    methods: HashMap<&'static str, (MethodSpec, Arc<MethodCounters>)>,
-    /// [`Actor::type_name`], computed once: it may search the type's path.
-    type_name: &'static str,
+    /// The actor type's public methods (one lookup per call finds a method's spec and the
+    /// index of its counters).
+    kind: Arc<ActorType>,
+    /// This actor's counters of its methods.
+    counters: Arc<[MethodCounters]>,
     shared: Arc<Shared>,
     locks: Locks,
     /// Set while a call is being handled, so that a node choosing a member to run a
@@ -42,7 +43,7 @@ impl<A: Actor> Worker<A> {
     pub(crate) fn new(
         actor: A,
         id: ActorId,
-        methods: HashMap<&'static str, (MethodSpec, Arc<MethodCounters>)>,
+        (kind, counters): (Arc<ActorType>, Arc<[MethodCounters]>),
         shared: &Arc<Shared>,
         locks: &Locks,
         busy: Arc<AtomicBool>,
@@ -50,8 +51,8 @@ impl<A: Actor> Worker<A> {
         Worker {
             actor,
             id,
-            methods,
-            type_name: A::type_name(),
+            kind,
+            counters,
             shared: shared.clone(),
             locks: locks.clone(),
             busy,
@@ -90,7 +91,7 @@ pub(crate) async fn run_worker<A: Actor>(
                 None => break,
             },
         };
-        mailbox_depth(worker.type_name, &worker.id, inbox.len());
+        mailbox_depth(worker.kind.type_name, &worker.id, inbox.len());
         worker.busy.store(true, Ordering::Release);
         let reply = worker.handle(envelope).await;
         worker.busy.store(false, Ordering::Release);
@@ -131,7 +132,7 @@ impl<A: Actor> Worker<A> {
         #[cfg(feature = "metrics")]
         let started = Instant::now();
         let span = handler_span(
-            self.type_name,
+            self.kind.type_name,
             &call.method,
             &self.id,
             self.shared.backend.name(),
@@ -151,11 +152,16 @@ impl<A: Actor> Worker<A> {
         {
             // A method the actor lacks is labelled as such: callers choose method names,
             // and a label per name would let them grow the metrics without bound.
-            let method = match self.methods.contains_key(call.method.as_str()) {
+            let method = match self.kind.serves(call.method.as_str()) {
                 true => call.method.as_str(),
                 false => "(unknown)",
             };
-            crate::telemetry::call_handled(self.type_name, method, label, Some(started.elapsed()));
+            crate::telemetry::call_handled(
+                self.kind.type_name,
+                method,
+                label,
+                Some(started.elapsed()),
+            );
         }
         if call.one_way {
             return None;
@@ -172,36 +178,37 @@ impl<A: Actor> Worker<A> {
     /// Runs a call the way it came: through the cluster's handler, or as the actor's method.
     async fn run(&mut self, call: &Call, caller: &NodeId, via: Via) -> Outcome {
         let cluster = match via {
-            Via::Cluster {
-                handler: Some(handler),
-                ..
-            } => {
-                if call.kwargs.as_deref().is_some_and(names_arguments) {
-                    return Outcome::Err(RemoteError::new(
-                        RemoteErrorKind::BadArguments,
-                        "a cluster handler takes its arguments by position only",
-                    ));
+            Via::Cluster(cluster) => {
+                let ViaCluster {
+                    channel,
+                    handler,
+                    singular_claimed,
+                } = *cluster;
+                if let Some(handler) = handler {
+                    if call.kwargs.as_deref().is_some_and(names_arguments) {
+                        return Outcome::Err(RemoteError::new(
+                            RemoteErrorKind::BadArguments,
+                            "a cluster handler takes its arguments by position only",
+                        ));
+                    }
+                    return match guarded("", handler.handle(&call.method, &call.args)).await {
+                        Ok(value) => Outcome::Ok(value),
+                        Err(error) => Outcome::Err(error),
+                    };
                 }
-                return match guarded("", handler.handle(&call.method, &call.args)).await {
-                    Ok(value) => Outcome::Ok(value),
-                    Err(error) => Outcome::Err(error),
-                };
+                Some((channel, singular_claimed))
             }
-            Via::Cluster {
-                channel,
-                singular_claimed,
-                ..
-            } => Some((channel, singular_claimed)),
             Via::Direct => None,
         };
         let Worker {
             actor,
             id,
-            methods,
+            kind,
+            counters,
             locks,
             ..
         } = self;
-        let Some((spec, counters)) = methods.get(call.method.as_str()) else {
+        let Some((spec, counters)) = kind.method(call.method.as_str(), counters) else {
             return Outcome::Err(RemoteError::new(
                 RemoteErrorKind::UnknownMethod,
                 format!("no method named {}", quote_name(&call.method)),

@@ -1,0 +1,82 @@
+//! What every actor of one type shares on a node, built once per type: its methods' specs
+//! and descriptions, its `singular` methods, and the description discovery answers with.
+//! An actor keeps only its own counters beside it, so a node of many actors of one type
+//! holds one method table, not one per actor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::actor::{Actor, ActorInfo, MethodInfo, MethodSpec};
+use crate::error::Result;
+use crate::frame::encode_value;
+use crate::hooks::Singular;
+use crate::observe::MethodCounters;
+
+/// One actor type's methods, shared by its actors on a node.
+pub(crate) struct ActorType {
+    /// [`Actor::type_name`], computed once: it may search the type's path.
+    pub(crate) type_name: &'static str,
+    /// Each public method's spec and its index in `infos` (and in an actor's counters).
+    methods: HashMap<&'static str, (MethodSpec, usize)>,
+    /// The methods' descriptions, sorted by name.
+    infos: Vec<MethodInfo>,
+    /// The `singular` methods, which a node decides on for their actors in cluster calls.
+    pub(crate) singular: Arc<HashMap<&'static str, Singular>>,
+    /// The encoded [`ActorInfo`] discovery answers with.
+    pub(crate) description: Arc<[u8]>,
+}
+
+impl ActorType {
+    /// The table of `A`'s methods.
+    pub(crate) fn of<A: Actor>() -> Result<Self> {
+        let description = encode_value(&ActorInfo::of::<A>(), "actor description")?;
+        let mut specs = A::methods();
+        specs.sort_by_key(|spec| spec.name());
+        let infos = specs.iter().map(MethodSpec::info).collect();
+        let singular = specs
+            .iter()
+            .filter_map(|spec| Some((spec.name(), spec.singular_spec()?.clone())))
+            .collect();
+        let methods = specs
+            .into_iter()
+            .enumerate()
+            .map(|(index, spec)| (spec.name(), (spec, index)))
+            .collect();
+        Ok(ActorType {
+            type_name: A::type_name(),
+            methods,
+            infos,
+            singular: Arc::new(singular),
+            description: description.into(),
+        })
+    }
+
+    /// The spec of `method` and its counters among `counters` (an actor's of this type).
+    pub(crate) fn method<'a>(
+        &'a self,
+        method: &str,
+        counters: &'a [MethodCounters],
+    ) -> Option<(&'a MethodSpec, &'a MethodCounters)> {
+        let (spec, index) = self.methods.get(method)?;
+        Some((spec, counters.get(*index)?))
+    }
+
+    /// Whether this type serves `method`.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn serves(&self, method: &str) -> bool {
+        self.methods.contains_key(method)
+    }
+
+    /// Fresh counters for one actor of this type.
+    pub(crate) fn new_counters(&self) -> Arc<[MethodCounters]> {
+        self.infos
+            .iter()
+            .map(|_| MethodCounters::default())
+            .collect()
+    }
+
+    /// The methods' descriptions, in the order of an actor's counters.
+    pub(crate) fn infos(&self) -> &[MethodInfo] {
+        &self.infos
+    }
+}
