@@ -215,8 +215,8 @@ impl Registry<'_> {
     }
 
     /// Deletes the entry at `key` if it is live and (when `owner` is given) held by `owner`;
-    /// without an owner, also a dead one (returning false). Marks the lease of the live
-    /// entry's holder disturbed when the removal was not its own.
+    /// without an owner, also a dead one (returning false), and the live one's holder's
+    /// lease is marked disturbed. A mark that fails is logged: the entry is gone either way.
     async fn remove(&self, key: &str, owner: Option<&str>) -> Result<bool, BackendError> {
         for _ in 0..MAX_ATTEMPTS {
             let Some(entry) = self.bucket.entry(key).await? else {

@@ -694,3 +694,24 @@ async fn registrations_outlive_the_buckets_max_age() {
     let proxy: CounterProxy = caller.registry().get_proxy("kept").await.unwrap();
     assert_eq!(proxy.add(1).await.unwrap().await.unwrap(), 1);
 }
+
+/// Marking a lease disturbed rewrites it with the time it had left: it expires when it
+/// would have, and a renewal after that finds it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disturbed_lease_keeps_its_time() {
+    let fx = NatsServer::start().await;
+    let a = fx.backend().await;
+    let presence = a.presence();
+    let ttl = Duration::from_millis(1500);
+    assert!(register(&a, Group::Actors, "taken", "o", ttl).await);
+    assert!(presence.insert(Group::Actors, "kept", "o").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(presence.remove(Group::Actors, "taken", None).await.unwrap());
+    assert!(presence.contains(Group::Actors, "kept").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(!presence.contains(Group::Actors, "kept").await.unwrap());
+    assert_eq!(
+        presence.keep_alive("o", ttl).await.unwrap(),
+        LeaseRenewal::Lost
+    );
+}
