@@ -47,14 +47,49 @@
 //!
 //! | bucket | what | key | value |
 //! |---|---|---|---|
-//! | registry | a registered actor (`Group::Actors`) | `a.{uuid}` | `{ttl ms} {owner}` |
-//! | registry | a cluster member (`Group::Members(channel)`) | `m.{channel}.{node id}` | `{ttl ms} {owner}` |
+//! | registry | a registered actor (`Group::Actors`) | `a.{uuid}` | `@{owner}` |
+//! | registry | a cluster member (`Group::Members(channel)`) | `m.{channel}.{node id}` | `@{owner}` |
+//! | registry | an owner's lease, one per node (`Presence::keep_alive`) | `o.{owner}` | `{ttl ms} {owner}`, or `!{ttl ms} {owner}` once disturbed |
 //! | leases | a lease (`LockKey { context, name }`) | `{context}.{name}` | `{ttl ms} {token}` |
 //!
 //! A bucket is created, when missing, as a KV bucket with history 1 (the stream
 //! `KV_{bucket}` on subjects `$KV.{bucket}.>`, one message per subject, rollups allowed,
 //! deletes through markers, direct gets), created directly rather than through
 //! `create_key_value`, which cannot read nats-server 2.9's account info.
+//!
+//! A `{ttl ms} {…}` value (an owner's lease, a lease) is live until `ttl` after the
+//! server's timestamp of the message that wrote it; an expired one counts as absent and is
+//! replaced by a revision-checked write. A registry entry names its owner and is live while
+//! the owner's lease is: a node renews its one lease every third of its liveness TTL (a read
+//! and a revision-checked write, whatever the number of its actors), and ending the lease
+//! (at shutdown, or by not renewing it) ends all its entries at once. `contains` reads the
+//! entry, then its owner's lease; `members` lists the group's keys (one request for the
+//! stream's subjects under the group's root), reads their entries, then the lease of each
+//! of their owners once. A `remove` without an owner (another process's `unregister`)
+//! deletes the entry, then rewrites the holder's lease with the time it had left and a
+//! leading `!`; the holder's next renewal finds the mark, writes the lease without it and
+//! reports [`LeaseRenewal::Disturbed`](rodario_core::backend::LeaseRenewal::Disturbed).
+//!
+//! Registry entries written by rodario before entries lived by their owner's lease hold
+//! `{ttl ms} {owner}` (a leading digit, where entries now lead with `@`): they are still
+//! read, live by their own TTL, and their owner's `held` rewrites them in the new form, so
+//! that older and newer nodes can share a prefix during an upgrade. Older nodes do not read
+//! the new form: to them newer nodes' actors and memberships are absent (their listings
+//! leave them out, and their inserts may take those names), so upgrade every node of a
+//! prefix before relying on newer nodes' registrations from older ones.
+//!
+//! Inserting and acquiring write with "expected last revision" 0 (or the dead entry's
+//! revision), renewing and releasing read the entry and write or delete with its revision:
+//! of racing writers exactly one wins, the others see a revision conflict and re-read. Each
+//! bucket's `max_age` ([`NatsConfig::kv_max_age`], default 1 hour) makes the server delete
+//! messages older than it: abandoned leases, and the leases and entries of crashed nodes
+//! (left until then: deleting an entry would leave a deletion marker in its place, as long
+//! to list and newer). A TTL longer than it is refused. Since a registry entry is written
+//! once, a node rewrites its entries every half `max_age`
+//! ([`Presence::refresh_every`](rodario_core::backend::Presence::refresh_every), through
+//! [`Presence::held`](rodario_core::backend::Presence::held)). So at rest a node costs the
+//! server two messages per renewal (its lease's read and write) and, every half `max_age`,
+//! two per entry it holds (a read and a rewrite); `tests/at_rest.rs` counts them.
 //!
 //! # Clusters
 //!
@@ -67,16 +102,6 @@
 //! revision-checked write is confirmed by a fence (a write to the key `_fence`) and a read,
 //! since some servers accept two writes expecting the same revision while the first is
 //! being replicated; of such writers only the last is told it won.
-//!
-//! An entry is live until `ttl` after the server's timestamp of the message that wrote it;
-//! an expired entry counts as absent and is replaced by a revision-checked write. Inserting
-//! and acquiring write with "expected last revision" 0 (or the expired entry's revision),
-//! renewing and releasing read the entry and write or delete with its revision: of racing
-//! writers exactly one wins, the others see a revision conflict and re-read. Each bucket's
-//! `max_age` ([`NatsConfig::kv_max_age`], default 1 hour) makes the server delete the
-//! messages of dead actors and abandoned leases; a TTL longer than it is refused.
-//! `members` reads a group with one ordered consumer over the last message of each key
-//! under the group's root, deleted when done.
 //!
 //! # Delivery
 //!

@@ -215,8 +215,8 @@ impl Registry<'_> {
     }
 
     /// Deletes the entry at `key` if it is live and (when `owner` is given) held by `owner`;
-    /// without an owner, also a dead one (returning false). Marks the lease of the live
-    /// entry's holder disturbed when the removal was not its own.
+    /// without an owner, also a dead one (returning false), and the live one's holder's
+    /// lease is marked disturbed. A mark that fails is logged: the entry is gone either way.
     async fn remove(&self, key: &str, owner: Option<&str>) -> Result<bool, BackendError> {
         for _ in 0..MAX_ATTEMPTS {
             let Some(entry) = self.bucket.entry(key).await? else {
@@ -372,19 +372,19 @@ impl Presence for NatsConnection {
             .collect::<Result<Vec<String>, _>>()?;
         let registry = self.registry();
         let rewrite = self.refresh_every().is_some();
+        // Each check has the operation timeout to itself: a node's thousands of entries
+        // take longer than one operation may, and would never all be rewritten under one.
+        // The first failure ends the pass.
         let checks: Vec<_> = keys
             .iter()
-            .map(|key| registry.hold(key, owner, rewrite))
+            .map(|key| self.bounded("a registry check", registry.hold(key, owner, rewrite)))
             .collect();
-        self.bounded("a registry check", async {
-            futures_util::stream::iter(checks)
-                .buffered(CHECK_CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect()
-        })
-        .await
+        let mut checks = futures_util::stream::iter(checks).buffered(CHECK_CONCURRENCY);
+        let mut held = Vec::with_capacity(keys.len());
+        while let Some(check) = checks.next().await {
+            held.push(check?);
+        }
+        Ok(held)
     }
 
     async fn remove(

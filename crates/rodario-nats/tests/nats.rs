@@ -11,6 +11,8 @@ use rodario_core::backend::{
 };
 use rodario_core::error::BackendErrorKind;
 use rodario_core::name::{ActorId, ClusterName, NodeId};
+use rodario_core::node::Node;
+use rodario_core::testkit::actors::{Counter, CounterProxy};
 use rodario_core::testkit::tls::Certificates;
 use rodario_core::testkit::{eventually, next_frame, no_frame, until_ok};
 use rodario_nats::testkit::{config_for, NatsServer};
@@ -677,4 +679,93 @@ async fn tells_to_a_stopped_actor_fail_soon() {
             started.elapsed()
         );
     }
+}
+
+/// An entry written before entries lived by their owner's lease, `{ttl ms} {owner}`, is
+/// live by its own TTL (nodes of both kinds share a prefix during an upgrade); its owner's
+/// `held` rewrites it in the new form, which lives by the owner's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_older_versions_live_by_their_own_ttl() {
+    let fx = NatsServer::start().await;
+    let a = fx.backend().await;
+    let client = async_nats::connect(fx.url()).await.unwrap();
+    let store = async_nats::jetstream::new(client)
+        .get_key_value(fx.prefix())
+        .await
+        .unwrap();
+    store.put("a.old", "1500 old-node".into()).await.unwrap();
+    store.put("a.converted", "1500 n".into()).await.unwrap();
+    let presence = a.presence();
+    assert!(presence.contains(Group::Actors, "old").await.unwrap());
+    assert_eq!(
+        presence.members(Group::Actors).await.unwrap(),
+        BTreeSet::from(["converted".to_owned(), "old".to_owned()])
+    );
+    assert!(!register(&a, Group::Actors, "old", "n", Duration::from_secs(10)).await);
+    assert_eq!(
+        presence
+            .held(Group::Actors, &["converted", "old"], "n")
+            .await
+            .unwrap(),
+        [true, false]
+    );
+    let converted = store.get("a.converted").await.unwrap().unwrap();
+    assert_eq!(&converted[..], b"@n");
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(!presence.contains(Group::Actors, "old").await.unwrap());
+    assert!(presence.contains(Group::Actors, "converted").await.unwrap());
+    assert_eq!(
+        presence.members(Group::Actors).await.unwrap(),
+        BTreeSet::from(["converted".to_owned()])
+    );
+    assert!(presence.insert(Group::Actors, "old", "n").await.unwrap());
+}
+
+/// The server deletes messages older than the bucket's max_age: a node's registrations,
+/// written once, outlive it because the node has them rewritten every half max_age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_outlive_the_buckets_max_age() {
+    let fx = NatsServer::start().await;
+    let max_age = Duration::from_secs(2);
+    let connect = || async {
+        NatsBackend::connect(fx.config().kv_max_age(max_age))
+            .await
+            .unwrap()
+    };
+    let host = Node::builder(connect().await)
+        .liveness_ttl(Duration::from_millis(900))
+        .build();
+    let caller = Node::new(connect().await);
+    let _actor = host
+        .spawn(Counter::named("kept"))
+        .uuid("kept")
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(max_age * 3).await;
+    assert!(caller.registry().exists("kept").await.unwrap());
+    let proxy: CounterProxy = caller.registry().get_proxy("kept").await.unwrap();
+    assert_eq!(proxy.add(1).await.unwrap().await.unwrap(), 1);
+}
+
+/// Marking a lease disturbed rewrites it with the time it had left: it expires when it
+/// would have, and a renewal after that finds it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disturbed_lease_keeps_its_time() {
+    let fx = NatsServer::start().await;
+    let a = fx.backend().await;
+    let presence = a.presence();
+    let ttl = Duration::from_millis(1500);
+    assert!(register(&a, Group::Actors, "taken", "o", ttl).await);
+    assert!(presence.insert(Group::Actors, "kept", "o").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(presence.remove(Group::Actors, "taken", None).await.unwrap());
+    assert!(presence.contains(Group::Actors, "kept").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(!presence.contains(Group::Actors, "kept").await.unwrap());
+    assert_eq!(
+        presence.keep_alive("o", ttl).await.unwrap(),
+        LeaseRenewal::Lost
+    );
 }
