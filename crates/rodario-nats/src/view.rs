@@ -28,8 +28,11 @@ const MEMBERS_ROOT: &str = "m.";
 const OWNERS_ROOT: &str = "o.";
 
 /// The pause before following again after a consumer could not be created or failed while
-/// the connection stayed up.
+/// the connection stayed up, doubled after each failure that did not catch up, up to
+/// [`MAX_RETRY_PAUSE`]: each attempt leaves two consumers on the server until it drops them
+/// for inactivity.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 
 /// One key's last value known here.
 struct Slot {
@@ -218,6 +221,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 /// Follows the bucket while the connection is up, starting over (from an empty view) after
 /// each loss of the connection or failure of a consumer.
 async fn follow(state: Arc<Mutex<State>>, mut source: Source) {
+    let mut pause = RETRY_PAUSE;
     loop {
         // Up (or the backend is gone, and the task with it).
         if source
@@ -229,10 +233,15 @@ async fn follow(state: Arc<Mutex<State>>, mut source: Source) {
             return;
         }
         let ended = follow_once(&state, &mut source).await;
-        {
+        let caught_up = {
             let mut state = lock(&state);
+            let caught_up = state.members.caught_up && state.owners.caught_up;
             state.members.reset();
             state.owners.reset();
+            caught_up
+        };
+        if caught_up {
+            pause = RETRY_PAUSE;
         }
         match ended {
             Ended::Disconnected => {
@@ -241,7 +250,8 @@ async fn follow(state: Arc<Mutex<State>>, mut source: Source) {
             Ended::Failed(err) => {
                 tracing::warn!(error = %err, "the NATS memberships view stopped; listings read \
                     the registry until it has caught up again");
-                tokio::time::sleep(RETRY_PAUSE).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
             }
         }
     }
