@@ -148,7 +148,8 @@
 //! own TTL; a deleted key leaves the view. Writes made through the connection are applied to
 //! it at once with the revision the server gave them, so the connection's own next cluster
 //! call sees its joins and leaves; other nodes' show within the consumers' delay (one
-//! delivery from the server, about a millisecond on a LAN). When the connection drops or a
+//! delivery from the server after the write: on loopback, another node's join showed in
+//! the caller's very next cluster call). When the connection drops or a
 //! consumer fails (a missed heartbeat, a deleted consumer), the view is emptied and
 //! listings read the registry again until new consumers have caught up. It holds one value
 //! per membership and per owner (kept at most the bucket's `max_age`, which it prunes), not
