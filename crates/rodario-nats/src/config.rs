@@ -547,6 +547,7 @@ impl NatsConnection {
             probe_task,
             kv,
             state,
+            view: crate::view::View::default(),
         });
         // The probe subscription is active once a first round trip has come back.
         inner.round_trip(None).await?;

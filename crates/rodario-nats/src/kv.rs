@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
-use async_nats::jetstream::kv::{Entry, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{Entry, Operation, Store, UpdateError, UpdateErrorKind};
 use async_nats::jetstream::stream::{self, DiscardPolicy, Placement, StorageType};
 use async_nats::jetstream::{self, ErrorCode};
 use bytes::Bytes;
@@ -17,6 +17,9 @@ use crate::config::NatsConfig;
 use crate::error::{error, kv_error, open_error};
 use crate::names;
 use crate::NatsConnection;
+
+/// The header that marks a KV message as a deletion (`DEL`) or a purge (`PURGE`).
+pub(crate) const KV_OPERATION: &str = "KV-Operation";
 
 /// Attempts of a read-then-compare-and-set before giving up under contention.
 pub(crate) const MAX_ATTEMPTS: usize = 32;
@@ -31,6 +34,8 @@ pub(crate) struct Bucket {
     max_age: Duration,
     /// Whether a revision-checked write is confirmed after a fence (a replicated bucket).
     fenced: bool,
+    /// For deletions, whose revision the KV client does not return.
+    context: jetstream::Context,
 }
 
 /// The two buckets of one prefix: the registry, and the leases (kept apart so that the
@@ -88,6 +93,7 @@ impl Bucket {
             store,
             max_age,
             fenced,
+            context: context.clone(),
         })
     }
 }
@@ -299,6 +305,7 @@ impl Bucket {
     }
 
     /// Writes `value` at `key` if its last revision is `revision` (0: no message at all).
+    /// Written, it holds the write's revision.
     pub(crate) async fn write(
         &self,
         key: &str,
@@ -314,13 +321,39 @@ impl Bucket {
 
     /// Deletes `key` if its last revision is `revision`. A deletion needs no fence: a write
     /// racing it is confirmed by its own writer, who finds the deletion after it and retries,
-    /// or stands after it (the deletion happened either way).
+    /// or stands after it (the deletion happened either way). Written, it holds the revision
+    /// of the deletion marker: the deletion is sent as the KV client sends it, but its
+    /// acknowledgement is kept, so that the memberships view can apply it (see view.rs).
     pub(crate) async fn delete(&self, key: &str, revision: u64) -> Result<Cas, BackendError> {
-        match self.store.delete_expect_revision(key, Some(revision)).await {
-            Ok(()) => Ok(Cas::Written),
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(KV_OPERATION, "DEL");
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            async_nats::HeaderValue::from(revision),
+        );
+        let subject = format!("{}{key}", self.subject_prefix);
+        let acked = async {
+            let ack = self
+                .context
+                .publish_with_headers(subject, headers, Bytes::new())
+                .await?;
+            ack.await
+        };
+        match acked.await.map_err(UpdateError::from) {
+            Ok(ack) => Ok(Cas::Written(ack.sequence)),
             Err(err) if is_conflict(&err) => Ok(Cas::Conflict),
             Err(err) => Err(kv_error("delete", err)),
         }
+    }
+
+    /// The bucket's stream, for the memberships view's consumers.
+    pub(crate) fn stream(&self) -> &stream::Stream {
+        &self.store.stream
+    }
+
+    /// `$KV.{bucket}.`, the subject prefix of every key.
+    pub(crate) fn subject_prefix(&self) -> &str {
+        &self.subject_prefix
     }
 
     /// Whether the revision-checked write of revision `written` that the server accepted
@@ -334,7 +367,7 @@ impl Bucket {
     /// of them, and only its writer is told it won.
     async fn confirm(&self, key: &str, written: u64) -> Result<Cas, BackendError> {
         if !self.fenced {
-            return Ok(Cas::Written);
+            return Ok(Cas::Written(written));
         }
         self.store
             .put(names::FENCE_KEY, Bytes::new())
@@ -342,7 +375,7 @@ impl Bucket {
             .map_err(|err| kv_error("fence write", err))?;
         let last = self.entry(key).await?.map(|entry| entry.revision);
         Ok(if last == Some(written) {
-            Cas::Written
+            Cas::Written(written)
         } else {
             Cas::Conflict
         })
@@ -369,7 +402,7 @@ impl Bucket {
         let value = encode(owner, ttl);
         let mut revision = 0;
         for _ in 0..MAX_ATTEMPTS {
-            if let Cas::Written = self.write(key, value.clone(), revision).await? {
+            if let Cas::Written(_) = self.write(key, value.clone(), revision).await? {
                 return Ok(true);
             }
             match self.entry(key).await? {
@@ -396,7 +429,7 @@ impl Bucket {
             if entry_owner(&entry, now_ns()) != Some(owner) {
                 return Ok(false);
             }
-            if let Cas::Written = self.write(key, value.clone(), entry.revision).await? {
+            if let Cas::Written(_) = self.write(key, value.clone(), entry.revision).await? {
                 return Ok(true);
             }
         }
@@ -417,7 +450,7 @@ impl Bucket {
                 Some(holder) if owner.is_none_or(|o| o == holder) => {}
                 _ => return Ok(false),
             }
-            if let Cas::Written = self.delete(key, entry.revision).await? {
+            if let Cas::Written(_) = self.delete(key, entry.revision).await? {
                 return Ok(true);
             }
         }
@@ -480,7 +513,8 @@ fn is_conflict(err: &async_nats::error::Error<UpdateErrorKind>) -> bool {
 
 /// The outcome of a revision-checked write.
 pub(crate) enum Cas {
-    Written,
+    /// Written at this revision.
+    Written(u64),
     Conflict,
 }
 

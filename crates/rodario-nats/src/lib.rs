@@ -65,7 +65,8 @@
 //! (at shutdown, or by not renewing it) ends all its entries at once. `contains` reads the
 //! entry, then its owner's lease; `members` lists the group's keys (one request for the
 //! stream's subjects under the group's root), reads their entries, then the lease of each
-//! of their owners once. A `remove` without an owner (another process's `unregister`)
+//! of their owners once (cluster channels' members come from a view kept current instead,
+//! see Memberships below). A `remove` without an owner (another process's `unregister`)
 //! deletes the entry, then rewrites the holder's lease with the time it had left and a
 //! leading `!`; the holder's next renewal finds the mark, writes the lease without it and
 //! reports [`LeaseRenewal::Disturbed`](rodario_core::backend::LeaseRenewal::Disturbed).
@@ -130,6 +131,30 @@
 //! [`Delivery::Unknown`](rodario_core::backend::Delivery::Unknown) at no extra cost. The
 //! backend does not count receivers ([`Transport::counts_receivers`](rodario_core::backend::Transport::counts_receivers) is false), so nodes
 //! record cluster memberships in the registry.
+//!
+//! # Memberships
+//!
+//! So each cluster call counts its channel's members (`Presence::members` of
+//! `Group::Members`). Instead of listing the registry each time (a stream info for the
+//! keys, a read per entry and one per owner's lease), a connection keeps a view of the
+//! registry's memberships and owners' leases (`m.>` and `o.>`), fed by two ordered
+//! consumers of the registry stream (one filter subject each, as nats-server 2.9 allows)
+//! that first deliver each key's last value, then every change. It starts at the
+//! connection's first membership listing (a node that makes no cluster call pays nothing)
+//! and answers once both consumers have caught up; until then listings read the registry
+//! as before. The view applies the same rules as a listing: a member is live while its
+//! owner's lease is (its server timestamp plus its TTL is after now, so a member whose node
+//! died drops out when the lease runs out, with no message needed), an older entry by its
+//! own TTL; a deleted key leaves the view. Writes made through the connection are applied to
+//! it at once with the revision the server gave them, so the connection's own next cluster
+//! call sees its joins and leaves; other nodes' show within the consumers' delay (one
+//! delivery from the server after the write: on loopback, another node's join showed in
+//! the caller's very next cluster call). When the connection drops or a
+//! consumer fails (a missed heartbeat, a deleted consumer), the view is emptied and
+//! listings read the registry again until new consumers have caught up. It holds one value
+//! per membership and per owner (kept at most the bucket's `max_age`, which it prunes), not
+//! per actor; `Group::Actors` listings always read the registry. Tested in
+//! `tests/memberships.rs`.
 //!
 //! # Service API
 //!
@@ -214,7 +239,8 @@
 //! [`LockStore`](rodario_core::backend::LockStore)), `names.rs` (subjects, bucket names and
 //! keys, above), `error.rs` (async-nats errors as [`BackendError`]s); `lib.rs` holds the
 //! connection handle the three share. `kv.rs` is NATS's own: the two KV buckets and the
-//! revision-checked writes that presence and leases are built on; so is `service.rs`, the
+//! revision-checked writes that presence and leases are built on; `view.rs`, the
+//! memberships view above; and `service.rs`, the
 //! [`Discovery`](rodario_core::observe::Discovery) that answers the service API.
 
 #![warn(missing_docs)]
@@ -231,6 +257,7 @@ mod service;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 mod transport;
+mod view;
 
 use std::future::Future;
 use std::pin::pin;
@@ -268,6 +295,8 @@ pub(crate) struct Inner {
     pub(crate) kv: crate::kv::Kv,
     /// The client's connection events, as the state core watches.
     state: watch::Sender<ConnectionState>,
+    /// The registry's memberships and owners' leases, for cluster calls (see view.rs).
+    pub(crate) view: crate::view::View,
 }
 
 impl Drop for Inner {
@@ -278,6 +307,11 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// The connection's state, from now on.
+    pub(crate) fn connection_state(&self) -> watch::Receiver<ConnectionState> {
+        self.state.subscribe()
+    }
+
     pub(crate) fn ensure_connected(&self) -> Result<(), BackendError> {
         match self.client.connection_state() {
             State::Connected => Ok(()),

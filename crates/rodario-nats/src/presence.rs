@@ -20,6 +20,7 @@ use rodario_core::backend::{Group, LeaseRenewal, Presence};
 use rodario_core::error::BackendError;
 
 use crate::kv::{self, Bucket, Cas, Expiring, MAX_ATTEMPTS};
+use crate::view::{Source, View};
 use crate::{names, NatsConnection};
 
 /// Leads an entry's value, before its owner's name.
@@ -42,10 +43,14 @@ enum Holder<'a> {
 impl<'a> Holder<'a> {
     /// The holder of `entry` read at `now_ns`; `None` when it is deleted or unreadable.
     fn read(entry: &'a Entry, now_ns: i128) -> Option<Self> {
-        let text = kv::text(entry)?;
+        Self::parse(kv::text(entry)?, kv::created_ns(entry), now_ns)
+    }
+
+    /// The holder named by `text`, a value the server stamped at `created_ns`.
+    fn parse(text: &'a str, created_ns: i128, now_ns: i128) -> Option<Self> {
         match text.strip_prefix(ENTRY_MARK) {
             Some(owner) => Some(Holder::Leased(owner)),
-            None => kv::expiring(text, kv::created_ns(entry), now_ns).map(Holder::Expiring),
+            None => kv::expiring(text, created_ns, now_ns).map(Holder::Expiring),
         }
     }
 
@@ -70,13 +75,17 @@ struct Lease<'a> {
 impl<'a> Lease<'a> {
     /// The lease in `entry` read at `now_ns`; `None` when it is deleted or unreadable.
     fn read(entry: &'a Entry, now_ns: i128) -> Option<Self> {
-        let text = kv::text(entry)?;
+        Self::parse(kv::text(entry)?, kv::created_ns(entry), now_ns)
+    }
+
+    /// The lease in `text`, a value the server stamped at `created_ns`.
+    fn parse(text: &'a str, created_ns: i128, now_ns: i128) -> Option<Self> {
         let (disturbed, text) = match text.strip_prefix(DISTURBED_MARK) {
             Some(rest) => (true, rest),
             None => (false, text),
         };
         Some(Lease {
-            value: kv::expiring(text, kv::created_ns(entry), now_ns)?,
+            value: kv::expiring(text, created_ns, now_ns)?,
             disturbed,
         })
     }
@@ -97,9 +106,27 @@ impl<'a> Lease<'a> {
 /// The registry bucket, read and written in the layout above.
 struct Registry<'a> {
     bucket: &'a Bucket,
+    /// Told of every write that stands, so that this connection's listings see it at once.
+    view: &'a View,
 }
 
 impl Registry<'_> {
+    async fn write(&self, key: &str, value: Bytes, revision: u64) -> Result<Cas, BackendError> {
+        let cas = self.bucket.write(key, value.clone(), revision).await?;
+        if let Cas::Written(written) = cas {
+            self.view.written(key, written, Some(&value));
+        }
+        Ok(cas)
+    }
+
+    async fn delete(&self, key: &str, revision: u64) -> Result<Cas, BackendError> {
+        let cas = self.bucket.delete(key, revision).await?;
+        if let Cas::Written(written) = cas {
+            self.view.written(key, written, None);
+        }
+        Ok(cas)
+    }
+
     /// Writes `owner`'s lease (at `key`) for `ttl` from now, whatever it held, and says what
     /// it found.
     async fn keep_alive(
@@ -117,7 +144,7 @@ impl Registry<'_> {
                 _ => LeaseRenewal::Lost,
             };
             let revision = entry.map_or(0, |e| e.revision);
-            if let Cas::Written = self.bucket.write(key, value.clone(), revision).await? {
+            if let Cas::Written(_) = self.write(key, value.clone(), revision).await? {
                 return Ok(found);
             }
         }
@@ -133,7 +160,7 @@ impl Registry<'_> {
             let Some(lease) = Lease::read(&entry, kv::now_ns()) else {
                 return Ok(false);
             };
-            if let Cas::Written = self.bucket.delete(key, entry.revision).await? {
+            if let Cas::Written(_) = self.delete(key, entry.revision).await? {
                 return Ok(lease.value.live());
             }
         }
@@ -167,7 +194,7 @@ impl Registry<'_> {
         let value = entry_value(owner);
         let mut revision = 0;
         for _ in 0..MAX_ATTEMPTS {
-            if let Cas::Written = self.bucket.write(key, value.clone(), revision).await? {
+            if let Cas::Written(_) = self.write(key, value.clone(), revision).await? {
                 return Ok(true);
             }
             let Some(entry) = self.bucket.entry(key).await? else {
@@ -203,11 +230,7 @@ impl Registry<'_> {
             if !rewrite && matches!(holder, Holder::Leased(_)) {
                 return Ok(true);
             }
-            if let Cas::Written = self
-                .bucket
-                .write(key, value.clone(), entry.revision)
-                .await?
-            {
+            if let Cas::Written(_) = self.write(key, value.clone(), entry.revision).await? {
                 return Ok(true);
             }
         }
@@ -232,7 +255,7 @@ impl Registry<'_> {
             if owner.is_some() && !live {
                 return Ok(false);
             }
-            if let Cas::Conflict = self.bucket.delete(key, entry.revision).await? {
+            if let Cas::Conflict = self.delete(key, entry.revision).await? {
                 continue;
             }
             // After the deletion, so that a renewal that finds the mark finds the entry gone.
@@ -258,7 +281,7 @@ impl Registry<'_> {
                 Some(lease) if lease.value.live() && !lease.disturbed => lease.marked(),
                 _ => return Ok(()),
             };
-            if let Cas::Written = self.bucket.write(&key, value, entry.revision).await? {
+            if let Cas::Written(_) = self.write(&key, value, entry.revision).await? {
                 return Ok(());
             }
         }
@@ -273,6 +296,34 @@ impl Registry<'_> {
             Some(holder) => self.live(&holder).await,
             None => Ok(false),
         }
+    }
+
+    /// The live members under `root` as the memberships view holds them, by the rules of
+    /// [`Registry::members`]; `None` while the view has not caught up.
+    fn members_in_view(&self, root: &str) -> Option<BTreeSet<String>> {
+        let state = self.view.ready()?;
+        let now = kv::now_ns();
+        let lease_live = |owner: &str| {
+            let key = names::owner_key(owner).ok()?;
+            let lease = state.lease(&key)?;
+            Some(
+                Lease::parse(&lease.text, lease.created_ns, now)?
+                    .value
+                    .live(),
+            )
+        };
+        let mut members = BTreeSet::new();
+        for (key, value) in state.members_under(root) {
+            let live = match Holder::parse(&value.text, value.created_ns, now) {
+                Some(Holder::Leased(owner)) => lease_live(owner).unwrap_or(false),
+                Some(Holder::Expiring(value)) => value.live(),
+                None => false,
+            };
+            if live {
+                insert_member(&mut members, key, root);
+            }
+        }
+        Some(members)
     }
 
     /// The live members under `root`: its entries, then the lease of each of their owners,
@@ -304,26 +355,42 @@ impl Registry<'_> {
                 Holder::Leased(owner) => owners[owner],
                 Holder::Expiring(value) => value.live(),
             };
-            if !live {
-                continue;
-            }
-            match entry.key.strip_prefix(root).and_then(names::unescape) {
-                Some(member) => {
-                    members.insert(member);
-                }
-                None => {
-                    tracing::warn!(key = %entry.key, "skipping a NATS KV key rodario did not write")
-                }
+            if live {
+                insert_member(&mut members, &entry.key, root);
             }
         }
         Ok(members)
     }
 }
 
+/// Adds the member whose entry is at `key` under `root`.
+fn insert_member(members: &mut BTreeSet<String>, key: &str, root: &str) {
+    match key.strip_prefix(root).and_then(names::unescape) {
+        Some(member) => {
+            members.insert(member);
+        }
+        None => tracing::warn!(%key, "skipping a NATS KV key rodario did not write"),
+    }
+}
+
 impl NatsConnection {
+    fn start_view(&self) {
+        self.inner.view.start(|| {
+            let bucket = self.registry_bucket();
+            Source {
+                client: self.inner.client.clone(),
+                stream: bucket.stream().clone(),
+                subject_prefix: bucket.subject_prefix().to_owned(),
+                max_age: bucket.max_age(),
+                connection: self.inner.connection_state(),
+            }
+        });
+    }
+
     fn registry(&self) -> Registry<'_> {
         Registry {
             bucket: self.registry_bucket(),
+            view: &self.inner.view,
         }
     }
 }
@@ -406,6 +473,14 @@ impl Presence for NatsConnection {
 
     async fn members(&self, group: Group<'_>) -> Result<BTreeSet<String>, BackendError> {
         let root = names::group_root(group)?;
+        // Cluster calls count a channel's members on each call: from the view once it has
+        // caught up (started here, so that nodes that make none pay nothing).
+        if let Group::Members(_) = group {
+            self.start_view();
+            if let Some(members) = self.registry().members_in_view(&root) {
+                return Ok(members);
+            }
+        }
         self.bounded("a registry listing", self.registry().members(&root))
             .await
     }

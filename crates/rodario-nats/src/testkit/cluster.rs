@@ -44,8 +44,8 @@ struct Servers {
 
 impl NatsCluster {
     /// Starts a cluster of three servers on free loopback ports and returns once JetStream
-    /// has a meta leader. Panics saying how to get `nats-server` when there is none, or when
-    /// the cluster does not come up.
+    /// has a meta leader that can place a stream on all three. Panics saying how to get
+    /// `nats-server` when there is none, or when the cluster does not come up.
     pub async fn start() -> Self {
         let servers = Arc::new(Servers::start().await);
         Self::on(servers)
@@ -178,6 +178,7 @@ impl Servers {
             stores,
         };
         servers.await_meta_leader().await;
+        servers.await_placement().await;
         servers
     }
 
@@ -213,6 +214,41 @@ impl Servers {
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+
+    /// Creates (and deletes) a stream of three replicas until the cluster accepts one: a
+    /// meta leader just elected may not count every server as a peer yet, and refuses such
+    /// a stream ("no suitable peers for placement").
+    async fn await_placement(&self) {
+        let began = Instant::now();
+        let client = async_nats::connect(self.urls[0].as_str())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the cluster's {}: {e}", self.urls[0]));
+        let jetstream = async_nats::jetstream::new(client);
+        let name = unique("placement");
+        loop {
+            let created = jetstream
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: name.clone(),
+                    subjects: vec![format!("{name}.>")],
+                    num_replicas: SIZE,
+                    storage: async_nats::jetstream::stream::StorageType::Memory,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => {
+                    let _ = jetstream.delete_stream(&name).await;
+                    return;
+                }
+                Err(err) => assert!(
+                    began.elapsed() < META_LEADER_WITHIN,
+                    "the NATS cluster could not place a stream on its {SIZE} servers within \
+                     {META_LEADER_WITHIN:?}: {err}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
