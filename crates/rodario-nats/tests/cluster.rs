@@ -3,10 +3,12 @@
 //! are connected to SIGKILLed under steady calls, on a cluster of its own.
 
 use std::collections::BTreeSet;
+use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rodario_core::error::{BackendErrorKind, Error};
 use rodario_core::node::Node;
 use rodario_core::testkit::actors::{Counter, CounterCluster, CounterProxy};
 use rodario_core::testkit::outage::{KillableBroker, DEADLINE, SLACK};
@@ -20,6 +22,12 @@ mod conformance {
 
 /// How soon after the kill calls must succeed again.
 const FAILOVER: Duration = Duration::from_secs(2);
+
+/// How soon after the kill the registry and leases must answer again. They are JetStream
+/// streams with 3 replicas: a follower waits 4 to 9 s for a lost leader before it stands for
+/// election (nats-server's raft timeouts), so this allows one full wait, a second round and
+/// the time to answer.
+const JETSTREAM_FAILOVER: Duration = Duration::from_secs(20);
 
 /// Calls through the kill of the first server.
 const CALLS: usize = 1000;
@@ -51,9 +59,10 @@ async fn gather_all(cluster: &CounterCluster, members: usize) -> bool {
 /// `CALLS` direct calls, back to back with a short pause, from a node connected to the
 /// first server to an actor on another node connected to it too; the first server is
 /// SIGKILLed after a second. No call outlives its deadline, calls succeed again within
-/// `FAILOVER`, the actors stay registered to their node throughout (nobody else can take
-/// their names, nothing lapses), a lease held across the kill is still held, and a gather
-/// reaches every member.
+/// `FAILOVER`, the actors stay registered to their node throughout (nothing lapses, and
+/// once the registry answers again nobody else can take their names), a lease held across
+/// the kill is still held when the locks answer again (within `JETSTREAM_FAILOVER`), and a
+/// gather reaches every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_connected_server_keeps_registrations_and_leases() {
     let mut cluster = NatsCluster::start().await;
@@ -149,21 +158,27 @@ async fn losing_the_connected_server_keeps_registrations_and_leases() {
         missing.is_empty(),
         "registrations lapsed while the server went: {missing:?}"
     );
+    // The registry and the leases live in JetStream, whose streams led by the killed
+    // server answer again once they elected another leader.
     let registry = caller.registry();
     for name in names {
+        let refused = answered(|| registry.register(name)).await;
         assert!(
-            registry.register(name).await.is_err(),
-            "{name} could be registered twice"
+            matches!(refused, Err(Error::UuidInUse { .. })),
+            "{name} could be registered twice: {refused:?}"
         );
     }
+    let renewed = answered(|| lease.renew(Duration::from_secs(30))).await;
     assert!(
-        lease.renew(Duration::from_secs(30)).await.unwrap(),
+        renewed.expect("renewing the lease failed"),
         "the lease held across the kill was lost"
     );
+    let taken = answered(|| caller.locks().acquire("migrate").into_future()).await;
     assert!(
-        caller.locks().acquire("migrate").await.unwrap().is_none(),
+        taken.expect("acquiring the lease failed").is_none(),
         "another node took the lease held across the kill"
     );
+    let jetstream_back = began.elapsed() - killed_at;
     assert!(
         eventually(Duration::from_secs(2), || gather_all(&workers, 2)).await,
         "no gather reached every member after the kill"
@@ -172,10 +187,30 @@ async fn losing_the_connected_server_keeps_registrations_and_leases() {
     let longest = outcomes.iter().map(|o| o.took).max().unwrap_or_default();
     eprintln!(
         "nats cluster: {CALLS} calls, the connected server killed {killed_at:?} in; {failed} \
-         failed, longest {longest:?}, calls succeeded again {back:?} after the kill"
+         failed, longest {longest:?}, calls succeeded again {back:?} after the kill, the \
+         registry and leases answered within {jetstream_back:?} of it"
     );
     for node in [host, member, caller] {
         node.shutdown().await;
+    }
+}
+
+/// `operation`'s first answer from the broker: it is retried while it fails with a
+/// connection error (a stream without a leader yet), for at most `JETSTREAM_FAILOVER`.
+async fn answered<T, F>(mut operation: impl FnMut() -> F) -> Result<T, Error>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    let until = Instant::now() + JETSTREAM_FAILOVER;
+    loop {
+        match operation().await {
+            Err(Error::Backend(e))
+                if e.kind() == BackendErrorKind::Connection && Instant::now() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            outcome => return outcome,
+        }
     }
 }
 
