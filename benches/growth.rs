@@ -18,6 +18,8 @@
 //! Not a criterion bench: a rate over a fixed time and an hdrhistogram of every call fit
 //! these curves better than criterion's per-iteration estimates.
 
+mod cli;
+
 use std::fmt::Write as _;
 use std::future::Future;
 use std::path::PathBuf;
@@ -25,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cli::Args;
 use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
@@ -63,44 +66,18 @@ const LOAD_PER_MS: usize = 10;
 /// The series a run measures, as they appear in ids and file names.
 const SERIES: [&str; 4] = ["in_flight", "payload", "actors", "latency"];
 
-/// criterion options that take a value: skipped with it, so that the value is not taken for
-/// a filter when `cargo bench -- <options>` reaches every bench.
-const VALUE_OPTIONS: [&str; 9] = [
-    "--save-baseline",
-    "--baseline",
-    "--load-baseline",
-    "--profile-time",
-    "--measurement-time",
-    "--warm-up-time",
-    "--sample-size",
-    "--output-format",
-    "--color",
-];
-
 struct Settings {
     warm_up: Duration,
     measure: Duration,
     latency: Duration,
-    filters: Vec<String>,
+    args: Args,
 }
 
 impl Settings {
-    /// `--quick` shortens every measurement; other options are criterion's and are ignored
-    /// (cargo passes `--bench`); positional arguments are filters.
+    /// `--quick` shortens every measurement; positional arguments are filters (see `cli`).
     fn from_args() -> Self {
-        let mut quick = false;
-        let mut filters = Vec::new();
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            if arg == "--quick" {
-                quick = true;
-            } else if VALUE_OPTIONS.contains(&arg.as_str()) {
-                args.next();
-            } else if !arg.starts_with('-') {
-                filters.push(arg);
-            }
-        }
-        let (warm_up, measure, latency) = if quick {
+        let args = Args::parse();
+        let (warm_up, measure, latency) = if args.quick {
             (100, 300, 1000)
         } else {
             (300, 1000, 3000)
@@ -109,13 +86,12 @@ impl Settings {
             warm_up: Duration::from_millis(warm_up),
             measure: Duration::from_millis(measure),
             latency: Duration::from_millis(latency),
-            filters,
+            args,
         }
     }
 
     fn wants(&self, backend: &str, series: &str) -> bool {
-        let id = format!("growth/{backend}/{series}");
-        self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str()))
+        self.args.wants(&format!("growth/{backend}/{series}"))
     }
 }
 

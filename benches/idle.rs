@@ -51,6 +51,8 @@
 //!   JetStream API requests included), fetched with a plain HTTP/1.0 GET. Memory: n/a
 //!   (there is no broker process).
 
+mod cli;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -58,6 +60,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cli::Args;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use rodario::backend::Backend;
 use rodario::memory::MemoryBroker;
@@ -167,25 +170,11 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// How often the live heap is read during the window.
 const SAMPLE: Duration = Duration::from_millis(100);
 
-/// criterion options that take a value: skipped with it, so that the value is not taken for
-/// a filter when `cargo bench -- <options>` reaches every bench.
-const VALUE_OPTIONS: [&str; 9] = [
-    "--save-baseline",
-    "--baseline",
-    "--load-baseline",
-    "--profile-time",
-    "--measurement-time",
-    "--warm-up-time",
-    "--sample-size",
-    "--output-format",
-    "--color",
-];
-
 struct Settings {
     actors: usize,
     window: Duration,
     in_flight: usize,
-    filters: Vec<String>,
+    args: Args,
     page_size: usize,
 }
 
@@ -202,32 +191,24 @@ impl Settings {
             }
         }
         // `--quick` shrinks the defaults (for `cargo bench --all-features -- --quick`, which
-        // reaches every bench); other options are cargo's and criterion's (`--bench`), skipped
-        // with their values; positional arguments are filters.
-        let mut quick = false;
-        let mut filters = Vec::new();
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            if arg == "--quick" {
-                quick = true;
-            } else if VALUE_OPTIONS.contains(&arg.as_str()) {
-                args.next();
-            } else if !arg.starts_with('-') {
-                filters.push(arg);
-            }
-        }
-        let (actors, window) = if quick { (1_000, 10) } else { (10_000, 30) };
+        // reaches every bench); positional arguments are filters.
+        let args = Args::parse();
+        let (actors, window) = if args.quick {
+            (1_000, 10)
+        } else {
+            (10_000, 30)
+        };
         Settings {
             actors: number("RODARIO_IDLE_ACTORS", actors).max(1),
             window: Duration::from_secs(number("RODARIO_IDLE_WINDOW_SECS", window) as u64),
             in_flight: number("RODARIO_IDLE_IN_FLIGHT", 256).max(1),
-            filters,
+            args,
             page_size: page_size(),
         }
     }
 
     fn wants(&self, backend: &str) -> bool {
-        self.filters.is_empty() || self.filters.iter().any(|f| backend.contains(f.as_str()))
+        self.args.wants(backend)
     }
 }
 
