@@ -225,13 +225,21 @@ pub trait Transport: Send + Sync + 'static {
     /// learns only later whether anyone received it (NATS's "no responders" status) may
     /// return at once, with [`Delivery::Unknown`] and an [`Undelivered`] watch the caller
     /// races against the reply, instead of waiting for a round trip here. The default is
-    /// [`Transport::publish`] with no watch.
+    /// [`Transport::publish`] with no watch. Nodes use it only where
+    /// [`Transport::reports_undelivered`] says the backend has its own.
     async fn publish_call(
         &self,
         channel: &Channel,
         frame: Bytes,
     ) -> Result<(Delivery, Option<Undelivered>), BackendError> {
         Ok((self.publish(channel, frame).await?, None))
+    }
+
+    /// Whether this backend implements [`Transport::publish_call`] itself. When it does
+    /// not (the default), nodes publish calls with [`Transport::publish`], sparing each call
+    /// the default's extra future.
+    fn reports_undelivered(&self) -> bool {
+        false
     }
 
     /// Subscribes to `channel`, handing each frame to `sink`. When this returns, the

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     /// The backend's connection state, when it reports one: calls made while it is down
     /// fail at once instead of waiting on a connection that is not there.
     connection: Option<watch::Receiver<ConnectionState>>,
+    /// Whether calls to one actor go through the backend's own `publish_call`.
+    reports_undelivered: bool,
     shutdown: watch::Sender<bool>,
 }
 
@@ -69,6 +71,7 @@ impl Shared {
         Shared {
             id: NodeId::generate(),
             connection: backend.transport().connection_state(),
+            reports_undelivered: backend.transport().reports_undelivered(),
             backend,
             config,
             shutdown: watch::Sender::new(false),
@@ -145,7 +148,8 @@ impl Shared {
         Ok(self.backend.transport().publish(channel, frame).await?)
     }
 
-    /// Publishes a call to one actor (see [`Transport::publish_call`]).
+    /// Publishes a call to one actor (see [`Transport::publish_call`]), with a plain
+    /// publish where the backend has no `publish_call` of its own.
     ///
     /// [`Transport::publish_call`]: crate::backend::Transport::publish_call
     pub(crate) async fn publish_call(
@@ -153,11 +157,12 @@ impl Shared {
         channel: &Channel,
         frame: Bytes,
     ) -> Result<(Delivery, Option<Undelivered>)> {
-        Ok(self
-            .backend
-            .transport()
-            .publish_call(channel, frame)
-            .await?)
+        let transport = self.backend.transport();
+        if self.reports_undelivered {
+            Ok(transport.publish_call(channel, frame).await?)
+        } else {
+            Ok((transport.publish(channel, frame).await?, None))
+        }
     }
 }
 

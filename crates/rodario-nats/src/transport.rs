@@ -364,6 +364,12 @@ impl Transport for NatsConnection {
         ))
     }
 
+    /// With [`NatsConfig::check_delivery`](crate::NatsConfig::check_delivery) off, calls
+    /// are plain publishes.
+    fn reports_undelivered(&self) -> bool {
+        self.inner.check_delivery
+    }
+
     /// A call to one actor is published with a reply subject of this connection's probe
     /// inbox and returns at once: the server answers a call nobody is subscribed to with a
     /// "no responders" status there, which fails the call through the returned watch,
