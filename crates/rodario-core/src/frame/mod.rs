@@ -34,6 +34,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CodecError, FrameError, RemoteError};
 
+mod direct;
+
+use direct::{put_bin, put_str, put_uint, NIL, TRUE};
+
 /// The frame layout version this build writes and reads.
 pub const FRAME_VERSION: u8 = 1;
 
@@ -279,101 +283,39 @@ pub(crate) fn encode_call(
     if trailing == 3 {
         buf.put_u8(TRUE);
     }
-    let bytes = buf.freeze();
-    if bytes.len() > limit {
+    within_limit(buf, limit)
+}
+
+/// The frame in `buf`, or [`FrameError::TooLarge`] if it is larger than `limit` bytes.
+fn within_limit(buf: BytesMut, limit: usize) -> Result<Bytes, crate::Error> {
+    if buf.len() > limit {
         return Err(FrameError::TooLarge {
-            size: bytes.len(),
+            size: buf.len(),
             limit,
         }
         .into());
     }
-    Ok(bytes)
-}
-
-/// MessagePack's `nil` and `true` markers.
-const NIL: u8 = 0xc0;
-const TRUE: u8 = 0xc3;
-
-/// An unsigned integer in the fewest bytes, as `rmp::encode::write_uint` writes it.
-fn put_uint(buf: &mut BytesMut, value: u64) {
-    match value {
-        0..=0x7f => buf.put_u8(value as u8),
-        0x80..=0xff => {
-            buf.put_u8(0xcc);
-            buf.put_u8(value as u8);
-        }
-        0x100..=0xffff => {
-            buf.put_u8(0xcd);
-            buf.put_u16(value as u16);
-        }
-        0x1_0000..=0xffff_ffff => {
-            buf.put_u8(0xce);
-            buf.put_u32(value as u32);
-        }
-        _ => {
-            buf.put_u8(0xcf);
-            buf.put_u64(value);
-        }
-    }
-}
-
-/// A string with the shortest length marker, as `rmp::encode::write_str` writes it.
-fn put_str(buf: &mut BytesMut, value: &str) {
-    let len = value.len();
-    match len {
-        0..=31 => buf.put_u8(0xa0 | len as u8),
-        32..=0xff => {
-            buf.put_u8(0xd9);
-            buf.put_u8(len as u8);
-        }
-        0x100..=0xffff => {
-            buf.put_u8(0xda);
-            buf.put_u16(len as u16);
-        }
-        _ => {
-            buf.put_u8(0xdb);
-            buf.put_u32(len as u32);
-        }
-    }
-    buf.put_slice(value.as_bytes());
-}
-
-/// Binary data with the shortest length marker, as `rmp::encode::write_bin` writes it.
-fn put_bin(buf: &mut BytesMut, value: &[u8]) {
-    let len = value.len();
-    match len {
-        0..=0xff => {
-            buf.put_u8(0xc4);
-            buf.put_u8(len as u8);
-        }
-        0x100..=0xffff => {
-            buf.put_u8(0xc5);
-            buf.put_u16(len as u16);
-        }
-        _ => {
-            buf.put_u8(0xc6);
-            buf.put_u32(len as u32);
-        }
-    }
-    buf.put_slice(value);
+    Ok(buf.freeze())
 }
 
 /// Encodes a reply frame (as [`Frame::Reply`] would be), refusing it over `limit` bytes.
+/// A value (every successful call's reply) is written directly, other outcomes by serde.
 pub(crate) fn encode_reply(
     id: u64,
     from: &str,
     outcome: &Outcome,
     limit: usize,
 ) -> Result<Bytes, crate::Error> {
-    let size = match outcome {
-        Outcome::Ok(value) => value.len(),
-        _ => 0,
-    };
-    encode_any(
-        &FrameRef::Reply(ReplyRef { id, from, outcome }),
-        size,
-        limit,
-    )
+    match outcome {
+        Outcome::Ok(value) => {
+            let mut buf = BytesMut::with_capacity(32 + from.len() + value.len());
+            buf.put_u8(FRAME_VERSION);
+            buf.put_u8(Codec::MessagePack.tag());
+            direct::put_reply_ok(&mut buf, id, from, value);
+            within_limit(buf, limit)
+        }
+        _ => encode_any(&FrameRef::Reply(ReplyRef { id, from, outcome }), 0, limit),
+    }
 }
 
 fn encode_any<F: Serialize>(
@@ -388,15 +330,7 @@ fn encode_any<F: Serialize>(
         what: "frame",
         message: e.to_string(),
     })?;
-    let bytes = buf.into_inner().freeze();
-    if bytes.len() > limit {
-        return Err(FrameError::TooLarge {
-            size: bytes.len(),
-            limit,
-        }
-        .into());
-    }
-    Ok(bytes)
+    within_limit(buf.into_inner(), limit)
 }
 
 fn frame_payload_len(frame: &Frame) -> usize {
@@ -411,6 +345,9 @@ fn frame_payload_len(frame: &Frame) -> usize {
 }
 
 /// Decodes a frame, refusing it if it is larger than `limit` bytes. Never panics.
+///
+/// The frames of every call (a call, an `Ok` reply, an `Expect`) are read directly; the
+/// rest, and anything the direct reader does not take, by serde.
 pub fn decode_frame(bytes: &[u8], limit: usize) -> Result<Frame, FrameError> {
     if bytes.len() > limit {
         return Err(FrameError::TooLarge {
@@ -428,8 +365,15 @@ pub fn decode_frame(bytes: &[u8], limit: usize) -> Result<Frame, FrameError> {
         });
     }
     match Codec::from_tag(bytes[1])? {
-        Codec::MessagePack => rmp_serde::from_slice(&bytes[HEADER..])
-            .map_err(|e| FrameError::Malformed(e.to_string())),
+        Codec::MessagePack => {
+            let body = &bytes[HEADER..];
+            match direct::read_frame(body) {
+                Some(frame) => Ok(frame),
+                None => {
+                    rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
+                }
+            }
+        }
     }
 }
 
@@ -526,23 +470,27 @@ mod tests {
         }
     }
 
-    /// `encode_call` writes MessagePack itself: the same bytes as the serde path for every
-    /// length and integer marker, with and without the trailing fields it writes.
-    #[test]
-    fn calls_encode_as_serde_encodes_them_at_every_marker_size() {
-        let ints = [
-            0,
-            0x7f,
-            0x80,
-            0xff,
-            0x100,
-            0xffff,
-            0x1_0000,
-            0xffff_ffff,
-            1 << 32,
-            u64::MAX,
-        ];
-        let lens = [0, 31, 32, 0xff, 0x100, 0xffff, 0x1_0000];
+    /// Integers at every MessagePack integer marker's bounds.
+    const MARKER_INTS: [u64; 10] = [
+        0,
+        0x7f,
+        0x80,
+        0xff,
+        0x100,
+        0xffff,
+        0x1_0000,
+        0xffff_ffff,
+        1 << 32,
+        u64::MAX,
+    ];
+
+    /// Lengths at every string and binary length marker's bounds.
+    const MARKER_LENS: [usize; 7] = [0, 31, 32, 0xff, 0x100, 0xffff, 0x1_0000];
+
+    /// Calls whose integers and lengths cross every marker, with and without the trailing
+    /// fields rodario writes.
+    fn marker_size_calls() -> Vec<Call> {
+        let (ints, lens) = (MARKER_INTS, MARKER_LENS);
         let trace = TraceContext {
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
             tracestate: "v".repeat(40),
@@ -561,7 +509,27 @@ mod tests {
                 one_way: i % 2 == 1,
             });
         }
-        for call in calls {
+        calls
+    }
+
+    /// `Ok` replies whose integers and lengths cross every marker.
+    fn marker_size_replies() -> Vec<Reply> {
+        let (ints, lens) = (MARKER_INTS, MARKER_LENS);
+        ints.iter()
+            .enumerate()
+            .map(|(i, &n)| Reply {
+                id: n,
+                from: "f".repeat(lens[i % lens.len()]),
+                outcome: Outcome::Ok(vec![3; lens[(i + 4) % lens.len()]]),
+            })
+            .collect()
+    }
+
+    /// `encode_call` writes MessagePack itself: the same bytes as the serde path for every
+    /// length and integer marker, with and without the trailing fields it writes.
+    #[test]
+    fn calls_encode_as_serde_encodes_them_at_every_marker_size() {
+        for call in marker_size_calls() {
             let direct = encode_call(
                 call.id,
                 &call.reply_to,
@@ -576,6 +544,79 @@ mod tests {
             assert_eq!(direct, encode_frame(&frame, usize::MAX).unwrap());
             assert_eq!(decode_frame(&direct, usize::MAX).unwrap(), frame);
         }
+    }
+
+    /// `encode_reply` writes a value's reply itself: the same bytes as the serde path.
+    #[test]
+    fn replies_encode_as_serde_encodes_them_at_every_marker_size() {
+        for reply in marker_size_replies() {
+            let direct = encode_reply(reply.id, &reply.from, &reply.outcome, usize::MAX).unwrap();
+            let frame = Frame::Reply(reply);
+            assert_eq!(direct, encode_frame(&frame, usize::MAX).unwrap());
+            assert_eq!(decode_frame(&direct, usize::MAX).unwrap(), frame);
+        }
+    }
+
+    /// The direct reader takes every call, `Ok` reply and `Expect` rodario writes, and
+    /// whatever it takes, valid or damaged, serde reads the same; what it leaves (error
+    /// replies, damaged frames) is serde's.
+    #[test]
+    fn the_direct_reader_reads_what_serde_reads() {
+        let mut frames: Vec<Frame> = marker_size_calls().into_iter().map(Frame::Call).collect();
+        frames.extend(marker_size_replies().into_iter().map(Frame::Reply));
+        frames.extend(sample_frames());
+        frames.push(Frame::Call(Call {
+            kwargs: Some(encode_value(&[("name", "Ann")], "kwargs").unwrap()),
+            ..marker_size_calls().remove(1)
+        }));
+        frames.push(Frame::Expect(Expect {
+            id: u64::MAX,
+            count: u32::MAX,
+        }));
+        let mut bodies = Vec::new();
+        for frame in &frames {
+            let bytes = encode_frame(frame, usize::MAX).unwrap();
+            let body = bytes[HEADER..].to_vec();
+            let direct = direct::read_frame(&body);
+            match frame {
+                Frame::Reply(Reply {
+                    outcome: Outcome::Err(_) | Outcome::Declined,
+                    ..
+                }) => assert_eq!(direct, None, "left to serde: {frame:?}"),
+                _ => assert_eq!(direct.as_ref(), Some(frame)),
+            }
+            bodies.push(body);
+        }
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut taken = 0;
+        for _ in 0..20_000 {
+            let mut body = bodies[(next() as usize) % bodies.len()].clone();
+            body.truncate(body.len().min(4096));
+            for _ in 0..1 + next() % 3 {
+                if body.is_empty() {
+                    break;
+                }
+                let at = (next() as usize) % body.len();
+                match next() % 3 {
+                    0 => body[at] = next() as u8,
+                    1 => body.truncate(at),
+                    _ => body.insert(at, next() as u8),
+                }
+            }
+            if let Some(direct) = direct::read_frame(&body) {
+                taken += 1;
+                let serde: Result<Frame, _> = rmp_serde::from_slice(&body);
+                assert_eq!(serde.ok(), Some(direct), "body {body:02x?}");
+            }
+        }
+        // Damage inside a name or a value leaves a frame the direct reader still takes.
+        assert!(taken > 100, "the direct reader took {taken} damaged frames");
     }
 
     /// A call with named arguments round-trips; the same call without them encodes as
