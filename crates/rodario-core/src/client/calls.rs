@@ -1,6 +1,7 @@
 //! The calls a node waits on: each call's reply slot and deadline, routed replies, and the
 //! sweep that fails calls whose deadline passed.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use crate::error::Error;
 use crate::frame::{Expect, Frame, Reply};
 use crate::name::ActorId;
 use crate::shared::Shared;
-use crate::sync::locked;
+use crate::sync::{locked, LocalKeys};
 use crate::telemetry;
 
 /// Where a reply to one of this node's calls goes.
@@ -65,7 +66,7 @@ impl Drop for PendingCount {
 
 #[derive(Default)]
 struct Table {
-    calls: HashMap<u64, Waiting>,
+    calls: HashMap<u64, Waiting, LocalKeys>,
     /// The earliest deadline the sweeper knows of.
     sweep_at: Option<Instant>,
 }
@@ -118,20 +119,20 @@ impl CallTable {
         let mut table = locked(&self.table);
         let calls = &mut table.calls;
         match frame {
-            Frame::Reply(reply) => match calls.get(&reply.id).map(|w| &w.slot) {
-                Some(PendingSlot::Single(_)) => {
-                    if let Some(Waiting {
-                        slot: PendingSlot::Single(tx),
-                        ..
-                    }) = calls.remove(&reply.id)
-                    {
-                        let _ = tx.send(Ok(reply));
+            Frame::Reply(reply) => match calls.entry(reply.id) {
+                Entry::Occupied(waiting) => match &waiting.get().slot {
+                    PendingSlot::Single(_) => {
+                        if let PendingSlot::Single(tx) = waiting.remove().slot {
+                            let _ = tx.send(Ok(reply));
+                        }
                     }
+                    PendingSlot::Gather(tx) => {
+                        let _ = tx.send(GatherEvent::Reply(reply));
+                    }
+                },
+                Entry::Vacant(_) => {
+                    tracing::debug!(call = reply.id, "reply for a call nobody awaits")
                 }
-                Some(PendingSlot::Gather(tx)) => {
-                    let _ = tx.send(GatherEvent::Reply(reply));
-                }
-                None => tracing::debug!(call = reply.id, "reply for a call nobody awaits"),
             },
             Frame::Expect(Expect { id, count }) => {
                 if let Some(PendingSlot::Gather(tx)) = calls.get(&id).map(|w| &w.slot) {

@@ -11,13 +11,14 @@ use crate::error::Result;
 use crate::frame::encode_value;
 use crate::hooks::Singular;
 use crate::observe::MethodCounters;
+use crate::sync::LocalKeys;
 
 /// One actor type's methods, shared by its actors on a node.
 pub(crate) struct ActorType {
     /// [`Actor::type_name`], computed once: it may search the type's path.
     pub(crate) type_name: &'static str,
     /// Each public method's spec and its index in `infos` (and in an actor's counters).
-    methods: HashMap<&'static str, (MethodSpec, usize)>,
+    methods: HashMap<&'static str, (MethodSpec, usize), LocalKeys>,
     /// The methods' descriptions, sorted by name.
     infos: Vec<MethodInfo>,
     /// The `singular` methods, which a node decides on for their actors in cluster calls.
