@@ -104,8 +104,13 @@ impl Transport for MemoryConnection {
         let Some(subscribers) = subscribers else {
             return Ok(Delivery::Exact(0));
         };
-        for subscriber in &subscribers.list {
-            subscriber.sink.deliver(frame.clone());
+        // The last subscriber (the only one, for a call) takes the frame itself: a clone of
+        // a frame that was never shared costs an allocation.
+        if let Some((last, others)) = subscribers.list.split_last() {
+            for subscriber in others {
+                subscriber.sink.deliver(frame.clone());
+            }
+            last.sink.deliver(frame);
         }
         Ok(Delivery::Exact(subscribers.connections))
     }

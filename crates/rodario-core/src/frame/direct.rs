@@ -17,6 +17,38 @@ pub(super) const TRUE: u8 = 0xc3;
 /// A map of one entry: how serde tags an enum variant (`{"Call": ...}`).
 const ONE_ENTRY_MAP: u8 = 0x81;
 
+/// The bytes [`put_uint`] writes for `value`.
+pub(super) fn uint_size(value: u64) -> usize {
+    match value {
+        0..=0x7f => 1,
+        0x80..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// The bytes [`put_str`] writes for `value`.
+pub(super) fn str_size(value: &str) -> usize {
+    let marker = match value.len() {
+        0..=31 => 1,
+        32..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    };
+    marker + value.len()
+}
+
+/// The bytes [`put_bin`] writes for `value`.
+pub(super) fn bin_size(value: &[u8]) -> usize {
+    let marker = match value.len() {
+        0..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    };
+    marker + value.len()
+}
+
 /// An unsigned integer in the fewest bytes, as `rmp::encode::write_uint` writes it.
 pub(super) fn put_uint(buf: &mut BytesMut, value: u64) {
     match value {
@@ -79,6 +111,17 @@ pub(super) fn put_bin(buf: &mut BytesMut, value: &[u8]) {
         }
     }
     buf.put_slice(value);
+}
+
+/// The bytes [`put_reply_ok`] writes.
+pub(super) fn reply_ok_size(id: u64, from: &str, value: &[u8]) -> usize {
+    1 + str_size("Reply")
+        + 1
+        + uint_size(id)
+        + str_size(from)
+        + 1
+        + str_size("Ok")
+        + bin_size(value)
 }
 
 /// The body of a reply carrying a value: `{"Reply": [id, from, {"Ok": value}]}`.

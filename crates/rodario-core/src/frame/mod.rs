@@ -36,7 +36,7 @@ use crate::error::{CodecError, FrameError, RemoteError};
 
 mod direct;
 
-use direct::{put_bin, put_str, put_uint, NIL, TRUE};
+use direct::{bin_size, put_bin, put_str, put_uint, str_size, uint_size, NIL, TRUE};
 
 /// The frame layout version this build writes and reads.
 pub const FRAME_VERSION: u8 = 1;
@@ -250,9 +250,6 @@ pub(crate) fn encode_call(
     (trace, one_way): (Option<&TraceContext>, bool),
     limit: usize,
 ) -> Result<Bytes, crate::Error> {
-    let mut buf = BytesMut::with_capacity(64 + reply_to.len() + method.len() + args.len());
-    buf.put_u8(FRAME_VERSION);
-    buf.put_u8(Codec::MessagePack.tag());
     // `{"Call": [id, reply_to, method, args, deadline_ms, kwargs?, trace?, one_way?]}`, the
     // trailing fields up to the last one the call needs, as `CallRef`'s `Serialize` writes
     // them (`kwargs`, which calls sent from here never have, as nil).
@@ -261,6 +258,24 @@ pub(crate) fn encode_call(
         (Some(_), false) => 2,
         (None, false) => 0,
     };
+    let mut size = HEADER
+        + 1
+        + str_size("Call")
+        + 1
+        + uint_size(id)
+        + str_size(reply_to)
+        + str_size(method)
+        + bin_size(args)
+        + uint_size(deadline_ms);
+    if trailing >= 2 {
+        size += 1 + trace.map_or(1, |t| {
+            1 + str_size(&t.traceparent) + str_size(&t.tracestate)
+        });
+    }
+    if trailing == 3 {
+        size += 1;
+    }
+    let mut buf = exact_buffer(size, limit)?;
     buf.put_u8(0x81);
     put_str(&mut buf, "Call");
     buf.put_u8(0x90 | (5 + trailing));
@@ -283,19 +298,21 @@ pub(crate) fn encode_call(
     if trailing == 3 {
         buf.put_u8(TRUE);
     }
-    within_limit(buf, limit)
+    debug_assert_eq!(buf.len(), size, "a call frame's size was misjudged");
+    Ok(buf.freeze())
 }
 
-/// The frame in `buf`, or [`FrameError::TooLarge`] if it is larger than `limit` bytes.
-fn within_limit(buf: BytesMut, limit: usize) -> Result<Bytes, crate::Error> {
-    if buf.len() > limit {
-        return Err(FrameError::TooLarge {
-            size: buf.len(),
-            limit,
-        }
-        .into());
+/// A buffer of exactly `size` bytes with the frame header written, or
+/// [`FrameError::TooLarge`] if `size` is over `limit`. Exactly: a buffer filled to its
+/// capacity becomes `Bytes` without another allocation.
+fn exact_buffer(size: usize, limit: usize) -> Result<BytesMut, crate::Error> {
+    if size > limit {
+        return Err(FrameError::TooLarge { size, limit }.into());
     }
-    Ok(buf.freeze())
+    let mut buf = BytesMut::with_capacity(size);
+    buf.put_u8(FRAME_VERSION);
+    buf.put_u8(Codec::MessagePack.tag());
+    Ok(buf)
 }
 
 /// Encodes a reply frame (as [`Frame::Reply`] would be), refusing it over `limit` bytes.
@@ -308,11 +325,11 @@ pub(crate) fn encode_reply(
 ) -> Result<Bytes, crate::Error> {
     match outcome {
         Outcome::Ok(value) => {
-            let mut buf = BytesMut::with_capacity(32 + from.len() + value.len());
-            buf.put_u8(FRAME_VERSION);
-            buf.put_u8(Codec::MessagePack.tag());
+            let size = HEADER + direct::reply_ok_size(id, from, value);
+            let mut buf = exact_buffer(size, limit)?;
             direct::put_reply_ok(&mut buf, id, from, value);
-            within_limit(buf, limit)
+            debug_assert_eq!(buf.len(), size, "a reply frame's size was misjudged");
+            Ok(buf.freeze())
         }
         _ => encode_any(&FrameRef::Reply(ReplyRef { id, from, outcome }), 0, limit),
     }
@@ -330,7 +347,15 @@ fn encode_any<F: Serialize>(
         what: "frame",
         message: e.to_string(),
     })?;
-    within_limit(buf.into_inner(), limit)
+    let bytes = buf.into_inner().freeze();
+    if bytes.len() > limit {
+        return Err(FrameError::TooLarge {
+            size: bytes.len(),
+            limit,
+        }
+        .into());
+    }
+    Ok(bytes)
 }
 
 fn frame_payload_len(frame: &Frame) -> usize {
