@@ -221,6 +221,20 @@ pub trait Transport: Send + Sync + 'static {
     /// Publishes `frame` on `channel` and says what the broker knows of its receivers.
     async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError>;
 
+    /// Publishes `frame` on `channel` now if this backend can without waiting (an
+    /// in-process broker), or hands the frame back (`Err`) for [`Transport::publish`].
+    /// Nodes try it first on every publish: it spares a publish the boxed future of an
+    /// async trait method, and a reply the future that waits for it. The default hands
+    /// every frame back.
+    #[allow(clippy::type_complexity)]
+    fn try_publish(
+        &self,
+        _channel: &Channel,
+        frame: Bytes,
+    ) -> Result<Result<Delivery, BackendError>, Bytes> {
+        Err(frame)
+    }
+
     /// Publishes a call to one actor, whose caller waits for its reply anyway. A broker that
     /// learns only later whether anyone received it (NATS's "no responders" status) may
     /// return at once, with [`Delivery::Unknown`] and an [`Undelivered`] watch the caller

@@ -144,8 +144,14 @@ impl Shared {
         encode_frame(frame, self.config.max_frame)
     }
 
+    /// Publishes `frame` on `channel`: at once where the backend can, else through its
+    /// async publish.
     pub(crate) async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery> {
-        Ok(self.backend.transport().publish(channel, frame).await?)
+        let transport = self.backend.transport();
+        match transport.try_publish(channel, frame) {
+            Ok(published) => Ok(published?),
+            Err(frame) => Ok(transport.publish(channel, frame).await?),
+        }
     }
 
     /// Publishes a call to one actor (see [`Transport::publish_call`]), with a plain
@@ -157,11 +163,14 @@ impl Shared {
         channel: &Channel,
         frame: Bytes,
     ) -> Result<(Delivery, Option<Undelivered>)> {
-        let transport = self.backend.transport();
         if self.reports_undelivered {
-            Ok(transport.publish_call(channel, frame).await?)
+            Ok(self
+                .backend
+                .transport()
+                .publish_call(channel, frame)
+                .await?)
         } else {
-            Ok((transport.publish(channel, frame).await?, None))
+            Ok((self.publish(channel, frame).await?, None))
         }
     }
 }

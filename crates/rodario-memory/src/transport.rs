@@ -95,14 +95,14 @@ impl Drop for SubscriptionGuard {
     }
 }
 
-#[async_trait]
-impl Transport for MemoryConnection {
-    async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError> {
+impl MemoryConnection {
+    /// Hands `frame` to every subscriber of `channel`.
+    fn deliver(&self, channel: &Channel, frame: Bytes) -> Delivery {
         let subscribers = locked(&self.state.channels)
             .get(&self.channel_key(channel))
             .cloned();
         let Some(subscribers) = subscribers else {
-            return Ok(Delivery::Exact(0));
+            return Delivery::Exact(0);
         };
         // The last subscriber (the only one, for a call) takes the frame itself: a clone of
         // a frame that was never shared costs an allocation.
@@ -112,7 +112,23 @@ impl Transport for MemoryConnection {
             }
             last.sink.deliver(frame);
         }
-        Ok(Delivery::Exact(subscribers.connections))
+        Delivery::Exact(subscribers.connections)
+    }
+}
+
+#[async_trait]
+impl Transport for MemoryConnection {
+    async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError> {
+        Ok(self.deliver(channel, frame))
+    }
+
+    /// Every publish is done at once: the subscribers' sinks take the frame here.
+    fn try_publish(
+        &self,
+        channel: &Channel,
+        frame: Bytes,
+    ) -> Result<Result<Delivery, BackendError>, Bytes> {
+        Ok(Ok(self.deliver(channel, frame)))
     }
 
     async fn subscribe(

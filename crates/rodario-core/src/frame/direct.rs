@@ -143,10 +143,10 @@ pub(super) fn read_frame(body: &[u8]) -> Option<Frame> {
     if reader.byte()? != ONE_ENTRY_MAP {
         return None;
     }
-    let frame = match reader.str()? {
-        "Call" => Frame::Call(reader.call()?),
-        "Reply" => Frame::Reply(reader.reply_ok()?),
-        "Expect" => Frame::Expect(reader.expect()?),
+    let frame = match reader.str_bytes()? {
+        b"Call" => Frame::Call(reader.call()?),
+        b"Reply" => Frame::Reply(reader.reply_ok()?),
+        b"Expect" => Frame::Expect(reader.expect()?),
         _ => return None,
     };
     // Bytes after the frame: serde's to judge.
@@ -196,6 +196,11 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.str_bytes()?).ok()
+    }
+
+    /// A string's bytes, unchecked: for comparing with a known tag.
+    fn str_bytes(&mut self) -> Option<&'a [u8]> {
         let len = match self.byte()? {
             fixstr @ 0xa0..=0xbf => usize::from(fixstr & 0x1f),
             0xd9 => self.length(1)?,
@@ -203,7 +208,7 @@ impl<'a> Reader<'a> {
             0xdb => self.length(4)?,
             _ => return None,
         };
-        std::str::from_utf8(self.take(len)?).ok()
+        self.take(len)
     }
 
     fn bin(&mut self) -> Option<&'a [u8]> {
@@ -287,7 +292,7 @@ impl<'a> Reader<'a> {
         }
         let id = self.uint()?;
         let from = self.str()?.to_owned();
-        if self.byte()? != ONE_ENTRY_MAP || self.str()? != "Ok" {
+        if self.byte()? != ONE_ENTRY_MAP || self.str_bytes()? != b"Ok" {
             return None;
         }
         let value = self.bin()?.to_vec();

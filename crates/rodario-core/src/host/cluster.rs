@@ -13,10 +13,10 @@ use tokio::task::JoinHandle;
 use super::handler::ClusterHandler;
 use super::inbox::{decode_call, Envelope, Via, ViaCluster};
 use super::liveness::Liveness;
-use super::outbox::{reply_later, Outbox};
+use super::outbox::Outbox;
 use crate::actor::{ChannelMember, MEMBERS_METHOD};
 use crate::backend::{Channel, FrameSink, Subscription};
-use crate::error::{RemoteError, RemoteErrorKind, Result};
+use crate::error::{Error, RemoteError, RemoteErrorKind, Result};
 use crate::frame::{encode_value, Call, Expect, Frame, Outcome};
 use crate::hooks::Singular;
 use crate::locks::Locks;
@@ -217,14 +217,10 @@ async fn fan_out(
         match shared.encode(&expect) {
             Ok(bytes) => {
                 let to = Channel::Reply(reply_to.clone());
-                let sender = shared.clone();
-                outbox
-                    .send(Box::pin(async move {
-                        if let Err(e) = sender.publish(&to, bytes).await {
-                            tracing::warn!(error = %e, "could not tell a cluster caller what to expect");
-                        }
-                    }))
-                    .await;
+                let failed = |e: Error| {
+                    tracing::warn!(error = %e, "could not tell a cluster caller what to expect");
+                };
+                outbox.publish(&shared, to, bytes, failed).await;
             }
             Err(e) => tracing::warn!(error = %e, "could not encode an expect frame"),
         }
@@ -241,8 +237,9 @@ async fn fan_out(
                         Outcome::Err(RemoteError::new(RemoteErrorKind::Handler, e.to_string()))
                     }
                 };
-                let reply = reply_later(&shared, reply_to.clone(), call.id, member.actor, outcome);
-                outbox.send(reply).await;
+                outbox
+                    .reply(&shared, reply_to.clone(), call.id, member.actor, outcome)
+                    .await;
             }
             continue;
         }
@@ -257,8 +254,9 @@ async fn fan_out(
                 Decision::Failed(error) => Some(Outcome::Err(error.clone())),
             };
             if let Some(outcome) = answer.filter(|_| member.singular(&call.method).is_some()) {
-                let reply = reply_later(&shared, reply_to.clone(), call.id, member.actor, outcome);
-                outbox.send(reply).await;
+                outbox
+                    .reply(&shared, reply_to.clone(), call.id, member.actor, outcome)
+                    .await;
                 continue;
             }
             let singular_claimed = matches!(decided, Decision::Only(chosen) if chosen == index);
@@ -277,14 +275,10 @@ async fn fan_out(
                     mpsc::error::TrySendError::Closed(_) => RemoteErrorKind::Stopped,
                 };
                 let error = RemoteError::new(kind, "the call was not queued");
-                let reply = reply_later(
-                    &shared,
-                    reply_to.clone(),
-                    call.id,
-                    member.actor,
-                    Outcome::Err(error),
-                );
-                outbox.send(reply).await;
+                let outcome = Outcome::Err(error);
+                outbox
+                    .reply(&shared, reply_to.clone(), call.id, member.actor, outcome)
+                    .await;
             }
         }
     }

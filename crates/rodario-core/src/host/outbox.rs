@@ -4,54 +4,51 @@
 use std::sync::Arc;
 use std::task::Poll;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 
 use crate::backend::Channel;
-use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::error::{Error, RemoteError, RemoteErrorKind, Result};
 use crate::frame::{encode_reply, Outcome};
 use crate::name::{ActorId, NodeId};
 use crate::shared::Shared;
 
-/// Sends `outcome` for call `id` on behalf of `from` to node `to`; failures are logged,
-/// since the caller will time out either way.
-pub(crate) async fn reply(shared: &Shared, to: &NodeId, id: u64, from: &ActorId, outcome: Outcome) {
-    let limit = shared.config.max_frame;
-    let sent = match encode_reply(id, from.as_str(), &outcome, limit) {
-        Ok(bytes) => shared.publish(&Channel::Reply(to.clone()), bytes).await,
+/// The frame of `outcome` for call `id` from `from`; when it is too large, one that says
+/// so instead, so that the caller learns why rather than timing out.
+fn reply_frame(limit: usize, id: u64, from: &ActorId, outcome: &Outcome) -> Result<Bytes> {
+    match encode_reply(id, from.as_str(), outcome, limit) {
         Err(Error::Frame(too_large)) => {
-            // Tell the caller why instead of letting it time out.
             let message = format!("the reply could not be sent: {too_large}");
             let fallback = Outcome::Err(RemoteError::new(RemoteErrorKind::Handler, message));
-            match encode_reply(id, from.as_str(), &fallback, limit) {
-                Ok(bytes) => shared.publish(&Channel::Reply(to.clone()), bytes).await,
-                Err(e) => Err(e),
-            }
+            encode_reply(id, from.as_str(), &fallback, limit)
         }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = sent {
-        tracing::warn!(actor = %from, call = id, error = %e, "could not send a reply");
+        encoded => encoded,
     }
 }
 
-/// [`reply`] as an owned future, for an [`Outbox`].
-pub(crate) fn reply_later(
-    shared: &Arc<Shared>,
-    to: NodeId,
-    id: u64,
-    from: ActorId,
-    outcome: Outcome,
-) -> BoxFuture<'static, ()> {
-    let shared = shared.clone();
-    Box::pin(async move { reply(&shared, &to, id, &from, outcome).await })
+/// Logs a reply that could not be sent: the caller will time out either way.
+fn unsent(from: &ActorId, id: u64, error: &Error) {
+    tracing::warn!(actor = %from, call = id, error = %error, "could not send a reply");
+}
+
+/// Sends `outcome` for call `id` on behalf of `from` to node `to`; failures are logged.
+pub(crate) async fn reply(shared: &Shared, to: &NodeId, id: u64, from: &ActorId, outcome: Outcome) {
+    let sent = match reply_frame(shared.config.max_frame, id, from, &outcome) {
+        Ok(frame) => shared.publish(&Channel::Reply(to.clone()), frame).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
+        unsent(from, id, &e);
+    }
 }
 
 /// Publishes that have started but not finished, so a task can go on with its next message
 /// while its replies travel (a Redis `PUBLISH` waits for the server's answer). Each publish
 /// is polled once when it is queued, which sends it on every backend; publishes that finish
-/// at once (the memory backend) are never stored.
+/// at once are never stored, and a backend that publishes without waiting (memory) makes
+/// no future at all.
 pub(crate) struct Outbox {
     sending: FuturesUnordered<BoxFuture<'static, ()>>,
 }
@@ -66,8 +63,49 @@ impl Outbox {
         }
     }
 
-    /// Starts `publish`, waiting only if too many are already in flight.
-    pub(crate) async fn send(&mut self, mut publish: BoxFuture<'static, ()>) {
+    /// Sends `outcome` for call `id` on behalf of `from` to node `to`, waiting only if too
+    /// many publishes are already in flight; failures are logged.
+    pub(crate) async fn reply(
+        &mut self,
+        shared: &Arc<Shared>,
+        to: NodeId,
+        id: u64,
+        from: ActorId,
+        outcome: Outcome,
+    ) {
+        match reply_frame(shared.config.max_frame, id, &from, &outcome) {
+            Ok(frame) => {
+                let failed = move |e: Error| unsent(&from, id, &e);
+                self.publish(shared, Channel::Reply(to), frame, failed)
+                    .await;
+            }
+            Err(e) => unsent(&from, id, &e),
+        }
+    }
+
+    /// Publishes `frame` on `channel`, waiting only if too many publishes are already in
+    /// flight; `failed` hears why it could not be sent.
+    pub(crate) async fn publish(
+        &mut self,
+        shared: &Arc<Shared>,
+        channel: Channel,
+        frame: Bytes,
+        failed: impl FnOnce(Error) + Send + 'static,
+    ) {
+        let transport = shared.backend.transport();
+        // Published at once where the backend can (memory): no future to keep.
+        let frame = match transport.try_publish(&channel, frame) {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => return failed(e.into()),
+            Err(frame) => frame,
+        };
+        let shared = shared.clone();
+        let mut publish: BoxFuture<'static, ()> = Box::pin(async move {
+            let transport = shared.backend.transport();
+            if let Err(e) = transport.publish(&channel, frame).await {
+                failed(e.into());
+            }
+        });
         let finished =
             std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx).is_ready())).await;
         if !finished {

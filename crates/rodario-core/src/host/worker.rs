@@ -4,12 +4,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
 use super::actor_type::ActorType;
 use super::inbox::{Envelope, Via, ViaCluster};
-use super::outbox::{reply_later, Outbox};
+use super::outbox::Outbox;
 use crate::actor::Actor;
 use crate::error::quote_name;
 use crate::error::{RemoteError, RemoteErrorKind};
@@ -37,6 +36,13 @@ pub(crate) struct Worker<A> {
     /// Set while a call is being handled, so that a node choosing a member to run a
     /// `singular` call prefers an idle one.
     busy: Arc<AtomicBool>,
+}
+
+/// The reply to one call: what to send, to which node.
+struct Answer {
+    to: NodeId,
+    id: u64,
+    outcome: Outcome,
 }
 
 impl<A: Actor> Worker<A> {
@@ -93,10 +99,11 @@ pub(crate) async fn run_worker<A: Actor>(
         };
         mailbox_depth(worker.kind.type_name, &worker.id, inbox.len());
         worker.busy.store(true, Ordering::Release);
-        let reply = worker.handle(envelope).await;
+        let answer = worker.handle(envelope).await;
         worker.busy.store(false, Ordering::Release);
-        if let Some(reply) = reply {
-            outbox.send(reply).await;
+        if let Some(Answer { to, id, outcome }) = answer {
+            let from = worker.id.clone();
+            outbox.reply(&worker.shared, to, id, from, outcome).await;
         }
     }
     inbox.close();
@@ -105,21 +112,18 @@ pub(crate) async fn run_worker<A: Actor>(
             continue;
         }
         let error = RemoteError::new(RemoteErrorKind::Stopped, "the actor stopped");
-        let reply = reply_later(
-            &worker.shared,
-            envelope.reply_to,
-            envelope.call.id,
-            worker.id.clone(),
-            Outcome::Err(error),
-        );
-        outbox.send(reply).await;
+        let (to, id, from) = (envelope.reply_to, envelope.call.id, worker.id.clone());
+        outbox
+            .reply(&worker.shared, to, id, from, Outcome::Err(error))
+            .await;
     }
     outbox.flush().await;
 }
 
 impl<A: Actor> Worker<A> {
-    /// Runs one call; returns the publish of its reply (none for a call whose caller gave up).
-    async fn handle(&mut self, envelope: Envelope) -> Option<BoxFuture<'static, ()>> {
+    /// Runs one call; returns its reply (none for a one-way call or one whose caller gave
+    /// up).
+    async fn handle(&mut self, envelope: Envelope) -> Option<Answer> {
         let Envelope {
             call,
             reply_to,
@@ -166,13 +170,11 @@ impl<A: Actor> Worker<A> {
         if call.one_way {
             return None;
         }
-        Some(reply_later(
-            &self.shared,
-            reply_to,
-            call.id,
-            self.id.clone(),
+        Some(Answer {
+            to: reply_to,
+            id: call.id,
             outcome,
-        ))
+        })
     }
 
     /// Runs a call the way it came: through the cluster's handler, or as the actor's method.
