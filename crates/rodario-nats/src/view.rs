@@ -58,13 +58,19 @@ struct Keys {
     seen: u64,
     /// Whether the consumer has delivered the last value of every key of the root.
     caught_up: bool,
+    /// The stream's last sequence just before the consumer was created: a message at or
+    /// past it means every earlier one was delivered (an ordered consumer delivers in
+    /// stream order). The consumer's own count of pending messages says so too, but
+    /// nats-server 2.9 can leave it at 1 for good on a root whose keys are rewritten often
+    /// (owners' leases).
+    current_at: Option<u64>,
 }
 
 impl Keys {
     /// Applies what the consumer delivered: a value (`Some`) or a deletion.
     fn delivered(&mut self, key: String, revision: u64, value: Option<Value>, pending: u64) {
         self.seen = self.seen.max(revision);
-        self.caught_up |= pending == 0;
+        self.caught_up |= pending == 0 || self.current_at.is_some_and(|at| revision >= at);
         if self.slots.get(&key).is_some_and(|s| s.revision > revision) {
             return;
         }
@@ -265,6 +271,10 @@ enum Ended {
 /// Opens both consumers and applies what they deliver until one fails or the connection
 /// drops.
 async fn follow_once(state: &Mutex<State>, source: &mut Source) -> Ended {
+    let current_at = match source.stream.get_info().await {
+        Ok(info) => info.state.last_sequence,
+        Err(err) => return Ended::Failed(format!("reading the registry stream's state: {err}")),
+    };
     let members = consume(source, MEMBERS_ROOT).await;
     let owners = consume(source, OWNERS_ROOT).await;
     let ((mut members, members_current), (mut owners, owners_current)) = match (members, owners) {
@@ -275,6 +285,8 @@ async fn follow_once(state: &Mutex<State>, source: &mut Source) -> Ended {
         let mut state = lock(state);
         state.members.caught_up = members_current;
         state.owners.caught_up = owners_current;
+        state.members.current_at = Some(current_at);
+        state.owners.current_at = Some(current_at);
     }
     let mut prune = tokio::time::interval(source.max_age.max(Duration::from_secs(1)) / 2);
     loop {
@@ -377,6 +389,24 @@ mod tests {
         // A local write the consumer delivered already is not applied again.
         keys.written("m.c.b", 8, value("@z"));
         assert!(keys.slots.is_empty());
+    }
+
+    /// A consumer whose pending count stays above zero is caught up once it delivers a
+    /// message at or past the stream's last sequence when it was created.
+    #[test]
+    fn a_message_past_the_creation_point_catches_up() {
+        let mut keys = Keys {
+            current_at: Some(10),
+            ..Keys::default()
+        };
+        keys.delivered("o.a".into(), 4, value("1 a"), 1);
+        assert!(!keys.caught_up);
+        keys.delivered("o.a".into(), 10, value("1 a"), 1);
+        assert!(keys.caught_up);
+        // Without a creation point, only the pending count tells.
+        let mut keys = Keys::default();
+        keys.delivered("o.a".into(), 40, value("1 a"), 1);
+        assert!(!keys.caught_up);
     }
 
     #[test]
