@@ -220,7 +220,8 @@ async fn fan_out(
                 let failed = |e: Error| {
                     tracing::warn!(error = %e, "could not tell a cluster caller what to expect");
                 };
-                outbox.publish(&shared, to, bytes, failed).await;
+                outbox.publish(&shared, to, bytes, failed);
+                outbox.make_room().await;
             }
             Err(e) => tracing::warn!(error = %e, "could not encode an expect frame"),
         }
@@ -237,9 +238,8 @@ async fn fan_out(
                         Outcome::Err(RemoteError::new(RemoteErrorKind::Handler, e.to_string()))
                     }
                 };
-                outbox
-                    .reply(&shared, reply_to.clone(), call.id, member.actor, outcome)
-                    .await;
+                outbox.reply(&shared, reply_to.clone(), call.id, member.actor, outcome);
+                outbox.make_room().await;
             }
             continue;
         }
@@ -254,9 +254,8 @@ async fn fan_out(
                 Decision::Failed(error) => Some(Outcome::Err(error.clone())),
             };
             if let Some(outcome) = answer.filter(|_| member.singular(&call.method).is_some()) {
-                outbox
-                    .reply(&shared, reply_to.clone(), call.id, member.actor, outcome)
-                    .await;
+                outbox.reply(&shared, reply_to.clone(), call.id, member.actor, outcome);
+                outbox.make_room().await;
                 continue;
             }
             let singular_claimed = matches!(decided, Decision::Only(chosen) if chosen == index);
@@ -276,9 +275,8 @@ async fn fan_out(
                 };
                 let error = RemoteError::new(kind, "the call was not queued");
                 let outcome = Outcome::Err(error);
-                outbox
-                    .reply(&shared, reply_to.clone(), call.id, member.actor, outcome)
-                    .await;
+                outbox.reply(&shared, reply_to.clone(), call.id, member.actor, outcome);
+                outbox.make_room().await;
             }
         }
     }

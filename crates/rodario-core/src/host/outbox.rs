@@ -2,7 +2,7 @@
 //! while its replies travel.
 
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Waker};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -63,9 +63,9 @@ impl Outbox {
         }
     }
 
-    /// Sends `outcome` for call `id` on behalf of `from` to node `to`, waiting only if too
-    /// many publishes are already in flight; failures are logged.
-    pub(crate) async fn reply(
+    /// Sends `outcome` for call `id` on behalf of `from` to node `to`; failures are logged.
+    /// Call [`Outbox::make_room`] after it.
+    pub(crate) fn reply(
         &mut self,
         shared: &Arc<Shared>,
         to: NodeId,
@@ -76,16 +76,18 @@ impl Outbox {
         match reply_frame(shared.config.max_frame, id, &from, &outcome) {
             Ok(frame) => {
                 let failed = move |e: Error| unsent(&from, id, &e);
-                self.publish(shared, Channel::Reply(to), frame, failed)
-                    .await;
+                self.publish(shared, Channel::Reply(to), frame, failed);
             }
             Err(e) => unsent(&from, id, &e),
         }
     }
 
-    /// Publishes `frame` on `channel`, waiting only if too many publishes are already in
-    /// flight; `failed` hears why it could not be sent.
-    pub(crate) async fn publish(
+    /// Publishes `frame` on `channel`; `failed` hears why it could not be sent. Call
+    /// [`Outbox::make_room`] after it.
+    ///
+    /// Neither this nor [`Outbox::reply`] is async, so that a task awaiting neither holds
+    /// their state: an idle actor's task is that much smaller.
+    pub(crate) fn publish(
         &mut self,
         shared: &Arc<Shared>,
         channel: Channel,
@@ -106,11 +108,17 @@ impl Outbox {
                 failed(e.into());
             }
         });
-        let finished =
-            std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx).is_ready())).await;
-        if !finished {
+        // Polled once now, so that the publish is on its way (written to the connection in
+        // the order of the calls); the set polls it again, with the task's waker, the next
+        // time the task drives it.
+        let mut started = Context::from_waker(Waker::noop());
+        if publish.as_mut().poll(&mut started).is_pending() {
             self.sending.push(publish);
         }
+    }
+
+    /// Waits while too many publishes are in flight.
+    pub(crate) async fn make_room(&mut self) {
         while self.sending.len() > OUTBOX_LIMIT {
             self.sending.next().await;
         }

@@ -103,7 +103,8 @@ pub(crate) async fn run_worker<A: Actor>(
         worker.busy.store(false, Ordering::Release);
         if let Some(Answer { to, id, outcome }) = answer {
             let from = worker.id.clone();
-            outbox.reply(&worker.shared, to, id, from, outcome).await;
+            outbox.reply(&worker.shared, to, id, from, outcome);
+            outbox.make_room().await;
         }
     }
     inbox.close();
@@ -113,9 +114,8 @@ pub(crate) async fn run_worker<A: Actor>(
         }
         let error = RemoteError::new(RemoteErrorKind::Stopped, "the actor stopped");
         let (to, id, from) = (envelope.reply_to, envelope.call.id, worker.id.clone());
-        outbox
-            .reply(&worker.shared, to, id, from, Outcome::Err(error))
-            .await;
+        outbox.reply(&worker.shared, to, id, from, Outcome::Err(error));
+        outbox.make_room().await;
     }
     outbox.flush().await;
 }
