@@ -107,6 +107,12 @@ name_type!(
 );
 
 impl ActorId {
+    /// The UUID, shared: a metric label without a copy.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+
     /// A fresh random (v4) UUID.
     pub fn generate() -> Self {
         ActorId(Arc::from(uuid::Uuid::new_v4().to_string()))

@@ -31,15 +31,21 @@
 //! | `rodario_frames_dropped_total` | counter | `reason` (`malformed`, `not_a_call`, `no_caller`) | frames this node could not use |
 //!
 //! `actor_type` is the type name discovery reports; a caller that made its proxy without
-//! asking the actor (`registry.proxy`) labels its calls `unknown`.
+//! asking the actor (`registry.proxy`) labels its calls `unknown`. A host labels a call to a
+//! method its actor does not have `(unknown)`.
 
 use std::fmt::Display;
+#[cfg(feature = "metrics")]
+use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "metrics")]
+use metrics::{Label, SharedString};
 use tracing::Span;
 
 use crate::error::{Error, RemoteErrorKind};
 use crate::frame::{Outcome, TraceContext};
+use crate::name::ActorId;
 
 /// The values of the spans' `outcome` field (and of the metrics' `outcome` label).
 pub const OUTCOMES: &[&str] = &[
@@ -53,6 +59,10 @@ pub const OUTCOMES: &[&str] = &[
     "lost",
     "error",
 ];
+
+/// The `method` label of a call to a method its actor lacks: callers choose method names,
+/// and a label per name would let them grow the metrics without bound.
+pub(crate) const UNKNOWN_METHOD: &str = "(unknown)";
 
 /// The span of a call made by this node.
 #[inline]
@@ -170,15 +180,20 @@ pub(crate) fn call_sent(
 ) {
     #[cfg(feature = "metrics")]
     {
+        // Every call builds its metrics' keys, recorder or not (the facade cannot tell):
+        // static labels borrow, and each name is copied once and shared.
         let labels = [
-            ("kind", kind.to_owned()),
-            ("actor_type", actor_type.to_owned()),
-            ("method", method.to_owned()),
-            ("outcome", outcome.to_owned()),
+            Label::from_static_parts("kind", kind),
+            Label::new(
+                "actor_type",
+                SharedString::from(Arc::<str>::from(actor_type)),
+            ),
+            Label::new("method", SharedString::from(Arc::<str>::from(method))),
+            Label::from_static_parts("outcome", outcome),
         ];
-        metrics::counter!("rodario_calls_sent_total", &labels).increment(1);
+        metrics::counter!("rodario_calls_sent_total", labels.iter()).increment(1);
         if let Some(started) = started {
-            metrics::histogram!("rodario_call_duration_seconds", &labels[1..])
+            metrics::histogram!("rodario_call_duration_seconds", labels[1..].iter())
                 .record(started.started.elapsed());
         }
     }
@@ -187,30 +202,25 @@ pub(crate) fn call_sent(
 }
 
 /// An actor of this node answered a call with `outcome` after `elapsed` (none for a call it
-/// shed without running).
+/// shed without running); `method` is the method's name as the actor type declares it, or
+/// `(unknown)`.
 pub(crate) fn call_handled(
     actor_type: &'static str,
-    method: &str,
+    method: &'static str,
     outcome: &'static str,
     elapsed: Option<Duration>,
 ) {
     #[cfg(feature = "metrics")]
     {
-        let method = method.to_owned();
-        metrics::counter!(
-            "rodario_calls_handled_total",
-            "actor_type" => actor_type,
-            "method" => method.clone(),
-            "outcome" => outcome,
-        )
-        .increment(1);
+        let labels = [
+            Label::from_static_parts("actor_type", actor_type),
+            Label::from_static_parts("method", method),
+            Label::from_static_parts("outcome", outcome),
+        ];
+        metrics::counter!("rodario_calls_handled_total", labels.iter()).increment(1);
         if let Some(elapsed) = elapsed {
-            metrics::histogram!(
-                "rodario_handle_duration_seconds",
-                "actor_type" => actor_type,
-                "method" => method,
-            )
-            .record(elapsed);
+            metrics::histogram!("rodario_handle_duration_seconds", labels[..2].iter())
+                .record(elapsed);
         }
     }
     #[cfg(not(feature = "metrics"))]
@@ -218,12 +228,12 @@ pub(crate) fn call_handled(
 }
 
 /// An actor's worker takes its next call with `depth` more queued.
-pub(crate) fn mailbox_depth(actor_type: &'static str, uuid: &dyn Display, depth: usize) {
+pub(crate) fn mailbox_depth(actor_type: &'static str, uuid: &ActorId, depth: usize) {
     #[cfg(feature = "metrics")]
     metrics::gauge!(
         "rodario_mailbox_depth",
         "actor_type" => actor_type,
-        "uuid" => uuid.to_string(),
+        "uuid" => SharedString::from(uuid.shared()),
     )
     .set(depth as f64);
     #[cfg(not(feature = "metrics"))]

@@ -62,10 +62,9 @@ impl ActorType {
         Some((spec, counters.get(*index)?))
     }
 
-    /// Whether this type serves `method`.
-    #[cfg(feature = "metrics")]
-    pub(crate) fn serves(&self, method: &str) -> bool {
-        self.methods.contains_key(method)
+    /// `method`'s name as this type declares it, if it serves it.
+    pub(crate) fn method_name(&self, method: &str) -> Option<&'static str> {
+        self.methods.get_key_value(method).map(|(name, _)| *name)
     }
 
     /// Fresh counters for one actor of this type.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::actor_type::ActorType;
 use super::handler::ClusterHandler;
 use super::outbox::reply;
 use crate::actor::METHODS_METHOD;
@@ -90,10 +91,9 @@ pub(crate) struct ActorSink {
     id: ActorId,
     mailbox: mpsc::Sender<Envelope>,
     last_caller: Mutex<Option<NodeId>>,
-    /// The encoded [`ActorInfo`](crate::actor::ActorInfo) discovery answers with.
-    description: Arc<[u8]>,
-    /// The actor's type name, for metrics.
-    type_name: &'static str,
+    /// The actor's type: the description discovery answers with, the names of its methods
+    /// and of itself for metrics.
+    kind: Arc<ActorType>,
 }
 
 impl ActorSink {
@@ -101,16 +101,14 @@ impl ActorSink {
         shared: &Arc<Shared>,
         id: ActorId,
         mailbox: mpsc::Sender<Envelope>,
-        description: Arc<[u8]>,
-        type_name: &'static str,
+        kind: Arc<ActorType>,
     ) -> Self {
         ActorSink {
             shared: Arc::downgrade(shared),
             id,
             mailbox,
             last_caller: Mutex::new(None),
-            description,
-            type_name,
+            kind,
         }
     }
 
@@ -137,7 +135,7 @@ impl FrameSink for ActorSink {
             return;
         };
         if call.method == METHODS_METHOD && !call.one_way {
-            let description = Outcome::Ok(self.description.to_vec());
+            let description = Outcome::Ok(self.kind.description.to_vec());
             self.reply_from_task(shared, reply_to, call.id, description);
             return;
         }
@@ -148,7 +146,9 @@ impl FrameSink for ActorSink {
         };
         if let Err(mpsc::error::TrySendError::Full(envelope)) = self.mailbox.try_send(envelope) {
             tracing::warn!(actor = %self.id, "mailbox full: shedding a call");
-            telemetry::call_handled(self.type_name, &envelope.call.method, "shed", None);
+            let method = self.kind.method_name(&envelope.call.method);
+            let method = method.unwrap_or(telemetry::UNKNOWN_METHOD);
+            telemetry::call_handled(self.kind.type_name, method, "shed", None);
             if envelope.call.one_way {
                 return;
             }

@@ -52,8 +52,7 @@ impl ActorEntry {
             shared,
             id.clone(),
             mailbox.clone(),
-            kind.description.clone(),
-            kind.type_name,
+            kind.clone(),
         ));
         let subscribed = shared
             .backend

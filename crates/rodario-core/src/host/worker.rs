@@ -154,12 +154,8 @@ impl<A: Actor> Worker<A> {
         span.record("outcome", label);
         #[cfg(feature = "metrics")]
         {
-            // A method the actor lacks is labelled as such: callers choose method names,
-            // and a label per name would let them grow the metrics without bound.
-            let method = match self.kind.serves(call.method.as_str()) {
-                true => call.method.as_str(),
-                false => "(unknown)",
-            };
+            let method = self.kind.method_name(&call.method);
+            let method = method.unwrap_or(crate::telemetry::UNKNOWN_METHOD);
             crate::telemetry::call_handled(
                 self.kind.type_name,
                 method,
