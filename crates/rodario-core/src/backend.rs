@@ -45,17 +45,27 @@ pub enum Channel {
 impl Channel {
     /// The Python library's name for this channel, without any prefix.
     pub fn default_name(&self) -> String {
+        let (kind, id) = self.name_parts();
+        [kind, id].concat()
+    }
+
+    /// [`Channel::default_name`] in its two parts: the kind (`actor:`, `proxy:` or
+    /// `cluster:`) and the id, for a backend that puts a prefix before them: joining them
+    /// costs one allocation and no formatting, and every publish names its channel.
+    pub fn name_parts(&self) -> (&'static str, &str) {
         match self {
-            Channel::Actor(id) => format!("actor:{id}"),
-            Channel::Reply(id) => format!("proxy:{id}"),
-            Channel::Cluster(name) => format!("cluster:{name}"),
+            Channel::Actor(id) => ("actor:", id.as_str()),
+            Channel::Reply(id) => ("proxy:", id.as_str()),
+            Channel::Cluster(name) => ("cluster:", name.as_str()),
         }
     }
 }
 
 impl fmt::Display for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.default_name())
+        let (kind, id) = self.name_parts();
+        f.write_str(kind)?;
+        f.write_str(id)
     }
 }
 

@@ -102,7 +102,7 @@ pub(crate) fn subject(prefix: &str, channel: &Channel) -> Result<String, Backend
         }
     };
     check_token(what, name)?;
-    Ok(format!("{prefix}.{kind}.{name}"))
+    Ok([prefix, ".", kind, ".", name].concat())
 }
 
 /// Appends `name` to `out` escaped into the characters `[A-Za-z0-9-]` and `_`: those

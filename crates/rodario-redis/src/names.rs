@@ -23,7 +23,8 @@ pub(crate) fn presence_root(prefix: &str, cluster: bool) -> String {
 
 impl Inner {
     pub(crate) fn channel_name(&self, channel: &Channel) -> String {
-        format!("{}{}", self.prefix, channel.default_name())
+        let (kind, id) = channel.name_parts();
+        [self.prefix.as_str(), kind, id].concat()
     }
 
     pub(crate) fn set_name(&self, group: Group<'_>) -> String {

@@ -236,9 +236,13 @@ impl Dispatch {
         // Delivered outside the table's lock: a sink may drop the last reference to what
         // owns a subscription, whose guard then takes the lock. Sinks take frames without
         // waiting (they queue with a bound or drop), so the connection keeps being read
-        // however slow a consumer is.
-        for sink in sinks {
-            sink.deliver(payload.clone());
+        // however slow a consumer is. The last sink (the only one, for a call) takes the
+        // payload itself: cloning it would cost an allocation.
+        if let Some((last, others)) = sinks.split_last() {
+            for sink in others {
+                sink.deliver(payload.clone());
+            }
+            last.deliver(payload);
         }
     }
 

@@ -112,8 +112,10 @@ impl Transport for Handle {
             },
         };
         let command = self.connection.publish_command();
-        let mut cmd = redis::cmd(command);
-        cmd.arg(self.channel_name(channel)).arg(frame.as_ref());
+        let name = self.channel_name(channel);
+        // Sized up front: a growing command buffer costs a reallocation or two per publish.
+        let mut cmd = redis::Cmd::with_capacity(3, command.len() + name.len() + frame.len());
+        cmd.arg(command).arg(name).arg(frame.as_ref());
         let receivers: u64 = self.query(command, &cmd).await?;
         Ok(Delivery::Exact(
             usize::try_from(receivers).unwrap_or(usize::MAX),
