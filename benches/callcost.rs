@@ -6,7 +6,7 @@
 //! unchanged by other load on the machine (BENCHMARKS.md, "Instructions per call").
 //!
 //! ```sh
-//! cargo bench --bench callcost             # 200,000 calls, timed
+//! cargo bench --bench callcost             # 200,000 calls, timed (20,000 with --quick)
 //! cargo bench --bench callcost -- 5000     # another number of calls
 //! benches/callgrind.sh                     # instructions per call (needs valgrind)
 //! ```
@@ -28,13 +28,21 @@ const WARM_UP: u64 = 100;
 
 fn main() {
     let args = Args::parse();
-    // The first number among the arguments (cargo adds `--bench`, and the benches' shared
-    // options may add filters).
-    let calls = args
+    // A number among the arguments is how many calls to make; others are filters, as for
+    // every bench (`cargo bench -- call_sequential` skips this one), and `--quick` makes
+    // fewer calls.
+    let count = args
         .filters
         .iter()
-        .find_map(|arg| arg.replace('_', "").parse().ok())
-        .unwrap_or(DEFAULT_CALLS);
+        .find_map(|arg| arg.replace('_', "").parse().ok());
+    if count.is_none() && !args.wants("callcost") {
+        return;
+    }
+    let calls = count.unwrap_or(if args.quick {
+        DEFAULT_CALLS / 10
+    } else {
+        DEFAULT_CALLS
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
