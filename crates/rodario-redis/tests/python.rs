@@ -377,9 +377,12 @@ async fn hostile_pickles_are_dropped_and_the_actor_keeps_serving() {
 /// What a Python user of the unpatched library sees calling a rodario actor: the library
 /// registers a call's reply queue only after publishing the call, a fast actor's reply gets
 /// there first, the proxy's reader thread dies, and the call and every later one on that
-/// proxy are never answered. (The README's "Python processes" quotes this.)
+/// proxy are never answered. (The README's "Python processes" quotes this.) A race: a run of
+/// 200 calls loses one about half the time on a 2-core machine, so this makes up to
+/// `ROUNDS` runs of 400 and asks that one of them lose a reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unpatched_python_library_loses_replies_from_a_fast_actor() {
+    const ROUNDS: usize = 4;
     let server = server();
     let host = node(server).await;
     let _greeter = host
@@ -388,7 +391,13 @@ async fn the_unpatched_python_library_loses_replies_from_a_fast_actor() {
         .start()
         .await
         .unwrap();
-    let seen = python(server, &["unpatched", "fast-greeter", "200"]).await;
-    let answered = seen["answered"].as_u64().unwrap();
-    assert!(answered < 200, "every call was answered: {seen}");
+    let mut runs = Vec::new();
+    for _ in 0..ROUNDS {
+        let seen = python(server, &["unpatched", "fast-greeter", "400"]).await;
+        if seen["answered"].as_u64().unwrap() < 400 {
+            return;
+        }
+        runs.push(seen);
+    }
+    panic!("every call of {ROUNDS} runs was answered: {runs:?}");
 }
