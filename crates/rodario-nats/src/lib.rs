@@ -141,8 +141,10 @@
 //! consumers of the registry stream (one filter subject each, as nats-server 2.9 allows)
 //! that first deliver each key's last value, then every change. It starts at the
 //! connection's first membership listing (a node that makes no cluster call pays nothing)
-//! and answers once both consumers have caught up; until then listings read the registry
-//! as before. The view applies the same rules as a listing: a member is live while its
+//! and answers once both consumers have caught up (a consumer has when its pending count
+//! is 0, or when it delivers a message at or past the stream's last sequence at its
+//! creation: nats-server 2.9 can leave the count at 1 on keys rewritten often); until then
+//! listings read the registry as before. The view applies the same rules as a listing: a member is live while its
 //! owner's lease is (its server timestamp plus its TTL is after now, so a member whose node
 //! died drops out when the lease runs out, with no message needed), an older entry by its
 //! own TTL; a deleted key leaves the view. Writes made through the connection are applied to
