@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::error::{BackendError, BackendErrorKind};
 use crate::name::{ActorId, ClusterName, NodeId};
 use crate::observe::Discovery;
+pub use crate::sync::{LocalHasher, LocalKeys};
 
 /// A logical channel. Backends map it to their own names; [`Channel::default_name`] is the
 /// Python library's layout (`actor:{uuid}`, `proxy:{proxyid}`, `cluster:{channel}`), which

@@ -19,14 +19,15 @@ pub(crate) fn unix_ms(at: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Hashes for maps whose every key the node inserted itself (call ids from its counter, an
-/// actor type's method names) and that are looked up on every call, some by a key read off
-/// the wire: FNV-1a costs a few instructions where SipHash costs about 140 per lookup, and
-/// keys a sender chooses only miss; they are never inserted, so they cannot crowd a bucket.
-pub(crate) type LocalKeys = BuildHasherDefault<LocalHasher>;
+/// Hashes for maps whose every key the process inserted itself (call ids from a node's
+/// counter, an actor type's method names, a broker's channel names) and that are looked up
+/// on every call, some by a key read off the wire: FNV-1a costs a few instructions where
+/// SipHash costs about 140 per lookup, and keys a sender chooses only miss; they are never
+/// inserted, so they cannot crowd a bucket. Not for maps a peer can insert into.
+pub type LocalKeys = BuildHasherDefault<LocalHasher>;
 
 /// FNV-1a (64 bits); see [`LocalKeys`].
-pub(crate) struct LocalHasher(u64);
+pub struct LocalHasher(u64);
 
 impl Default for LocalHasher {
     fn default() -> Self {

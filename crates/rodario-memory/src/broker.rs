@@ -1,16 +1,15 @@
 //! The broker: the state every connection shares, as a server's would be.
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rodario_core::backend::{Backend, Channel};
+use rodario_core::backend::{Backend, Channel, LocalKeys};
 
 use crate::locks::Leases;
 use crate::names::ChannelKey;
 use crate::presence::Registry;
-use crate::transport::{Fnv, Subscribers};
+use crate::transport::Subscribers;
 use crate::{locked, MemoryConnection, NAME};
 
 /// An in-memory broker shared by the backends made from it. Cloning it shares the broker.
@@ -22,7 +21,9 @@ pub struct MemoryBroker {
 #[derive(Default)]
 pub(crate) struct BrokerState {
     pub(crate) next_connection: AtomicU64,
-    pub(crate) channels: Mutex<HashMap<ChannelKey, Arc<Subscribers>, BuildHasherDefault<Fnv>>>,
+    /// Hashed with FNV-1a: a publish hashes its channel's name, and every name comes from
+    /// the process itself.
+    pub(crate) channels: Mutex<HashMap<ChannelKey, Arc<Subscribers>, LocalKeys>>,
     pub(crate) registry: Mutex<Registry>,
     pub(crate) locks: Mutex<Leases>,
 }

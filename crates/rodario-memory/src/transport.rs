@@ -1,6 +1,5 @@
 //! [`Transport`]: each channel's subscribers, replaced whole when one comes or goes.
 
-use std::hash::Hasher;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -12,29 +11,6 @@ use rodario_core::error::BackendError;
 use crate::broker::BrokerState;
 use crate::names::ChannelKey;
 use crate::{locked, MemoryConnection};
-
-/// FNV-1a: a publish hashes its channel's name, and SipHash's resistance to chosen keys buys
-/// nothing here (every name comes from the process itself) at several times the cost.
-pub(crate) struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 /// The subscribers of one channel. Replaced whole when one comes or goes (copy on write),
 /// so that a publish takes the broker's lock only to clone an `Arc`, and delivers without it.

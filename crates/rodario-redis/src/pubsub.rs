@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value};
-use rodario_core::backend::{ConnectionState, FrameSink};
+use rodario_core::backend::{ConnectionState, FrameSink, LocalKeys};
 use tokio::sync::{mpsc, watch};
 
 use crate::Inner;
@@ -67,8 +67,9 @@ pub(crate) enum Reap {
 #[derive(Default)]
 struct Table {
     /// Local subscriptions per channel name (prefix included). A channel is in this map
-    /// exactly while this connection is subscribed to it at the server.
-    channels: HashMap<String, Vec<Local>>,
+    /// exactly while this connection is subscribed to it at the server. Every message looks
+    /// its channel up here, and only this process's subscriptions insert: FNV-1a.
+    channels: HashMap<String, Vec<Local>, LocalKeys>,
     /// Channels waiting for the reaper, so that a burst of stray frames asks once.
     pending: HashMap<String, Reap>,
 }

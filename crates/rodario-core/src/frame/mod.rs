@@ -612,28 +612,13 @@ mod tests {
             }
             bodies.push(body);
         }
-        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         let mut taken = 0;
         for _ in 0..20_000 {
             let mut body = bodies[(next() as usize) % bodies.len()].clone();
             body.truncate(body.len().min(4096));
-            for _ in 0..1 + next() % 3 {
-                if body.is_empty() {
-                    break;
-                }
-                let at = (next() as usize) % body.len();
-                match next() % 3 {
-                    0 => body[at] = next() as u8,
-                    1 => body.truncate(at),
-                    _ => body.insert(at, next() as u8),
-                }
-            }
+            let damages = 1 + next() % 3;
+            damage(&mut body, damages, &mut next);
             if let Some(direct) = direct::read_frame(&body) {
                 taken += 1;
                 let serde: Result<Frame, _> = rmp_serde::from_slice(&body);
@@ -743,17 +728,37 @@ mod tests {
         ));
     }
 
-    /// Random bytes, and valid frames with random bytes flipped, truncated or extended,
-    /// decode to errors or frames: never a panic, never a hang.
-    #[test]
-    fn decoding_arbitrary_bytes_never_panics() {
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
+    /// A xorshift generator: the same "random" damage on every run.
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             state
-        };
+        }
+    }
+
+    /// Damages `bytes` `times` times: a byte changed, the rest cut off, or a byte inserted.
+    fn damage(bytes: &mut Vec<u8>, times: u64, next: &mut impl FnMut() -> u64) {
+        for _ in 0..times {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = (next() as usize) % bytes.len();
+            match next() % 3 {
+                0 => bytes[at] = next() as u8,
+                1 => bytes.truncate(at),
+                _ => bytes.insert(at, next() as u8),
+            }
+        }
+    }
+
+    /// Random bytes, and valid frames with random bytes flipped, truncated or extended,
+    /// decode to errors or frames: never a panic, never a hang.
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics() {
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         let valid: Vec<Vec<u8>> = sample_frames()
             .iter()
             .map(|f| encode_frame(f, DEFAULT_MAX_FRAME).unwrap().to_vec())
@@ -770,17 +775,8 @@ mod tests {
             } else {
                 valid[(next() as usize) % valid.len()].clone()
             };
-            for _ in 0..(next() % 4) {
-                if bytes.is_empty() {
-                    break;
-                }
-                let at = (next() as usize) % bytes.len();
-                match next() % 3 {
-                    0 => bytes[at] = next() as u8,
-                    1 => bytes.truncate(at),
-                    _ => bytes.insert(at, next() as u8),
-                }
-            }
+            let damages = next() % 4;
+            damage(&mut bytes, damages, &mut next);
             let _ = decode_frame(&bytes, DEFAULT_MAX_FRAME);
         }
     }
