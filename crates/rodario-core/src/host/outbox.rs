@@ -85,8 +85,8 @@ impl Outbox {
     /// Publishes `frame` on `channel`; `failed` hears why it could not be sent. Call
     /// [`Outbox::make_room`] after it.
     ///
-    /// Neither this nor [`Outbox::reply`] is async, so that a task awaiting neither holds
-    /// their state: an idle actor's task is that much smaller.
+    /// Neither this nor [`Outbox::reply`] is async: a task awaits only
+    /// [`Outbox::make_room`], and only when too many publishes are in flight.
     pub(crate) fn publish(
         &mut self,
         shared: &Arc<Shared>,
