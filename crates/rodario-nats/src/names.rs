@@ -10,19 +10,53 @@ fn token_problem(token: &str) -> Option<&'static str> {
     if token.is_empty() {
         return Some("it is empty (a NATS subject token cannot be empty)");
     }
-    for c in token.chars() {
-        match c {
-            '.' => return Some("it contains '.', which separates NATS subject tokens"),
-            '*' | '>' => {
-                return Some("it contains '*' or '>', which are NATS subject wildcards");
-            }
-            c if c.is_whitespace() || c.is_control() => {
-                return Some("it contains whitespace or control characters");
-            }
-            _ => {}
+    // Every publish checks its subject's name, and names are nearly always ASCII: bytes
+    // up to the first non-ASCII one, characters from there.
+    let ascii = token
+        .bytes()
+        .position(|b| !b.is_ascii())
+        .unwrap_or(token.len());
+    let (head, tail) = token.split_at(ascii);
+    for b in head.bytes() {
+        if let Some(problem) = char_problem(char::from(b)) {
+            return Some(problem);
         }
     }
-    None
+    tail.chars().find_map(char_problem)
+}
+
+/// What `c` would break in a NATS subject token, if anything.
+fn char_problem(c: char) -> Option<&'static str> {
+    match c {
+        '.' => Some("it contains '.', which separates NATS subject tokens"),
+        '*' | '>' => Some("it contains '*' or '>', which are NATS subject wildcards"),
+        c if c.is_whitespace() || c.is_control() => {
+            Some("it contains whitespace or control characters")
+        }
+        _ => None,
+    }
+}
+
+/// `{inbox}.{tag}{n}`: a subject under a connection's inbox, built without the formatting
+/// machinery (every call makes one).
+pub(crate) fn inbox_subject(inbox: &str, tag: char, n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = n;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut subject = String::with_capacity(inbox.len() + 2 + digits.len() - start);
+    subject.push_str(inbox);
+    subject.push('.');
+    subject.push(tag);
+    subject.extend(digits[start..].iter().map(|&d| char::from(d)));
+    subject
 }
 
 /// Checks that `name` (a `what`, for the message) is valid as one NATS subject token. The
@@ -247,6 +281,29 @@ pub(crate) fn lock_key(key: &LockKey) -> Result<String, BackendError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbox_subjects_read_as_formatted() {
+        for n in [0, 7, 10, 99, 100, 12_345, u64::MAX] {
+            assert_eq!(
+                inbox_subject("_INBOX.abc", 'c', n),
+                format!("_INBOX.abc.c{n}")
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_are_checked_past_the_ascii_part() {
+        assert_eq!(token_problem("actor-1"), None);
+        assert_eq!(token_problem("ünïcode"), None);
+        assert!(token_problem("a.b").is_some());
+        assert!(token_problem("é>").is_some());
+        assert!(
+            token_problem("é\u{2003}").is_some(),
+            "an em space is whitespace"
+        );
+        assert!(token_problem("tab\there").is_some());
+    }
 
     #[test]
     fn escape_round_trips_and_is_key_safe() {

@@ -209,12 +209,12 @@ impl Inner {
         self.ensure_connected()?;
         if let Some((subject, frame)) = checked {
             self.client
-                .publish_with_reply(subject, format!("{}.r{n}", self.inbox), frame)
+                .publish_with_reply(subject, names::inbox_subject(&self.inbox, 'r', n), frame)
                 .await
                 .map_err(publish_error)?;
         }
         self.client
-            .publish(format!("{}.b{n}", self.inbox), Bytes::new())
+            .publish(names::inbox_subject(&self.inbox, 'b', n), Bytes::new())
             .await
             .map_err(publish_error)?;
         answer.await.map_err(|_| dropped("a round trip"))
@@ -274,7 +274,7 @@ impl Transport for NatsConnection {
                 .then(|| locked(&self.inner.probes.reachable).presumed(&subject))
                 .flatten();
             if let Some(id) = presumed {
-                let reply = format!("{}.t{id}", self.inner.inbox);
+                let reply = names::inbox_subject(&self.inner.inbox, 't', id);
                 self.inner
                     .while_connected("a publish", async {
                         self.inner
@@ -396,7 +396,7 @@ impl Transport for NatsConnection {
             .while_connected("a publish", async {
                 inner
                     .client
-                    .publish_with_reply(subject, format!("{}.c{n}", inner.inbox), frame)
+                    .publish_with_reply(subject, names::inbox_subject(&inner.inbox, 'c', n), frame)
                     .await
                     .map_err(publish_error)
             })
