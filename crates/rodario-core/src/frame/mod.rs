@@ -470,19 +470,24 @@ mod tests {
         }
     }
 
+    /// `call` through the direct writer every call goes through.
+    fn encode_call_of(call: &Call, limit: usize) -> Result<Bytes, crate::Error> {
+        encode_call(
+            call.id,
+            &call.reply_to,
+            &call.method,
+            &call.args,
+            call.deadline_ms,
+            (call.trace.as_deref(), call.one_way),
+            limit,
+        )
+    }
+
     #[test]
     fn borrowed_frames_encode_as_owned_ones() {
         for frame in sample_frames() {
             let borrowed = match &frame {
-                Frame::Call(call) => encode_call(
-                    call.id,
-                    &call.reply_to,
-                    &call.method,
-                    &call.args,
-                    call.deadline_ms,
-                    (call.trace.as_deref(), call.one_way),
-                    DEFAULT_MAX_FRAME,
-                ),
+                Frame::Call(call) => encode_call_of(call, DEFAULT_MAX_FRAME),
                 Frame::Reply(reply) => {
                     encode_reply(reply.id, &reply.from, &reply.outcome, DEFAULT_MAX_FRAME)
                 }
@@ -555,16 +560,7 @@ mod tests {
     #[test]
     fn calls_encode_as_serde_encodes_them_at_every_marker_size() {
         for call in marker_size_calls() {
-            let direct = encode_call(
-                call.id,
-                &call.reply_to,
-                &call.method,
-                &call.args,
-                call.deadline_ms,
-                (call.trace.as_deref(), call.one_way),
-                usize::MAX,
-            )
-            .unwrap();
+            let direct = encode_call_of(&call, usize::MAX).unwrap();
             let frame = Frame::Call(call);
             assert_eq!(direct, encode_frame(&frame, usize::MAX).unwrap());
             assert_eq!(decode_frame(&direct, usize::MAX).unwrap(), frame);
