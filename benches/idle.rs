@@ -70,10 +70,8 @@ use rodario::Node;
 use rodario_core::testkit::actors::Counter;
 use rodario_core::testkit::server::free_port;
 use rodario_core::testkit::unique;
-use rodario_nats::testkit::NatsServer;
+use rodario_nats::testkit::{varz, NatsServer};
 use rodario_redis::testkit::RedisServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
 /// The system allocator, counting the bytes it holds for the process.
@@ -269,22 +267,13 @@ async fn redis_commands(url: &str) -> Reading {
     (commands.values().sum(), commands)
 }
 
-/// `in_msgs` and `in_bytes` from the monitoring endpoint's `/varz`.
+/// `in_msgs`, `in_bytes` and `out_msgs` from the monitoring endpoint's `/varz`.
 async fn nats_in_msgs(port: u16) -> Reading {
-    let body = http_get(port, "/varz").await;
+    let varz = varz(port).await;
     let field = |name: &str| -> u64 {
-        let key = format!("\"{name}\":");
-        let at = body
-            .find(&key)
-            .unwrap_or_else(|| panic!("no {name} in /varz"))
-            + key.len();
-        body[at..]
-            .trim_start()
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap_or_else(|e| panic!("{name} in /varz is not a number: {e}"))
+        varz[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no number {name} in /varz"))
     };
     let in_msgs = field("in_msgs");
     let parts = BTreeMap::from([
@@ -293,38 +282,6 @@ async fn nats_in_msgs(port: u16) -> Reading {
         ("out_msgs".to_owned(), field("out_msgs")),
     ]);
     (in_msgs, parts)
-}
-
-/// The body of `GET path` on 127.0.0.1:`port`, HTTP/1.0 (the server closes when done).
-async fn http_get(port: u16, path: &str) -> String {
-    let mut last_error = String::new();
-    // The monitoring listener may open a moment after the client port the testkit waits on.
-    for _ in 0..50 {
-        match try_http_get(port, path).await {
-            Ok(body) => return body,
-            Err(e) => last_error = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("GET http://127.0.0.1:{port}{path} failed: {last_error}");
-}
-
-async fn try_http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-    if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
-        let status = head.lines().next().unwrap_or_default();
-        return Err(std::io::Error::other(format!("answered {status}")));
-    }
-    Ok(body.to_owned())
 }
 
 /// The heap and RSS over the window at rest.

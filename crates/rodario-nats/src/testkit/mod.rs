@@ -42,28 +42,50 @@ const HOW_TO_GET_ONE: &str = "no NATS server for the tests: set RODARIO_NATS_URL
 ///
 /// # Panics
 ///
-/// When nothing answers on `monitor_port` or the answer is not `/varz`'s JSON.
+/// As [`varz`], or when the answer has no `in_msgs`.
 pub async fn messages_in(monitor_port: u16) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let mut http = tokio::net::TcpStream::connect(("127.0.0.1", monitor_port))
-        .await
-        .unwrap_or_else(|e| panic!("no monitoring endpoint on port {monitor_port}: {e}"));
-    http.write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap_or_else(|e| panic!("cannot ask /varz: {e}"));
-    let mut answer = String::new();
-    http.read_to_string(&mut answer)
-        .await
-        .unwrap_or_else(|e| panic!("cannot read /varz: {e}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or("", |(_headers, body)| body);
-    let varz: serde_json::Value = serde_json::from_str(body)
-        .unwrap_or_else(|e| panic!("/varz answered no JSON ({e}): {answer}"));
+    let varz = varz(monitor_port).await;
     varz["in_msgs"]
         .as_u64()
-        .unwrap_or_else(|| panic!("/varz has no in_msgs: {body}"))
+        .unwrap_or_else(|| panic!("/varz has no in_msgs: {varz}"))
+}
+
+/// The server's `/varz` (its counters and settings) from its monitoring port, as JSON. The
+/// monitoring listener may open a moment after the client port a fixture waits on: this
+/// asks for up to 5 s.
+///
+/// # Panics
+///
+/// When nothing answers `/varz` with JSON on `monitor_port` within 5 s.
+pub async fn varz(monitor_port: u16) -> serde_json::Value {
+    let mut last_error = String::new();
+    for _ in 0..50 {
+        match try_varz(monitor_port).await {
+            Ok(varz) => return varz,
+            Err(e) => last_error = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("GET http://127.0.0.1:{monitor_port}/varz failed: {last_error}");
+}
+
+async fn try_varz(monitor_port: u16) -> std::io::Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut http = tokio::net::TcpStream::connect(("127.0.0.1", monitor_port)).await?;
+    http.write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await?;
+    let mut answer = Vec::new();
+    http.read_to_end(&mut answer).await?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
+        let status = head.lines().next().unwrap_or_default();
+        return Err(std::io::Error::other(format!("answered {status}")));
+    }
+    serde_json::from_str(body).map_err(|e| std::io::Error::other(format!("no JSON ({e})")))
 }
 
 /// Settings for `url` under `prefix`, with test-friendly timeouts (3 s per operation,
