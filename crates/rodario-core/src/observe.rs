@@ -66,34 +66,107 @@ pub trait Discovery: Send + Sync + 'static {
     async fn serve(&self, directory: Arc<dyn Directory>) -> Result<Subscription, BackendError>;
 }
 
+/// The counters of one running actor's methods, by each method's index among its type's
+/// descriptions.
+pub(crate) struct ActorCounters {
+    methods: Box<[MethodCounters]>,
+    /// The last error message of each method that failed, by index: apart from the counters,
+    /// since most methods of most actors never fail and an idle actor's memory counts.
+    last_errors: Mutex<Vec<(usize, String)>>,
+}
+
 /// The counters of one method of one running actor.
 #[derive(Default)]
-pub(crate) struct MethodCounters {
+struct MethodCounters {
     calls: AtomicU64,
     errors: AtomicU64,
     nanos: AtomicU64,
-    last_error: Mutex<Option<String>>,
 }
 
-impl MethodCounters {
-    /// Counts a handled call that took `elapsed`, failed with `error` if any.
-    pub(crate) fn record(&self, elapsed: Duration, error: Option<&str>) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.fetch_add(nanos, Ordering::Relaxed);
-        if let Some(message) = error {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            *locked(&self.last_error) = Some(message.to_owned());
+impl ActorCounters {
+    /// Zeroed counters for an actor of `methods` methods.
+    pub(crate) fn new(methods: usize) -> Self {
+        ActorCounters {
+            methods: (0..methods).map(|_| MethodCounters::default()).collect(),
+            last_errors: Mutex::new(Vec::new()),
         }
     }
 
-    pub(crate) fn snapshot(&self, info: &MethodInfo) -> MethodUse {
+    /// Counts a handled call of method `method` that took `elapsed`, failed with `error` if
+    /// any.
+    pub(crate) fn record(&self, method: usize, elapsed: Duration, error: Option<&str>) {
+        let Some(counters) = self.methods.get(method) else {
+            return;
+        };
+        counters.calls.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        counters.nanos.fetch_add(nanos, Ordering::Relaxed);
+        if let Some(message) = error {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            let mut last_errors = locked(&self.last_errors);
+            match last_errors.iter_mut().find(|(index, _)| *index == method) {
+                Some((_, last)) => message.clone_into(last),
+                None => last_errors.push((method, message.to_owned())),
+            }
+        }
+    }
+
+    /// How method `method`, described by `info`, was used.
+    pub(crate) fn snapshot(&self, method: usize, info: &MethodInfo) -> MethodUse {
+        let load = |pick: fn(&MethodCounters) -> &AtomicU64| {
+            self.methods
+                .get(method)
+                .map_or(0, |counters| pick(counters).load(Ordering::Relaxed))
+        };
         MethodUse {
             info: info.clone(),
-            calls: self.calls.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            processing: Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
-            last_error: locked(&self.last_error).clone(),
+            calls: load(|counters| &counters.calls),
+            errors: load(|counters| &counters.errors),
+            processing: Duration::from_nanos(load(|counters| &counters.nanos)),
+            last_error: locked(&self.last_errors)
+                .iter()
+                .find(|(index, _)| *index == method)
+                .map(|(_, message)| message.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str) -> MethodInfo {
+        MethodInfo {
+            name: name.to_owned(),
+            params: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_method_keeps_its_own_counts_and_last_error() {
+        let counters = ActorCounters::new(3);
+        counters.record(0, Duration::from_millis(2), None);
+        counters.record(1, Duration::from_millis(1), Some("first"));
+        counters.record(2, Duration::from_millis(1), Some("other"));
+        counters.record(1, Duration::from_millis(3), Some("second"));
+        let add = counters.snapshot(0, &info("add"));
+        assert_eq!((add.calls, add.errors, add.last_error), (1, 0, None));
+        assert_eq!(add.processing, Duration::from_millis(2));
+        let fail = counters.snapshot(1, &info("fail"));
+        assert_eq!((fail.calls, fail.errors), (2, 2));
+        assert_eq!(fail.last_error.as_deref(), Some("second"));
+        assert_eq!(fail.processing, Duration::from_millis(4));
+        let other = counters.snapshot(2, &info("other"));
+        assert_eq!(other.last_error.as_deref(), Some("other"));
+    }
+
+    #[test]
+    fn a_method_index_out_of_range_counts_nothing() {
+        let counters = ActorCounters::new(1);
+        counters.record(5, Duration::from_millis(1), Some("lost"));
+        let used = counters.snapshot(5, &info("ghost"));
+        assert_eq!((used.calls, used.errors, used.last_error), (0, 0, None));
+        assert_eq!(counters.snapshot(0, &info("only")).calls, 0);
     }
 }

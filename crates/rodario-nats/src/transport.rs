@@ -257,7 +257,9 @@ pub(crate) fn reader_subscription(
         let mut reader = reader;
         reader.stop();
         let _ = (&mut reader.reader).await;
-        if let Err(err) = inner.round_trip(None).await {
+        // Boxed only once it runs: a subscription keeps this future unpolled for its whole
+        // life, at the size of its largest state (an idle actor's memory).
+        if let Err(err) = Box::pin(inner.round_trip(None)).await {
             tracing::debug!(%err, %subject, "could not confirm the unsubscription");
         }
     })

@@ -170,7 +170,9 @@ impl Transport for Handle {
         };
         Ok(Subscription::new(async move {
             let channel = guard.channel.clone();
-            inner.unsubscribe_local(&channel, Some(id), false).await;
+            // Boxed only once it runs: a subscription keeps this future unpolled for its
+            // whole life, at the size of its largest state (an idle actor's memory).
+            Box::pin(inner.unsubscribe_local(&channel, Some(id), false)).await;
             guard.disarm();
         }))
     }

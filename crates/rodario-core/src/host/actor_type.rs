@@ -10,7 +10,7 @@ use crate::actor::{Actor, ActorInfo, MethodInfo, MethodSpec};
 use crate::error::Result;
 use crate::frame::encode_value;
 use crate::hooks::Singular;
-use crate::observe::MethodCounters;
+use crate::observe::ActorCounters;
 use crate::sync::LocalKeys;
 
 /// One actor type's methods, shared by its actors on a node.
@@ -52,14 +52,10 @@ impl ActorType {
         })
     }
 
-    /// The spec of `method` and its counters among `counters` (an actor's of this type).
-    pub(crate) fn method<'a>(
-        &'a self,
-        method: &str,
-        counters: &'a [MethodCounters],
-    ) -> Option<(&'a MethodSpec, &'a MethodCounters)> {
+    /// The spec of `method` and its index among the descriptions (and an actor's counters).
+    pub(crate) fn method(&self, method: &str) -> Option<(&MethodSpec, usize)> {
         let (spec, index) = self.methods.get(method)?;
-        Some((spec, counters.get(*index)?))
+        Some((spec, *index))
     }
 
     /// `method`'s name as this type declares it, if it serves it.
@@ -68,11 +64,8 @@ impl ActorType {
     }
 
     /// Fresh counters for one actor of this type.
-    pub(crate) fn new_counters(&self) -> Arc<[MethodCounters]> {
-        self.infos
-            .iter()
-            .map(|_| MethodCounters::default())
-            .collect()
+    pub(crate) fn new_counters(&self) -> Arc<ActorCounters> {
+        Arc::new(ActorCounters::new(self.infos.len()))
     }
 
     /// The methods' descriptions, in the order of an actor's counters.

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::handler::ClusterHandler;
-use super::inbox::{decode_call, Envelope, Via, ViaCluster};
+use super::inbox::{decode_call, Envelope, Incoming, Via, ViaCluster};
 use super::liveness::Liveness;
 use super::outbox::Outbox;
 use crate::actor::{ChannelMember, MEMBERS_METHOD};
@@ -243,8 +243,12 @@ async fn fan_out(
             }
             continue;
         }
-        let call = Arc::new(call);
-        let decided = decide_singular(&locks, &call, &reply_to, &members).await;
+        let incoming = Arc::new(Incoming {
+            call,
+            reply_to: reply_to.clone(),
+        });
+        let call = &incoming.call;
+        let decided = decide_singular(&locks, call, &reply_to, &members).await;
         for (index, member) in members.into_iter().enumerate() {
             // Members that serve the method as singular and were not chosen answer here.
             let answer = match &decided {
@@ -260,8 +264,7 @@ async fn fan_out(
             }
             let singular_claimed = matches!(decided, Decision::Only(chosen) if chosen == index);
             let envelope = Envelope {
-                call: call.clone(),
-                reply_to: reply_to.clone(),
+                incoming: incoming.clone(),
                 via: Via::Cluster(Box::new(ViaCluster {
                     channel: channel.clone(),
                     handler: member.handler.clone(),
@@ -292,8 +295,12 @@ async fn fan_out_one_way(
     locks: &Locks,
     members: Vec<ClusterMember>,
 ) {
-    let call = Arc::new(call);
-    let decided = decide_singular(locks, &call, reply_to, &members).await;
+    let incoming = Arc::new(Incoming {
+        call,
+        reply_to: reply_to.clone(),
+    });
+    let call = &incoming.call;
+    let decided = decide_singular(locks, call, reply_to, &members).await;
     for (index, member) in members.into_iter().enumerate() {
         let chosen = matches!(decided, Decision::Only(chosen) if chosen == index);
         let declines = !matches!(decided, Decision::Everyone) && !chosen;
@@ -301,8 +308,7 @@ async fn fan_out_one_way(
             continue;
         }
         let envelope = Envelope {
-            call: call.clone(),
-            reply_to: reply_to.clone(),
+            incoming: incoming.clone(),
             via: Via::Cluster(Box::new(ViaCluster {
                 channel: channel.clone(),
                 handler: member.handler.clone(),

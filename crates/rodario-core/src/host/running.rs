@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::actor_type::ActorType;
@@ -17,7 +17,7 @@ use crate::actor::Actor;
 use crate::backend::{Channel, Subscription};
 use crate::error::{Error, Result};
 use crate::name::{ActorId, ClusterName};
-use crate::observe::{LocalActor, MethodCounters};
+use crate::observe::{ActorCounters, LocalActor};
 use crate::sync::locked;
 
 /// What a host keeps about a running actor, whatever its type.
@@ -25,16 +25,24 @@ pub(crate) struct ActorEntry {
     pub(crate) id: ActorId,
     host: Arc<Host>,
     mailbox: mpsc::Sender<Envelope>,
-    stop: watch::Sender<bool>,
     alive: Arc<AtomicBool>,
     busy: Arc<AtomicBool>,
     /// Its type's methods, shared with the other actors of its type on this node.
     kind: Arc<ActorType>,
     joined: Mutex<Vec<ClusterName>>,
     /// Its methods' counters, in the order of its type's method descriptions.
-    counters: Arc<[MethodCounters]>,
+    counters: Arc<ActorCounters>,
     /// The actor's subscription and worker task, until it stops.
-    running: tokio::sync::Mutex<Option<(Subscription, JoinHandle<()>)>>,
+    running: tokio::sync::Mutex<Option<Running>>,
+}
+
+/// What runs an actor until it stops.
+struct Running {
+    subscription: Subscription,
+    worker: JoinHandle<()>,
+    /// Tells the worker to stop (dropped unsent, it stops it too). A oneshot: an idle
+    /// actor's memory counts, and a `watch` channel's is six times the size.
+    stop: oneshot::Sender<()>,
 }
 
 impl ActorEntry {
@@ -67,7 +75,7 @@ impl ActorEntry {
             }
         };
         let counters = kind.new_counters();
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = oneshot::channel();
         let alive = Arc::new(AtomicBool::new(true));
         let busy = Arc::new(AtomicBool::new(false));
         let worker = tokio::spawn(run_worker(
@@ -87,13 +95,16 @@ impl ActorEntry {
             id,
             host: host.clone(),
             mailbox,
-            stop,
             alive,
             busy,
             kind,
             joined: Mutex::new(Vec::new()),
             counters,
-            running: tokio::sync::Mutex::new(Some((subscription, worker))),
+            running: tokio::sync::Mutex::new(Some(Running {
+                subscription,
+                worker,
+                stop,
+            })),
         });
         host.track(entry.clone());
         Ok(entry)
@@ -108,8 +119,8 @@ impl ActorEntry {
                 .kind
                 .infos()
                 .iter()
-                .zip(self.counters.iter())
-                .map(|(info, counters)| counters.snapshot(info))
+                .enumerate()
+                .map(|(method, info)| self.counters.snapshot(method, info))
                 .collect(),
         }
     }
@@ -153,7 +164,12 @@ impl ActorEntry {
     /// Unregisters, parts every channel, stops reading, and waits for the call being handled
     /// (if any) to finish; calls still queued are answered "stopped".
     pub(crate) async fn stop(&self) {
-        let Some((subscription, worker)) = self.running.lock().await.take() else {
+        let Some(Running {
+            subscription,
+            worker,
+            stop,
+        }) = self.running.lock().await.take()
+        else {
             return;
         };
         if let Err(e) = self.host.liveness.unregister(&self.id, false).await {
@@ -166,7 +182,7 @@ impl ActorEntry {
             }
         }
         subscription.close().await;
-        let _ = self.stop.send(true);
+        let _ = stop.send(());
         // An actor stopping itself from one of its own methods must not wait for that
         // method to end: the worker ends right after it.
         if tokio::task::try_id() != Some(worker.id()) {
@@ -179,7 +195,12 @@ impl ActorEntry {
     #[cfg(feature = "testkit")]
     pub(crate) fn abort(&self) {
         if let Ok(mut running) = self.running.try_lock() {
-            if let Some((subscription, worker)) = running.take() {
+            if let Some(Running {
+                subscription,
+                worker,
+                ..
+            }) = running.take()
+            {
                 drop(subscription);
                 worker.abort();
             }

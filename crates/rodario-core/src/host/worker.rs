@@ -4,10 +4,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use super::actor_type::ActorType;
-use super::inbox::{Envelope, Via, ViaCluster};
+use super::inbox::{Envelope, Incoming, Via, ViaCluster};
 use super::outbox::Outbox;
 use crate::actor::Actor;
 use crate::error::quote_name;
@@ -17,7 +17,7 @@ use crate::hooks::{guarded, CallContext};
 use crate::locks::Locks;
 use crate::name::{ActorId, NodeId};
 use crate::named_args::{merge_named, names_arguments};
-use crate::observe::MethodCounters;
+use crate::observe::ActorCounters;
 use crate::shared::Shared;
 use crate::telemetry::{handler_outcome, handler_span, mailbox_depth};
 use tracing::Instrument;
@@ -30,7 +30,7 @@ pub(crate) struct Worker<A> {
     /// index of its counters).
     kind: Arc<ActorType>,
     /// This actor's counters of its methods.
-    counters: Arc<[MethodCounters]>,
+    counters: Arc<ActorCounters>,
     shared: Arc<Shared>,
     locks: Locks,
     /// Set while a call is being handled, so that a node choosing a member to run a
@@ -49,7 +49,7 @@ impl<A: Actor> Worker<A> {
     pub(crate) fn new(
         actor: A,
         id: ActorId,
-        (kind, counters): (Arc<ActorType>, Arc<[MethodCounters]>),
+        (kind, counters): (Arc<ActorType>, Arc<ActorCounters>),
         shared: &Arc<Shared>,
         locks: &Locks,
         busy: Arc<AtomicBool>,
@@ -80,17 +80,15 @@ impl Drop for AliveGuard {
 pub(crate) async fn run_worker<A: Actor>(
     mut worker: Worker<A>,
     mut inbox: mpsc::Receiver<Envelope>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: oneshot::Receiver<()>,
     alive: Arc<AtomicBool>,
 ) {
     let _alive = AliveGuard(alive);
     let mut outbox = Outbox::new();
-    let stopped = stop.wait_for(|stop| *stop);
-    tokio::pin!(stopped);
     loop {
         let envelope = tokio::select! {
             biased;
-            _ = &mut stopped => break,
+            _ = &mut stop => break,
             () = outbox.progress(), if outbox.is_busy() => continue,
             next = inbox.recv() => match next {
                 Some(envelope) => envelope,
@@ -109,11 +107,12 @@ pub(crate) async fn run_worker<A: Actor>(
     }
     inbox.close();
     while let Ok(envelope) = inbox.try_recv() {
-        if envelope.call.one_way {
+        let Incoming { call, reply_to } = &*envelope.incoming;
+        if call.one_way {
             continue;
         }
         let error = RemoteError::new(RemoteErrorKind::Stopped, "the actor stopped");
-        let (to, id, from) = (envelope.reply_to, envelope.call.id, worker.id.clone());
+        let (to, id, from) = (reply_to.clone(), call.id, worker.id.clone());
         outbox.reply(&worker.shared, to, id, from, Outcome::Err(error));
         outbox.make_room().await;
     }
@@ -124,11 +123,8 @@ impl<A: Actor> Worker<A> {
     /// Runs one call; returns its reply (none for a one-way call or one whose caller gave
     /// up).
     async fn handle(&mut self, envelope: Envelope) -> Option<Answer> {
-        let Envelope {
-            call,
-            reply_to,
-            via,
-        } = envelope;
+        let Envelope { incoming, via } = envelope;
+        let Incoming { call, reply_to } = &*incoming;
         if self.shared.caller_gave_up(call.deadline_ms) {
             tracing::debug!(actor = %self.id, call = call.id, "skipped a call whose caller gave up");
             return None;
@@ -144,11 +140,9 @@ impl<A: Actor> Worker<A> {
         );
         // Instrumenting moves the call's future: only when a subscriber records the span.
         let outcome = if span.is_disabled() {
-            self.run(&call, &reply_to, via).await
+            self.run(call, reply_to, via).await
         } else {
-            self.run(&call, &reply_to, via)
-                .instrument(span.clone())
-                .await
+            self.run(call, reply_to, via).instrument(span.clone()).await
         };
         let label = handler_outcome(&outcome);
         span.record("outcome", label);
@@ -167,7 +161,7 @@ impl<A: Actor> Worker<A> {
             return None;
         }
         Some(Answer {
-            to: reply_to,
+            to: reply_to.clone(),
             id: call.id,
             outcome,
         })
@@ -206,7 +200,7 @@ impl<A: Actor> Worker<A> {
             locks,
             ..
         } = self;
-        let Some((spec, counters)) = kind.method(call.method.as_str(), counters) else {
+        let Some((spec, method)) = kind.method(call.method.as_str()) else {
             return Outcome::Err(RemoteError::new(
                 RemoteErrorKind::UnknownMethod,
                 format!("no method named {}", quote_name(&call.method)),
@@ -244,7 +238,7 @@ impl<A: Actor> Worker<A> {
             Outcome::Err(error) => Some(error.message.as_str()),
             _ => None,
         };
-        counters.record(started.elapsed(), error);
+        counters.record(method, started.elapsed(), error);
         outcome
     }
 }
