@@ -13,8 +13,8 @@
 //! replies to requests by id; an echo task (a pub/sub connection reading the requests, a
 //! multiplexed one publishing the replies) answers each request without waiting for the
 //! previous reply's PUBLISH to complete. Separate pub/sub connections are the client's
-//! plain way to subscribe, and spare the baseline the dispatch rodario does to share one
-//! RESP3 connection between commands and subscriptions.
+//! plain way to subscribe; a rodario node on one server also keeps its subscriptions and
+//! its commands on a connection each.
 
 mod common;
 

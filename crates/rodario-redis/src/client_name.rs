@@ -1,11 +1,11 @@
-//! The connection named after its node (`CLIENT SETNAME rodario:{node id}`), so that
+//! The connections named after their node (`CLIENT SETNAME rodario:{node id}`), so that
 //! `CLIENT LIST` on the server shows which process holds which connection.
 //!
 //! A node tells its backend its id through core's discovery hook
 //! ([`Discovery`](rodario_core::observe::Discovery)) when it is built. Redis forgets a
 //! connection's name when the connection drops, so the backend names it again each time it
-//! is restored. One backend handle is one connection: when several nodes share a handle,
-//! the connection carries the last one's name. On a Redis Cluster, `CLIENT SETNAME` goes
+//! is restored. A backend handle's connections are named together: when several nodes
+//! share a handle, its connections carry the last one's name. On a Redis Cluster, `CLIENT SETNAME` goes
 //! where redis-rs routes it (every node's connection).
 
 use std::sync::Arc;
@@ -23,7 +23,7 @@ fn connection_name(id: &str) -> String {
 }
 
 impl Inner {
-    /// Names the connection after its node, if a node said its id; a no-op otherwise.
+    /// Names the connections after their node, if a node said its id; a no-op otherwise.
     pub(crate) async fn name_connection(&self) -> Result<(), BackendError> {
         let name = self
             .client_name
@@ -35,7 +35,7 @@ impl Inner {
         };
         let mut cmd = redis::cmd("CLIENT");
         cmd.arg("SETNAME").arg(name);
-        self.query("CLIENT SETNAME", &cmd).await
+        self.query_each("CLIENT SETNAME", &cmd).await
     }
 }
 

@@ -428,17 +428,27 @@ async fn connect_single(
     connecting(config, &addr, probe).await?;
 
     let dispatch = Arc::new(Dispatch::new(reaper, addr.clone(), false));
+    // Both connections report their losses to the dispatch (the commands' connection
+    // receives no other push); only the subscriptions' resubscribes.
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.command_timeout))
         .set_min_delay(config.reconnect_min)
         .set_max_delay(config.reconnect_max)
         .set_number_of_retries(usize::MAX)
-        .set_push_sender(on_push(&dispatch))
-        .set_automatic_resubscription();
-    let manager = ConnectionManager::new_with_config(client, manager_config);
-    let connection = connecting(config, &addr, manager).await?;
-    Ok((Connection::Single(connection), dispatch))
+        .set_push_sender(on_push(&dispatch));
+    let commands = ConnectionManager::new_with_config(client.clone(), manager_config.clone());
+    let subscriptions =
+        ConnectionManager::new_with_config(client, manager_config.set_automatic_resubscription());
+    let (commands, subscriptions) = tokio::try_join!(
+        connecting(config, &addr, commands),
+        connecting(config, &addr, subscriptions)
+    )?;
+    let connection = Connection::Single {
+        commands,
+        subscriptions,
+    };
+    Ok((connection, dispatch))
 }
 
 async fn connect_cluster(

@@ -1,15 +1,23 @@
-//! The connection a backend handle's three trait objects share: one server's, or a Redis
-//! Cluster's, and the commands that differ between the two.
+//! The connections a backend handle's three trait objects share: one server's two (one for
+//! commands, one for subscriptions), or a Redis Cluster's, and the commands that differ
+//! between the two.
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-/// One server's multiplexed connection (reconnected and resubscribed by redis-rs's
+/// One server's multiplexed connections (reconnected, and resubscribed, by redis-rs's
 /// connection manager), or a cluster's: one connection per node, commands routed by slot.
 #[derive(Clone)]
 pub(crate) enum Connection {
-    Single(ConnectionManager),
+    /// On one server, commands and subscriptions take a connection each, as a plain Redis
+    /// client would: the frames a node receives are then read and parsed by one task and
+    /// the replies to its commands by another, which on a runtime of several workers run
+    /// side by side (64 calls in flight: BENCHMARKS.md).
+    Single {
+        commands: ConnectionManager,
+        subscriptions: ConnectionManager,
+    },
     Cluster(ClusterConnection),
 }
 
@@ -23,7 +31,7 @@ impl Connection {
     /// shard owning its channel and the reply counts that shard's subscribers only.
     pub(crate) fn publish_command(&self) -> &'static str {
         match self {
-            Connection::Single(_) => "PUBLISH",
+            Connection::Single { .. } => "PUBLISH",
             Connection::Cluster(_) => "SPUBLISH",
         }
     }
@@ -31,7 +39,7 @@ impl Connection {
     /// The name of [`Connection::subscribe`]'s command, for messages.
     pub(crate) fn subscribe_command(&self) -> &'static str {
         match self {
-            Connection::Single(_) => "SUBSCRIBE",
+            Connection::Single { .. } => "SUBSCRIBE",
             Connection::Cluster(_) => "SSUBSCRIBE",
         }
     }
@@ -39,7 +47,7 @@ impl Connection {
     /// The name of [`Connection::unsubscribe`]'s command, for messages.
     pub(crate) fn unsubscribe_command(&self) -> &'static str {
         match self {
-            Connection::Single(_) => "UNSUBSCRIBE",
+            Connection::Single { .. } => "UNSUBSCRIBE",
             Connection::Cluster(_) => "SUNSUBSCRIBE",
         }
     }
@@ -49,7 +57,7 @@ impl Connection {
     /// confirmed it.
     pub(crate) async fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
         match self {
-            Connection::Single(connection) => connection.subscribe(channel).await,
+            Connection::Single { subscriptions, .. } => subscriptions.subscribe(channel).await,
             Connection::Cluster(connection) => connection.ssubscribe(channel).await,
         }
     }
@@ -57,7 +65,7 @@ impl Connection {
     /// `UNSUBSCRIBE`, or on a cluster `SUNSUBSCRIBE`.
     pub(crate) async fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
         match self {
-            Connection::Single(connection) => connection.unsubscribe(channel).await,
+            Connection::Single { subscriptions, .. } => subscriptions.unsubscribe(channel).await,
             Connection::Cluster(connection) => connection.sunsubscribe(channel).await,
         }
     }
@@ -66,7 +74,7 @@ impl Connection {
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Connection::Single(connection) => connection.req_packed_command(cmd),
+            Connection::Single { commands, .. } => commands.req_packed_command(cmd),
             Connection::Cluster(connection) => connection.req_packed_command(cmd),
         }
     }
@@ -78,8 +86,8 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Connection::Single(connection) => {
-                connection.req_packed_commands(pipeline, offset, count)
+            Connection::Single { commands, .. } => {
+                commands.req_packed_commands(pipeline, offset, count)
             }
             Connection::Cluster(connection) => {
                 connection.req_packed_commands(pipeline, offset, count)
@@ -89,7 +97,7 @@ impl ConnectionLike for Connection {
 
     fn get_db(&self) -> i64 {
         match self {
-            Connection::Single(connection) => connection.get_db(),
+            Connection::Single { commands, .. } => commands.get_db(),
             Connection::Cluster(connection) => connection.get_db(),
         }
     }

@@ -1,5 +1,5 @@
-//! rodario's Redis backend: the reference wire layout, one connection per backend handle,
-//! alive across server restarts; on one server or a Redis Cluster.
+//! rodario's Redis backend: the reference wire layout, two connections per backend handle
+//! (commands, subscriptions), alive across server restarts; on one server or a Redis Cluster.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rodario_core::error::BackendError> {
@@ -93,7 +93,12 @@
 //! lease keys inside a script, which a cluster allows because they share the SET's slot
 //! (below).
 //!
-//! A node names the connection after itself (`CLIENT SETNAME rodario:{node id}`, again
+//! On one server a backend handle keeps two RESP3 connections: one for its commands, one
+//! for all its subscriptions (the frames it receives then never queue behind the replies to
+//! its commands, and the two are read side by side). Either one lost alone is reported and
+//! restored as above (`tests/node.rs`, `losing_either_connection_alone_is_recovered`).
+//!
+//! A node names both connections after itself (`CLIENT SETNAME rodario:{node id}`, again
 //! after each reconnect), so that `CLIENT LIST` on the server shows which process holds
 //! which connection.
 //!
@@ -227,7 +232,7 @@ pub const NAME: &str = "redis";
 /// years, well inside what Redis accepts for `PX`.
 const MAX_TTL_MS: u128 = 1 << 46;
 
-/// A backend handle: one connection, shared by the three trait objects.
+/// A backend handle: its connections, shared by the three trait objects.
 pub(crate) struct Inner {
     connection: Connection,
     /// `host:port` of the server (of the seeds, on a cluster), for messages (never the
@@ -282,9 +287,28 @@ impl Inner {
         }
     }
 
-    /// `PING`, with the command timeout.
+    /// Runs `cmd` on each of the handle's connections, with the command timeout: for what
+    /// every connection needs of its own (a `PING` to see it back after a reconnect, its
+    /// name). A cluster's one handle routes such commands to every node itself.
+    async fn query_each(&self, what: &str, cmd: &redis::Cmd) -> Result<(), BackendError> {
+        match &self.connection {
+            Connection::Single {
+                commands,
+                subscriptions,
+            } => {
+                for mut connection in [commands.clone(), subscriptions.clone()] {
+                    self.bounded(what, cmd.query_async::<()>(&mut connection))
+                        .await?;
+                }
+                Ok(())
+            }
+            Connection::Cluster(_) => self.query(what, cmd).await,
+        }
+    }
+
+    /// `PING` on each connection, with the command timeout.
     pub(crate) async fn ping(&self) -> Result<(), BackendError> {
-        self.query("PING", &redis::cmd("PING")).await
+        self.query_each("PING", &redis::cmd("PING")).await
     }
 }
 

@@ -1,5 +1,5 @@
-//! Subscriptions multiplexed over the backend's one RESP3 connection (on a cluster, its
-//! connection to each node, all feeding one handler).
+//! Subscriptions multiplexed over the backend's subscriptions connection (on a cluster,
+//! its connection to each node, all feeding one handler).
 //!
 //! The connection's reader hands every push message to [`Dispatch::on_push`], which hands
 //! the frame to the [`FrameSink`] of each local subscription to that channel. Sinks never

@@ -375,7 +375,7 @@ fn config_debug_hides_the_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_connection_per_handle_closed_when_dropped() {
+async fn two_connections_per_handle_closed_when_dropped() {
     let server = RedisServer::private(&[]);
     let plain = server.plain().await;
     let clients = || {
@@ -407,14 +407,14 @@ async fn one_connection_per_handle_closed_when_dropped() {
         .await
         .unwrap();
     assert!(registry.insert(Group::Actors, "x", "n").await.unwrap());
-    // Twenty subscriptions and the commands share one connection.
+    // Twenty subscriptions share one connection, the commands another.
     assert!(
         eventually(Duration::from_secs(3), || async {
-            clients().await == before + 1
+            clients().await == before + 2
         })
         .await,
         "expected {} connections, found {}",
-        before + 1,
+        before + 2,
         clients().await
     );
     drop(subs);
@@ -424,6 +424,6 @@ async fn one_connection_per_handle_closed_when_dropped() {
             clients().await == before
         })
         .await,
-        "the dropped backend's connection is still open"
+        "the dropped backend's connections are still open"
     );
 }

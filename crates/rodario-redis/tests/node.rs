@@ -121,6 +121,50 @@ async fn frames_from_a_plain_client_are_refused_and_the_actor_keeps_serving() {
     assert!(actor.is_alive());
 }
 
+/// A node's subscriptions and its commands take a connection each. When the server drops
+/// either kind alone (`CLIENT KILL TYPE pubsub`, then `TYPE normal`: each node's one
+/// connection of that kind), the nodes reconnect it (resubscribing) and calls between
+/// them work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_either_connection_alone_is_recovered() {
+    let server = RedisServer::private(&[]);
+    let host = node(&server).await;
+    let caller = node(&server).await;
+    let _actor = host
+        .spawn(Counter::named("svc"))
+        .uuid("svc")
+        .start()
+        .await
+        .unwrap();
+    let proxy: CounterProxy = caller.registry().get_proxy("svc").await.unwrap();
+    assert_eq!(proxy.add(1).await.unwrap().await.unwrap(), 1);
+    let mut plain = server.plain().await;
+    for kind in ["pubsub", "normal"] {
+        let killed: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg(kind)
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut plain)
+            .await
+            .unwrap();
+        assert_eq!(killed, 2, "{kind} connections killed (one per node)");
+        let started = Instant::now();
+        let total = until_ok(Duration::from_secs(10), "a call after the kill", || async {
+            proxy.add(1).await?.await
+        })
+        .await;
+        eprintln!(
+            "{kind}: calls work again {:?} after the kill",
+            started.elapsed()
+        );
+        for _ in 0..20 {
+            assert!(proxy.add(1).await.unwrap().await.unwrap() > total);
+        }
+    }
+}
+
 /// `CLIENT LIST` shows the node's connection by the node's id, also after the server
 /// restarted (Redis forgets a connection's name with the connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@
 //!   unknown method, `TypeError` for arguments that do not fit, `RuntimeError` otherwise),
 //!   which the Python future returns rather than raises.
 //! - **Cluster calls from Python**: Redis counts one receiver per connection, and this node
-//!   is one connection, so however many of its actors joined the channel it sends the
+//!   subscribes on one connection, so however many of its actors joined the channel it sends the
 //!   Python proxy exactly one reply (the Python proxy's reader thread dies on a reply beyond
 //!   its count): the first member's value, or `False` when every member declined.
 //! - **Calls to Python**: a call this node publishes on an actor or cluster channel is the
