@@ -1,5 +1,6 @@
 //! The metrics a node records (feature `metrics`), as a recorder sees them after calls that
-//! succeed, fail, time out, are shed, and name no method.
+//! succeed, fail, time out, are shed, and name no method; the recorder is installed after
+//! the nodes made their first call (and the metric keys they keep).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,12 +39,6 @@ fn read(snapshotter: &Snapshotter) -> HashMap<String, f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_counted_by_actor_type_method_and_outcome() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    recorder
-        .install()
-        .expect("the only recorder of this test binary");
-
     let broker = MemoryBroker::new();
     let host = Node::builder(broker.backend()).mailbox_capacity(1).build();
     let caller = Node::builder(broker.backend())
@@ -56,6 +51,13 @@ async fn calls_are_counted_by_actor_type_method_and_outcome() {
         .await
         .unwrap();
     let proxy: CounterProxy = caller.registry().get_proxy("metered").await.unwrap();
+    // Before any recorder: counted nowhere, but both nodes make the keys they keep.
+    proxy.add(1).await.unwrap().await.unwrap();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder
+        .install()
+        .expect("the only recorder of this test binary");
 
     proxy.add(1).await.unwrap().await.unwrap();
     assert!(proxy.fail("no luck".into()).await.unwrap().await.is_err());

@@ -17,7 +17,7 @@ use crate::backend::Undelivered;
 use crate::error::{Error, Result};
 use crate::frame::{decode_value, Outcome, Reply};
 use crate::name::ActorId;
-use crate::telemetry::{call_sent, caller_outcome, Stopwatch};
+use crate::telemetry::{caller_outcome, ProxyMetrics, Stopwatch};
 
 /// The reply to a published call: the Python library's `Future`.
 ///
@@ -178,33 +178,32 @@ impl<T: DeserializeOwned> Pending<T> {
 pub(crate) struct CallObserver {
     span: tracing::Span,
     started: Stopwatch,
-    actor_type: Arc<str>,
+    metrics: Arc<ProxyMetrics>,
 }
 
 impl CallObserver {
     /// The observer of a call made in `span`; none when nothing would record what it reports
     /// (the span is disabled and metrics are compiled out), so such calls allocate nothing
     /// for it.
-    pub(crate) fn new(span: Span, started: Stopwatch, actor_type: &Arc<str>) -> Option<Box<Self>> {
+    pub(crate) fn new(
+        span: Span,
+        started: Stopwatch,
+        metrics: &Arc<ProxyMetrics>,
+    ) -> Option<Box<Self>> {
         if span.is_disabled() && !cfg!(feature = "metrics") {
             return None;
         }
         Some(Box::new(CallObserver {
             span,
             started,
-            actor_type: actor_type.clone(),
+            metrics: metrics.clone(),
         }))
     }
 
     pub(crate) fn finish(&self, method: &str, outcome: &'static str) {
         self.span.record("outcome", outcome);
-        call_sent(
-            "actor",
-            &self.actor_type,
-            method,
-            outcome,
-            Some(self.started),
-        );
+        self.metrics
+            .sent("actor", method, outcome, Some(self.started));
     }
 }
 

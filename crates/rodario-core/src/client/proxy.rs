@@ -19,7 +19,7 @@ use crate::frame::{encode_value, Reply};
 use crate::name::{ActorId, NodeId};
 use crate::shared::{within, MAX_WAIT};
 use crate::telemetry::{
-    call_sent, caller_outcome, caller_span, error_outcome, trace_context, Stopwatch,
+    caller_outcome, caller_span, error_outcome, trace_context, ProxyMetrics, Stopwatch,
 };
 use tracing::Instrument;
 
@@ -48,8 +48,8 @@ pub struct ActorProxy {
     target: ActorId,
     methods: Arc<[String]>,
     timeout: Duration,
-    /// The actor's type name, when the proxy was made knowing it (for metrics).
-    actor_type: Arc<str>,
+    /// Labelled with the actor's type name, when the proxy was made knowing it.
+    metrics: Arc<ProxyMetrics>,
 }
 
 impl TypedProxy for ActorProxy {
@@ -82,13 +82,13 @@ impl ActorProxy {
             target,
             methods: methods.into(),
             timeout,
-            actor_type: Arc::from("unknown"),
+            metrics: ProxyMetrics::new("unknown"),
         }
     }
 
     /// Labels this proxy's calls with the actor's type name.
     pub(crate) fn of_type(mut self, actor_type: &str) -> Self {
-        self.actor_type = Arc::from(actor_type);
+        self.metrics = ProxyMetrics::new(actor_type);
         self
     }
 
@@ -175,7 +175,7 @@ impl ActorProxy {
         };
         let sent = within(method, timeout, deadline, send).await;
         let outcome = caller_outcome(&sent);
-        call_sent("tell", &self.actor_type, method, outcome, None);
+        self.metrics.sent("tell", method, outcome, None);
         sent
     }
 
@@ -250,7 +250,7 @@ impl ActorProxy {
                 early = &mut rx => Ok(Sent::Answered(early)),
             }
         };
-        let observer = CallObserver::new(span, started, &self.actor_type);
+        let observer = CallObserver::new(span, started, &self.metrics);
         let called = (method, self.target.clone());
         let error = match sent {
             Ok(Sent::Published((slot, undelivered))) => {

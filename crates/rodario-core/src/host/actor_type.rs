@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::actor::{Actor, ActorInfo, MethodInfo, MethodSpec};
 use crate::error::Result;
@@ -12,6 +13,8 @@ use crate::frame::encode_value;
 use crate::hooks::Singular;
 use crate::observe::ActorCounters;
 use crate::sync::LocalKeys;
+#[cfg(feature = "metrics")]
+use crate::telemetry::{self, HandledKeys};
 
 /// One actor type's methods, shared by its actors on a node.
 pub(crate) struct ActorType {
@@ -25,6 +28,10 @@ pub(crate) struct ActorType {
     pub(crate) singular: Arc<HashMap<&'static str, Singular>>,
     /// The encoded [`ActorInfo`] discovery answers with.
     pub(crate) description: Arc<[u8]>,
+    /// The metric keys of each method's calls, by index, and of calls to methods the type
+    /// lacks (last).
+    #[cfg(feature = "metrics")]
+    handled: Box<[HandledKeys]>,
 }
 
 impl ActorType {
@@ -38,17 +45,27 @@ impl ActorType {
             .iter()
             .filter_map(|spec| Some((spec.name(), spec.singular_spec()?.clone())))
             .collect();
+        let type_name = A::type_name();
+        #[cfg(feature = "metrics")]
+        let handled = specs
+            .iter()
+            .map(MethodSpec::name)
+            .chain([telemetry::UNKNOWN_METHOD])
+            .map(|method| HandledKeys::new(type_name, method))
+            .collect();
         let methods = specs
             .into_iter()
             .enumerate()
             .map(|(index, spec)| (spec.name(), (spec, index)))
             .collect();
         Ok(ActorType {
-            type_name: A::type_name(),
+            type_name,
             methods,
             infos,
             singular: Arc::new(singular),
             description: description.into(),
+            #[cfg(feature = "metrics")]
+            handled,
         })
     }
 
@@ -58,9 +75,26 @@ impl ActorType {
         Some((spec, *index))
     }
 
-    /// `method`'s name as this type declares it, if it serves it.
-    pub(crate) fn method_name(&self, method: &str) -> Option<&'static str> {
-        self.methods.get_key_value(method).map(|(name, _)| *name)
+    /// Counts a call to `method` that an actor of this type answered with `outcome` (one of
+    /// [`crate::telemetry::handler_outcome`]'s, or `shed`) after `elapsed` (none for a call shed
+    /// without running); with feature `metrics`, nothing otherwise.
+    pub(crate) fn count_handled(
+        &self,
+        method: &str,
+        outcome: &'static str,
+        elapsed: Option<Duration>,
+    ) {
+        #[cfg(feature = "metrics")]
+        {
+            let unknown = self.handled.len() - 1;
+            let index = self
+                .methods
+                .get(method)
+                .map_or(unknown, |(_, index)| *index);
+            telemetry::call_handled(&self.handled[index], outcome, elapsed);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (method, outcome, elapsed);
     }
 
     /// Fresh counters for one actor of this type.

@@ -153,9 +153,7 @@ impl FrameSink for ActorSink {
         if let Err(mpsc::error::TrySendError::Full(envelope)) = self.mailbox.try_send(envelope) {
             tracing::warn!(actor = %self.id, "mailbox full: shedding a call");
             let Incoming { call, reply_to } = &*envelope.incoming;
-            let method = self.kind.method_name(&call.method);
-            let method = method.unwrap_or(telemetry::UNKNOWN_METHOD);
-            telemetry::call_handled(self.kind.type_name, method, "shed", None);
+            self.kind.count_handled(&call.method, "shed", None);
             if call.one_way {
                 return;
             }

@@ -19,7 +19,7 @@ use crate::name::{ActorId, NodeId};
 use crate::named_args::{merge_named, names_arguments};
 use crate::observe::ActorCounters;
 use crate::shared::Shared;
-use crate::telemetry::{handler_outcome, handler_span, mailbox_depth};
+use crate::telemetry::{handler_outcome, handler_span};
 use tracing::Instrument;
 
 /// An actor with what it needs to handle its calls.
@@ -36,6 +36,10 @@ pub(crate) struct Worker<A> {
     /// Set while a call is being handled, so that a node choosing a member to run a
     /// `singular` call prefers an idle one.
     busy: Arc<AtomicBool>,
+    /// The key of this actor's `rodario_mailbox_depth`, made at its first call (an idle
+    /// actor's memory counts).
+    #[cfg(feature = "metrics")]
+    depth_key: Option<Box<metrics::Key>>,
 }
 
 /// The reply to one call: what to send, to which node.
@@ -62,7 +66,19 @@ impl<A: Actor> Worker<A> {
             shared: shared.clone(),
             locks: locks.clone(),
             busy,
+            #[cfg(feature = "metrics")]
+            depth_key: None,
         }
+    }
+
+    /// Sets this actor's `rodario_mailbox_depth` to `depth`.
+    #[cfg(feature = "metrics")]
+    fn record_depth(&mut self, depth: usize) {
+        let (type_name, id) = (self.kind.type_name, &self.id);
+        let key = self
+            .depth_key
+            .get_or_insert_with(|| Box::new(crate::telemetry::mailbox_depth_key(type_name, id)));
+        crate::telemetry::mailbox_depth(key, depth);
     }
 }
 
@@ -95,7 +111,8 @@ pub(crate) async fn run_worker<A: Actor>(
                 None => break,
             },
         };
-        mailbox_depth(worker.kind.type_name, &worker.id, inbox.len());
+        #[cfg(feature = "metrics")]
+        worker.record_depth(inbox.len());
         worker.busy.store(true, Ordering::Release);
         let answer = worker.handle(envelope).await;
         worker.busy.store(false, Ordering::Release);
@@ -147,16 +164,8 @@ impl<A: Actor> Worker<A> {
         let label = handler_outcome(&outcome);
         span.record("outcome", label);
         #[cfg(feature = "metrics")]
-        {
-            let method = self.kind.method_name(&call.method);
-            let method = method.unwrap_or(crate::telemetry::UNKNOWN_METHOD);
-            crate::telemetry::call_handled(
-                self.kind.type_name,
-                method,
-                label,
-                Some(started.elapsed()),
-            );
-        }
+        self.kind
+            .count_handled(&call.method, label, Some(started.elapsed()));
         if call.one_way {
             return None;
         }
