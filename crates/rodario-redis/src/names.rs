@@ -2,6 +2,8 @@
 //! prefix on one server; on a cluster, the presence keys (registry and memberships, with
 //! their leases) under one hash tag (the tables in the crate docs).
 
+use std::io::Write;
+
 use rodario_core::backend::{Channel, Group, LockKey};
 
 use crate::Inner;
@@ -21,10 +23,37 @@ pub(crate) fn presence_root(prefix: &str, cluster: bool) -> String {
     }
 }
 
+/// A channel's name as a command argument: the prefix and the channel's two parts, written
+/// into the command's buffer as one argument without a `String` of their own (every call's
+/// `PUBLISH` names a channel).
+pub(crate) struct ChannelArg<'a>([&'a str; 3]);
+
+impl ChannelArg<'_> {
+    /// The name's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.0.iter().map(|part| part.len()).sum()
+    }
+}
+
+impl redis::ToRedisArgs for ChannelArg<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        for part in self.0 {
+            // The writer appends to the command's buffer, which cannot fail.
+            let _ = arg.write_all(part.as_bytes());
+        }
+    }
+}
+
 impl Inner {
     pub(crate) fn channel_name(&self, channel: &Channel) -> String {
+        self.channel_arg(channel).0.concat()
+    }
+
+    /// [`Inner::channel_name`] as a command argument.
+    pub(crate) fn channel_arg<'a>(&'a self, channel: &'a Channel) -> ChannelArg<'a> {
         let (kind, id) = channel.name_parts();
-        [self.prefix.as_str(), kind, id].concat()
+        ChannelArg([self.prefix.as_str(), kind, id])
     }
 
     pub(crate) fn set_name(&self, group: Group<'_>) -> String {
@@ -67,5 +96,26 @@ mod tests {
     fn a_cluster_tags_presence_keys_even_without_a_prefix() {
         assert_eq!(presence_root("", true), "{rodario}");
         assert_eq!(presence_root("t2:", true), "{t2:rodario}");
+    }
+
+    #[test]
+    fn a_channel_argument_packs_as_its_name_would() {
+        let mut written = redis::cmd("PUBLISH");
+        written
+            .arg(ChannelArg(["t2:", "actor:", "svc"]))
+            .arg("frame");
+        let mut named = redis::cmd("PUBLISH");
+        named.arg("t2:actor:svc").arg("frame");
+        assert_eq!(written.get_packed_command(), named.get_packed_command());
+        assert_eq!(
+            ChannelArg(["t2:", "actor:", "svc"]).len(),
+            "t2:actor:svc".len()
+        );
+        let mut empty = redis::cmd("PUBLISH");
+        empty.arg(ChannelArg(["", "", ""]));
+        assert_eq!(
+            empty.get_packed_command(),
+            redis::cmd("PUBLISH").arg("").get_packed_command()
+        );
     }
 }

@@ -219,14 +219,18 @@ impl Dispatch {
                 return;
             }
         };
-        let sinks: Vec<Arc<dyn FrameSink>> = {
+        // The first sink apart from the others: a channel has one sink nearly always (an
+        // actor's, a node's replies), and then no list is allocated for the others.
+        let (first, others) = {
             let mut table = locked(&self.table);
             let (sinks, reap) = match table.channels.get_mut(&channel) {
-                None => (Vec::new(), Some(Reap::Stray)),
+                None => ((None, Vec::new()), Some(Reap::Stray)),
                 Some(locals) => {
                     locals.retain(|local| local.open.load(Ordering::Acquire));
-                    let sinks = locals.iter().map(|local| local.sink.clone()).collect();
-                    (sinks, locals.is_empty().then_some(Reap::Dropped))
+                    let mut sinks = locals.iter().map(|local| local.sink.clone());
+                    let first = sinks.next();
+                    let others: Vec<_> = sinks.collect();
+                    ((first, others), locals.is_empty().then_some(Reap::Dropped))
                 }
             };
             if let Some(reason) = reap {
@@ -237,13 +241,13 @@ impl Dispatch {
         // Delivered outside the table's lock: a sink may drop the last reference to what
         // owns a subscription, whose guard then takes the lock. Sinks take frames without
         // waiting (they queue with a bound or drop), so the connection keeps being read
-        // however slow a consumer is. The last sink (the only one, for a call) takes the
-        // payload itself: cloning it would cost an allocation.
-        if let Some((last, others)) = sinks.split_last() {
+        // however slow a consumer is. The first sink (the only one, for a call) takes the
+        // payload itself, after the others' copies: cloning it would cost an allocation.
+        if let Some(first) = first {
             for sink in others {
                 sink.deliver(payload.clone());
             }
-            last.deliver(payload);
+            first.deliver(payload);
         }
     }
 

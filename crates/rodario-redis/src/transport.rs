@@ -112,7 +112,7 @@ impl Transport for Handle {
             },
         };
         let command = self.connection.publish_command();
-        let name = self.channel_name(channel);
+        let name = self.channel_arg(channel);
         // Sized up front: a growing command buffer costs a reallocation or two per publish.
         let mut cmd = redis::Cmd::with_capacity(3, command.len() + name.len() + frame.len());
         cmd.arg(command).arg(name).arg(frame.as_ref());
