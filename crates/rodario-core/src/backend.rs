@@ -276,6 +276,21 @@ pub trait Transport: Send + Sync + 'static {
         sink: Arc<dyn FrameSink>,
     ) -> Result<Subscription, BackendError>;
 
+    /// Subscribes the calls to actor `actor`, which node `node` runs: as [`Transport::subscribe`]
+    /// on [`Channel::Actor`], which is the default. A backend whose callers can address the
+    /// node an actor runs on may serve all of a node's actors through one subscription of
+    /// its own (NATS: one per node instead of one per actor), handing each actor's calls to
+    /// its sink; closing the returned subscription stops that actor's delivery only.
+    async fn subscribe_actor(
+        &self,
+        actor: &ActorId,
+        node: &NodeId,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<Subscription, BackendError> {
+        let _ = node;
+        self.subscribe(&Channel::Actor(actor.clone()), sink).await
+    }
+
     /// Whether [`Transport::publish`] on a cluster channel reports [`Delivery::Exact`].
     /// When it does not, nodes record their cluster memberships in the [`Presence`] under
     /// [`Group::Members`] so that a cluster proxy can count them.

@@ -518,7 +518,7 @@ impl NatsConnection {
                     message = probe_sub.next() => match message {
                         Some(message) => {
                             if let Some(token) = message.subject.get(prefix_len..) {
-                                task_probes.handle(token, message.status);
+                                task_probes.handle(token, message.status, &message.payload);
                             }
                         }
                         None => break,
@@ -548,6 +548,7 @@ impl NatsConnection {
             kv,
             state,
             view: crate::view::View::default(),
+            routes: crate::routes::Routes::default(),
         });
         // The probe subscription is active once a first round trip has come back.
         inner.round_trip(None).await?;

@@ -24,7 +24,8 @@
 //!
 //! | channel | subject |
 //! |---|---|
-//! | an actor's calls (`Channel::Actor`) | `{prefix}.actor.{uuid}` |
+//! | the calls to an actor a node runs ([`Transport::subscribe_actor`](rodario_core::backend::Transport::subscribe_actor)) | `{prefix}.node.{node id}.{uuid}` |
+//! | an actor's own channel (`Channel::Actor`: taps, and actors of rodario before node subjects) | `{prefix}.actor.{uuid}` |
 //! | a node's replies (`Channel::Reply`) | `{prefix}.reply.{node id}` |
 //! | a cluster channel (`Channel::Cluster`) | `{prefix}.cluster.{name}` |
 //!
@@ -32,6 +33,32 @@
 //! whitespace or control characters are refused with
 //! [`BackendErrorKind::InvalidInput`](rodario_core::error::BackendErrorKind::InvalidInput),
 //! never rewritten (rewriting could make two names share a subject).
+//!
+//! # Actors: one subscription per node
+//!
+//! A node subscribes once to `{prefix}.node.{node id}.*` and hands each message to the
+//! actor its last token names, so that a node's actors cost the server one subscription and
+//! the node one async-nats subscription (whose buffers are about 6 KB) instead of one each:
+//! `tests/nats.rs`, `one_subscription_serves_all_of_a_nodes_actors`; an idle actor's memory
+//! in BENCHMARKS.md. A message for an actor the node does not run (stopped, or never there)
+//! is answered on its reply subject with `not here`, as the server answers a subject nobody
+//! subscribes to with "no responders".
+//!
+//! A caller learns which node runs an actor from the actor's registry entry (`a.{uuid}` →
+//! `@{node id}`, one KV read at the first call to it) and keeps it (up to 4,096 actors per
+//! connection; past that, all are read again as they are called). When a call finds nobody
+//! there (`not here`, or "no responders" from a node that is gone), the caller forgets the
+//! node, reads the entry again and, if it names another node (the actor moved), publishes
+//! the call there; else it tries the actor's own subject `{prefix}.actor.{uuid}`, where an
+//! actor of an older rodario, or a tap, listens. Only when that also finds nobody does the
+//! call fail with `InvalidActor` (`tests/nats.rs`, `calls_follow_an_actor_to_another_node`).
+//! A call to a UUID the registry does not know goes to its own subject at once.
+//!
+//! A subscription to `Channel::Actor` itself (a tap: the CLI's `tail`) listens on the
+//! actor's own subject and on `{prefix}.node.*.{uuid}`, so it sees the calls whichever node
+//! runs the actor. Older rodario nodes publish calls on `{prefix}.actor.{uuid}` only: they
+//! reach the actors of older nodes, not those of newer ones, so upgrade every node of a
+//! prefix before relying on calls from older nodes to newer ones.
 //!
 //! # KV layout
 //!
@@ -119,7 +146,10 @@
 //!   return [`Delivery::Exact(0)`](rodario_core::backend::Delivery::Exact) if the status came, else [`Delivery::AtLeastOne`](rodario_core::backend::Delivery::AtLeastOne)
 //!   (the server does not say how many). A checked publish costs one extra small message
 //!   and one round trip: measured on loopback, about 70–90 µs for a publish awaited alone
-//!   against 1–2 µs unchecked, and 6–8 µs each with 64 publishes in flight.
+//!   against 1–2 µs unchecked, and 6–8 µs each with 64 publishes in flight. A one-way
+//!   call to an actor on a node subject carries a `Rodario-Receipt` header instead of the
+//!   marker: the node answers `here` once it handed it to the actor (or `not here`), since
+//!   the server only knows that the node listens; it is then tried elsewhere as a call is.
 //! - **Repeated one-way calls to one actor** skip that round trip: once a checked publish
 //!   found an actor's subject received, publishes there for the next 2 s are sent
 //!   unchecked (reporting [`Delivery::Unknown`](rodario_core::backend::Delivery::Unknown)) but still with a reply subject; the first that
@@ -179,9 +209,9 @@
 //! | `endpoints` | one per public method of each actor the node runs, ordered by actor, then method |
 //!
 //! An endpoint is named `{type}-{method}` (characters other than `[A-Za-z0-9_-]`, which
-//! endpoint names do not allow, shown as `_`); its `subject` is the actor's,
-//! `{prefix}.actor.{uuid}`, and its `queue_group` is empty (an actor's channel is a plain
-//! subscription). In `INFO` answers its `metadata` holds `actor` (the UUID), `type`,
+//! endpoint names do not allow, shown as `_`); its `subject` is the one the actor's calls
+//! arrive on, `{prefix}.node.{node id}.{uuid}`, and its `queue_group` is empty (a node's
+//! subscription is a plain one). In `INFO` answers its `metadata` holds `actor` (the UUID), `type`,
 //! `method`, `params` (`n: u64, label: String`) and `tags` (comma-separated); in `STATS`
 //! answers, `num_requests` and `num_errors` count the calls the method handled since the
 //! actor started and those that failed, `last_error` is the last failure's message (empty
@@ -236,7 +266,8 @@
 //!
 //! The files of every rodario backend: `config.rs` (settings and connecting),
 //! `transport.rs` (the [`Transport`](rodario_core::backend::Transport), with the round
-//! trips that check delivery), `presence.rs` (the
+//! trips that check delivery; `routes.rs` holds its node subscriptions and the nodes of the
+//! actors it called), `presence.rs` (the
 //! [`Presence`](rodario_core::backend::Presence)), `locks.rs` (the
 //! [`LockStore`](rodario_core::backend::LockStore)), `names.rs` (subjects, bucket names and
 //! keys, above), `error.rs` (async-nats errors as [`BackendError`]s); `lib.rs` holds the
@@ -254,6 +285,7 @@ mod kv;
 mod locks;
 mod names;
 mod presence;
+mod routes;
 mod service;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
@@ -299,6 +331,9 @@ pub(crate) struct Inner {
     state: watch::Sender<ConnectionState>,
     /// The registry's memberships and owners' leases, for cluster calls (see view.rs).
     pub(crate) view: crate::view::View,
+    /// The node subscriptions that serve this connection's actors, and the nodes of the
+    /// actors it called (see routes.rs).
+    pub(crate) routes: crate::routes::Routes,
 }
 
 impl Drop for Inner {

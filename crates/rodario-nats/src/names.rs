@@ -139,6 +139,27 @@ pub(crate) fn subject(prefix: &str, channel: &Channel) -> Result<String, Backend
     Ok([prefix, ".", kind, ".", name].concat())
 }
 
+/// The subject of calls to actor `actor` on node `node`: `{prefix}.node.{node}.{uuid}`. A
+/// node subscribes to all of its actors' with one wildcard, [`node_wildcard`].
+pub(crate) fn node_subject(prefix: &str, node: &str, actor: &str) -> Result<String, BackendError> {
+    check_token("node id", node)?;
+    check_token("actor UUID", actor)?;
+    Ok([prefix, ".node.", node, ".", actor].concat())
+}
+
+/// The subject a node subscribes to for all of its actors' calls: `{prefix}.node.{node}.*`.
+pub(crate) fn node_wildcard(prefix: &str, node: &str) -> Result<String, BackendError> {
+    check_token("node id", node)?;
+    Ok([prefix, ".node.", node, ".*"].concat())
+}
+
+/// The subject that taps the calls to actor `actor` on whichever node runs it:
+/// `{prefix}.node.*.{uuid}`.
+pub(crate) fn any_node_subject(prefix: &str, actor: &str) -> Result<String, BackendError> {
+    check_token("actor UUID", actor)?;
+    Ok([prefix, ".node.*.", actor].concat())
+}
+
 /// Appends `name` to `out` escaped into the characters `[A-Za-z0-9-]` and `_`: those
 /// characters stand for themselves, except `_`, which introduces the two hex digits of one
 /// UTF-8 byte (`.` is `_2E`, `_` is `_5F`). The empty name is a lone `_`. Reversible, so

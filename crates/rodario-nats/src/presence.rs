@@ -387,6 +387,19 @@ impl NatsConnection {
         });
     }
 
+    /// The owner `actor`'s registry entry names, if it has one: live or not (a call to a
+    /// dead owner's node finds nobody there, and is then tried elsewhere).
+    pub(crate) async fn owner_of(&self, actor: &str) -> Result<Option<String>, BackendError> {
+        let key = names::member_key(&names::group_root(Group::Actors)?, actor)?;
+        let read = self.registry_bucket().entry(&key);
+        let entry = self.bounded("a registry lookup", read).await?;
+        let owner = entry
+            .as_ref()
+            .and_then(|entry| Holder::read(entry, kv::now_ns()))
+            .map(|holder| holder.owner().to_owned());
+        Ok(owner)
+    }
+
     fn registry(&self) -> Registry<'_> {
         Registry {
             bucket: self.registry_bucket(),

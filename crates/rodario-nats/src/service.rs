@@ -195,9 +195,10 @@ impl Instance {
         }
     }
 
-    /// The subject an actor's calls arrive on (as `names::subject` builds it).
+    /// The subject an actor's calls arrive on (as `names::node_subject` builds it).
     fn subject(&self, actor: &LocalActor) -> String {
-        format!("{}.actor.{}", self.prefix, actor.uuid)
+        let node = self.directory.node_id();
+        format!("{}.node.{node}.{}", self.prefix, actor.uuid)
     }
 
     /// The JSON answer to `verb`.

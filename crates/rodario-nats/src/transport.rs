@@ -13,11 +13,13 @@ use rodario_core::backend::{
     Channel, ConnectionState, Delivery, FrameSink, Subscription, Transport, Undelivered,
 };
 use rodario_core::error::{BackendError, BackendErrorKind};
+use rodario_core::name::{ActorId, NodeId};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 
 use crate::error::{dropped, error, publish_error, timed_out};
+use crate::routes::{self, HERE, NOT_HERE};
 use crate::{names, Inner, NatsConnection};
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -31,6 +33,9 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Waiter {
     /// The server answered the checked publish of this round trip with "no responders".
     no_responders: bool,
+    /// The round trip ends with the receiving node's answer (a publish to a node subject)
+    /// instead of its marker's echo.
+    receipt: bool,
     done: Option<oneshot::Sender<bool>>,
 }
 
@@ -99,25 +104,28 @@ impl Probes {
     }
 
     /// Handles a message on `{inbox}.{token}`: `r{n}` is the server's status for the checked
-    /// publish `n`, `b{n}` the echo of round trip `n`'s marker, `c{n}` the status of watched
-    /// call `n`, `t{id}` the status of an unchecked publish to a subject found reachable.
-    /// The server writes `r{n}` and `b{n}` to this connection in the order it handled the
-    /// publishes, so `r{n}` is seen first.
-    pub(crate) fn handle(&self, token: &str, status: Option<StatusCode>) {
+    /// publish `n` (or, for a publish to a node subject, the node's answer), `b{n}` the echo
+    /// of round trip `n`'s marker, `c{n}` the status of watched call `n`, `t{id}` the status
+    /// of an unchecked publish to a subject found reachable. The server writes `r{n}` and
+    /// `b{n}` to this connection in the order it handled the publishes, so `r{n}` is seen
+    /// first. Nobody received a message when the server says "no responders" or the node it
+    /// was addressed to answers [`NOT_HERE`].
+    pub(crate) fn handle(&self, token: &str, status: Option<StatusCode>, payload: &[u8]) {
         let Some((kind, n)) = token.split_at_checked(1) else {
             return;
         };
         let Ok(n) = n.parse::<u64>() else {
             return;
         };
+        let nobody = status == Some(StatusCode::NO_RESPONDERS) || payload == NOT_HERE;
         match kind {
-            "c" if status == Some(StatusCode::NO_RESPONDERS) => {
+            "c" if nobody => {
                 if let Some(told) = locked(&self.calls).remove(&n) {
                     let _ = told.send(());
                 }
                 return;
             }
-            "t" if status == Some(StatusCode::NO_RESPONDERS) => {
+            "t" if nobody => {
                 locked(&self.reachable).unreachable(n);
                 return;
             }
@@ -126,9 +134,16 @@ impl Probes {
         }
         let mut waiters = locked(&self.waiters);
         match kind {
-            "r" if status == Some(StatusCode::NO_RESPONDERS) => {
-                if let Some(waiter) = waiters.get_mut(&n) {
-                    waiter.no_responders = true;
+            "r" => {
+                let Some(waiter) = waiters.get_mut(&n) else {
+                    return;
+                };
+                waiter.no_responders |= nobody;
+                if waiter.receipt && (nobody || payload == HERE) {
+                    if let Some(done) = waiter.done.take() {
+                        let _ = done.send(waiter.no_responders);
+                    }
+                    waiters.remove(&n);
                 }
             }
             "b" => {
@@ -184,20 +199,42 @@ impl Inner {
         checked: Option<(String, Bytes)>,
     ) -> Result<bool, BackendError> {
         self.ensure_connected()?;
-        match tokio::time::timeout(self.timeout, self.send_marker(checked)).await {
+        match tokio::time::timeout(self.timeout, self.send_marker(checked, false)).await {
             Ok(result) => result,
             Err(_) => Err(timed_out("a round trip", self.timeout)),
         }
     }
 
-    /// The body of [`Inner::round_trip`], without its bounds.
-    async fn send_marker(&self, checked: Option<(String, Bytes)>) -> Result<bool, BackendError> {
+    /// A checked publish of `frame` to a node subject: waits, as [`Inner::round_trip`]
+    /// does, for the node's answer (the actor got it, or the node does not run it) or the
+    /// server's "no responders". Returns whether nobody received it.
+    pub(crate) async fn receipt_trip(
+        &self,
+        subject: String,
+        frame: Bytes,
+    ) -> Result<bool, BackendError> {
+        self.ensure_connected()?;
+        let sent = self.send_marker(Some((subject, frame)), true);
+        match tokio::time::timeout(self.timeout, sent).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out("a round trip", self.timeout)),
+        }
+    }
+
+    /// The body of [`Inner::round_trip`] (and with `receipt`, of [`Inner::receipt_trip`]),
+    /// without its bounds.
+    async fn send_marker(
+        &self,
+        checked: Option<(String, Bytes)>,
+        receipt: bool,
+    ) -> Result<bool, BackendError> {
         let n = self.next_probe.fetch_add(1, Ordering::Relaxed);
         let (done, answer) = oneshot::channel();
         locked(&self.probes.waiters).insert(
             n,
             Waiter {
                 no_responders: false,
+                receipt,
                 done: Some(done),
             },
         );
@@ -208,10 +245,19 @@ impl Inner {
         // A drop just before the waiter was in the table ended no round trip: check again.
         self.ensure_connected()?;
         if let Some((subject, frame)) = checked {
-            self.client
-                .publish_with_reply(subject, names::inbox_subject(&self.inbox, 'r', n), frame)
-                .await
-                .map_err(publish_error)?;
+            let reply = names::inbox_subject(&self.inbox, 'r', n);
+            let published = if receipt {
+                let headers = routes::receipt_headers();
+                (self.client)
+                    .publish_with_reply_and_headers(subject, reply, headers, frame)
+                    .await
+            } else {
+                self.client.publish_with_reply(subject, reply, frame).await
+            };
+            published.map_err(publish_error)?;
+        }
+        if receipt {
+            return answer.await.map_err(|_| dropped("a round trip"));
         }
         self.client
             .publish(names::inbox_subject(&self.inbox, 'b', n), Bytes::new())
@@ -265,43 +311,113 @@ pub(crate) fn reader_subscription(
     })
 }
 
-#[async_trait]
-impl Transport for NatsConnection {
-    async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError> {
+/// Where a publish to an actor goes.
+#[derive(Clone, PartialEq)]
+enum Target {
+    /// The subject of the node that runs it, `{prefix}.node.{node}.{uuid}`: the node
+    /// answers a checked publish itself.
+    Node(String),
+    /// The actor's own subject, `{prefix}.actor.{uuid}` (an actor the registry does not
+    /// know, a tap, or an actor of an older rodario): the server answers.
+    Own(String),
+}
+
+impl Target {
+    fn subject(&self) -> &str {
+        match self {
+            Target::Node(subject) | Target::Own(subject) => subject,
+        }
+    }
+
+    fn into_subject(self) -> String {
+        match self {
+            Target::Node(subject) | Target::Own(subject) => subject,
+        }
+    }
+}
+
+/// How many subjects a publish to an actor tries before it reports that nobody received
+/// it: the node it was known to run on, the node the registry names now, its own subject.
+const MAX_TARGETS: usize = 3;
+
+impl NatsConnection {
+    /// Where calls to `actor` go: its node's subject, from an earlier call or its registry
+    /// entry, else its own subject.
+    async fn target(&self, actor: &ActorId) -> Result<Target, BackendError> {
+        let owner = match self.inner.routes.owner(actor.as_str()) {
+            Some(owner) => Some(owner),
+            None => self.find_owner(actor).await?,
+        };
+        let prefix = &self.inner.prefix;
+        match owner {
+            Some(owner) => Ok(Target::Node(names::node_subject(
+                prefix,
+                &owner,
+                actor.as_str(),
+            )?)),
+            None => Ok(Target::Own(names::subject(
+                prefix,
+                &Channel::Actor(actor.clone()),
+            )?)),
+        }
+    }
+
+    /// Reads which node runs `actor` from the registry, and remembers it.
+    async fn find_owner(&self, actor: &ActorId) -> Result<Option<Box<str>>, BackendError> {
+        let owner = self.owner_of(actor.as_str()).await?;
+        if let Some(owner) = &owner {
+            self.inner.routes.remember(actor.as_str(), owner);
+        }
+        Ok(owner.map(Into::into))
+    }
+
+    /// Where to try next after nobody received a publish to `actor` on `tried`: the node
+    /// the registry names now, if another, else the actor's own subject, if not tried yet.
+    async fn retarget(&self, actor: &ActorId, tried: &Target) -> Option<Target> {
+        self.inner.routes.forget(actor.as_str());
+        if let Target::Node(_) = tried {
+            match self.target(actor).await {
+                Ok(target @ Target::Node(_)) if target != *tried => return Some(target),
+                Ok(_) => {}
+                Err(err) => tracing::debug!(%err, %actor, "could not read where an actor runs"),
+            }
+            let own = names::subject(&self.inner.prefix, &Channel::Actor(actor.clone()));
+            return own.ok().map(Target::Own);
+        }
+        None
+    }
+
+    /// A checked publish of `frame` to `target`: whether nobody received it.
+    async fn checked_publish(&self, target: &Target, frame: Bytes) -> Result<bool, BackendError> {
+        let subject = target.subject().to_owned();
+        match target {
+            Target::Node(_) => self.inner.receipt_trip(subject, frame).await,
+            Target::Own(_) => self.inner.round_trip(Some((subject, frame))).await,
+        }
+    }
+
+    /// Publishes on `channel` (not an actor's): checked where the config says so.
+    async fn publish_to_channel(
+        &self,
+        channel: &Channel,
+        frame: Bytes,
+    ) -> Result<Delivery, BackendError> {
         let subject = names::subject(&self.inner.prefix, channel)?;
         let checked = self.inner.check_delivery && !matches!(channel, Channel::Reply(_));
         if checked {
-            let to_actor = matches!(channel, Channel::Actor(_));
-            let presumed = to_actor
-                .then(|| locked(&self.inner.probes.reachable).presumed(&subject))
-                .flatten();
-            if let Some(id) = presumed {
-                let reply = names::inbox_subject(&self.inner.inbox, 't', id);
-                self.inner
-                    .while_connected("a publish", async {
-                        self.inner
-                            .client
-                            .publish_with_reply(subject, reply, frame)
-                            .await
-                            .map_err(publish_error)
-                    })
-                    .await?;
-                // Not checked: the server's word, if nobody received it, comes later.
-                return Ok(Delivery::Unknown);
-            }
-            let no_responders = self
-                .inner
-                .round_trip(Some((subject.clone(), frame)))
-                .await?;
-            if no_responders {
-                return Ok(Delivery::Exact(0));
-            }
-            if to_actor {
-                let id = self.inner.next_probe.fetch_add(1, Ordering::Relaxed);
-                locked(&self.inner.probes.reachable).found(subject, id);
-            }
-            return Ok(Delivery::AtLeastOne);
+            let no_responders = self.inner.round_trip(Some((subject, frame))).await?;
+            return Ok(if no_responders {
+                Delivery::Exact(0)
+            } else {
+                Delivery::AtLeastOne
+            });
         }
+        self.plain_publish(subject, frame).await?;
+        Ok(Delivery::Unknown)
+    }
+
+    /// Publishes without a reply subject.
+    async fn plain_publish(&self, subject: String, frame: Bytes) -> Result<(), BackendError> {
         // The client queues the frame for its connection task; that waits only when the
         // queue is full, which a drop must not turn into a wait for the reconnect.
         self.inner
@@ -312,79 +428,59 @@ impl Transport for NatsConnection {
                     .await
                     .map_err(publish_error)
             })
-            .await?;
-        Ok(Delivery::Unknown)
+            .await
     }
 
-    async fn subscribe(
+    /// Publishes `frame` to actor `actor` (a one-way call): checked where the config says
+    /// so, trying each place the actor may be until one receives it.
+    async fn publish_to_actor(
         &self,
-        channel: &Channel,
-        sink: Arc<dyn FrameSink>,
-    ) -> Result<Subscription, BackendError> {
-        let subject = names::subject(&self.inner.prefix, channel)?;
-        let subscriber = self
-            .inner
-            .while_connected("a subscription", async {
-                self.inner
-                    .client
-                    .subscribe(subject.clone())
-                    .await
-                    .map_err(|err| {
-                        error(
-                            BackendErrorKind::Connection,
-                            format!("cannot subscribe to {subject}: {err}"),
-                        )
-                        .with_source(err)
-                    })
-            })
-            .await?;
-        // Active at the server once a round trip sent after the SUB has come back. On error
-        // the subscriber is dropped here, which unsubscribes.
-        self.inner.round_trip(None).await?;
-        // The client hands messages over through its own queue per subscription (bounded by
-        // `subscription_capacity`; it drops for a slow consumer); this task empties it into
-        // the sink, which never waits.
-        let mut subscriber = subscriber;
-        let open = Arc::new(AtomicBool::new(true));
-        let delivering = open.clone();
-        let reader = tokio::spawn(async move {
-            while let Some(message) = subscriber.next().await {
-                // Checked before each delivery: a frame the reader already holds when the
-                // subscription is closed or dropped does not reach the sink. (No lock is held
-                // while delivering: a sink may drop what owns this subscription.)
-                if !delivering.load(Ordering::Acquire) {
-                    break;
-                }
-                sink.deliver(message.payload);
-            }
-        });
-        Ok(reader_subscription(
-            self.inner.clone(),
-            reader,
-            open,
-            subject,
-        ))
-    }
-
-    /// With [`NatsConfig::check_delivery`](crate::NatsConfig::check_delivery) off, calls
-    /// are plain publishes.
-    fn reports_undelivered(&self) -> bool {
-        self.inner.check_delivery
-    }
-
-    /// A call to one actor is published with a reply subject of this connection's probe
-    /// inbox and returns at once: the server answers a call nobody is subscribed to with a
-    /// "no responders" status there, which fails the call through the returned watch,
-    /// while a received call's reply comes as usual. No round trip waits here.
-    async fn publish_call(
-        &self,
-        channel: &Channel,
+        actor: &ActorId,
         frame: Bytes,
-    ) -> Result<(Delivery, Option<Undelivered>), BackendError> {
+    ) -> Result<Delivery, BackendError> {
+        let mut target = self.target(actor).await?;
         if !self.inner.check_delivery {
-            return Ok((self.publish(channel, frame).await?, None));
+            self.plain_publish(target.into_subject(), frame).await?;
+            return Ok(Delivery::Unknown);
         }
-        let subject = names::subject(&self.inner.prefix, channel)?;
+        let presumed = locked(&self.inner.probes.reachable).presumed(target.subject());
+        if let Some(id) = presumed {
+            let reply = names::inbox_subject(&self.inner.inbox, 't', id);
+            self.inner
+                .while_connected("a publish", async {
+                    self.inner
+                        .client
+                        .publish_with_reply(target.into_subject(), reply, frame)
+                        .await
+                        .map_err(publish_error)
+                })
+                .await?;
+            // Not checked: the word that nobody received it, if so, comes later.
+            return Ok(Delivery::Unknown);
+        }
+        let mut tried = 1;
+        while self.checked_publish(&target, frame.clone()).await? {
+            let next = match tried < MAX_TARGETS {
+                true => self.retarget(actor, &target).await,
+                false => None,
+            };
+            let Some(next) = next else {
+                return Ok(Delivery::Exact(0));
+            };
+            (target, tried) = (next, tried + 1);
+        }
+        let id = self.inner.next_probe.fetch_add(1, Ordering::Relaxed);
+        locked(&self.inner.probes.reachable).found(target.into_subject(), id);
+        Ok(Delivery::AtLeastOne)
+    }
+
+    /// Publishes a call with a reply subject that tells this connection if nobody received
+    /// it; returns the watch of that word.
+    async fn watched_publish(
+        &self,
+        subject: String,
+        frame: Bytes,
+    ) -> Result<(CallWatchGuard, oneshot::Receiver<()>), BackendError> {
         let inner = &self.inner;
         let n = inner.next_probe.fetch_add(1, Ordering::Relaxed);
         let (told, report) = oneshot::channel();
@@ -403,11 +499,155 @@ impl Transport for NatsConnection {
                     .map_err(publish_error)
             })
             .await?;
+        Ok((guard, report))
+    }
+}
+
+/// Subscribes to `subject`, active at the server when this returns.
+async fn subscribe_subject(
+    inner: &Inner,
+    subject: &str,
+) -> Result<async_nats::Subscriber, BackendError> {
+    let subscriber = inner
+        .while_connected("a subscription", async {
+            inner
+                .client
+                .subscribe(subject.to_owned())
+                .await
+                .map_err(|err| {
+                    error(
+                        BackendErrorKind::Connection,
+                        format!("cannot subscribe to {subject}: {err}"),
+                    )
+                    .with_source(err)
+                })
+        })
+        .await?;
+    // Active at the server once a round trip sent after the SUB has come back. On error
+    // the subscriber is dropped here, which unsubscribes.
+    inner.round_trip(None).await?;
+    Ok(subscriber)
+}
+
+#[async_trait]
+impl Transport for NatsConnection {
+    async fn publish(&self, channel: &Channel, frame: Bytes) -> Result<Delivery, BackendError> {
+        match channel {
+            Channel::Actor(actor) => self.publish_to_actor(actor, frame).await,
+            _ => self.publish_to_channel(channel, frame).await,
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<Subscription, BackendError> {
+        let subject = names::subject(&self.inner.prefix, channel)?;
+        let subscriber = subscribe_subject(&self.inner, &subject).await?;
+        // An actor's channel subscribed on its own (a tap: actors subscribe through
+        // `subscribe_actor`) gets its calls on whichever node runs it too, and answers a
+        // checked publish as that node would.
+        let (messages, receipts) = match channel {
+            Channel::Actor(actor) => {
+                let nodes = names::any_node_subject(&self.inner.prefix, actor.as_str())?;
+                let on_nodes = subscribe_subject(&self.inner, &nodes).await?;
+                let both = futures_util::stream::select(subscriber, on_nodes);
+                (both.left_stream(), Some(self.inner.client.clone()))
+            }
+            _ => (subscriber.right_stream(), None),
+        };
+        // The client hands messages over through its own queue per subscription (bounded by
+        // `subscription_capacity`; it drops for a slow consumer); this task empties it into
+        // the sink, which never waits.
+        let mut messages = messages;
+        let open = Arc::new(AtomicBool::new(true));
+        let delivering = open.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(message) = messages.next().await {
+                // Checked before each delivery: a frame the reader already holds when the
+                // subscription is closed or dropped does not reach the sink. (No lock is held
+                // while delivering: a sink may drop what owns this subscription.)
+                if !delivering.load(Ordering::Acquire) {
+                    break;
+                }
+                let receipt = receipts.as_ref().zip(routes::receipt_to(&message));
+                sink.deliver(message.payload);
+                if let Some((client, reply)) = receipt {
+                    routes::answer(client, reply, HERE).await;
+                }
+            }
+        });
+        Ok(reader_subscription(
+            self.inner.clone(),
+            reader,
+            open,
+            subject,
+        ))
+    }
+
+    /// One subscription per node, `{prefix}.node.{node}.*`, serves all of its actors.
+    async fn subscribe_actor(
+        &self,
+        actor: &ActorId,
+        node: &NodeId,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<Subscription, BackendError> {
+        routes::subscribe_actor(&self.inner, actor.as_str(), node.as_str(), sink).await
+    }
+
+    /// With [`NatsConfig::check_delivery`](crate::NatsConfig::check_delivery) off, calls
+    /// are plain publishes.
+    fn reports_undelivered(&self) -> bool {
+        self.inner.check_delivery
+    }
+
+    /// A call to one actor is published with a reply subject of this connection's probe
+    /// inbox and returns at once: the server answers a call nobody is subscribed to with a
+    /// "no responders" status there, and a node answers one for an actor it does not run,
+    /// which fails the call through the returned watch (after trying where else the actor
+    /// may be), while a received call's reply comes as usual. No round trip waits here.
+    async fn publish_call(
+        &self,
+        channel: &Channel,
+        frame: Bytes,
+    ) -> Result<(Delivery, Option<Undelivered>), BackendError> {
+        let Channel::Actor(actor) = channel else {
+            return Ok((self.publish(channel, frame).await?, None));
+        };
+        if !self.inner.check_delivery {
+            return Ok((self.publish(channel, frame).await?, None));
+        }
+        let target = self.target(actor).await?;
+        let (guard, report) = self
+            .watched_publish(target.subject().to_owned(), frame.clone())
+            .await?;
+        let connection = NatsConnection {
+            inner: self.inner.clone(),
+        };
+        let actor = actor.clone();
         let undelivered = Undelivered::new(async move {
-            let _guard = guard;
-            if report.await.is_err() {
-                // The watch ended without a status (the connection dropped): no word comes.
-                std::future::pending::<()>().await;
+            let (mut target, mut watch) = (target, (guard, report));
+            for tried in 1..=MAX_TARGETS {
+                let (guard, report) = watch;
+                if report.await.is_err() {
+                    // The watch ended without a word (the connection dropped): none comes.
+                    return std::future::pending().await;
+                }
+                drop(guard);
+                let next = match tried < MAX_TARGETS {
+                    true => connection.retarget(&actor, &target).await,
+                    false => None,
+                };
+                let Some(next) = next else {
+                    return;
+                };
+                let subject = next.subject().to_owned();
+                match connection.watched_publish(subject, frame.clone()).await {
+                    Ok(next_watch) => (target, watch) = (next, next_watch),
+                    // The connection dropped: the call fails with it.
+                    Err(_) => return std::future::pending().await,
+                }
             }
         });
         Ok((Delivery::Unknown, Some(undelivered)))

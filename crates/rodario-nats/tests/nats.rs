@@ -13,9 +13,10 @@ use rodario_core::error::BackendErrorKind;
 use rodario_core::name::{ActorId, ClusterName, NodeId};
 use rodario_core::node::Node;
 use rodario_core::testkit::actors::{Counter, CounterProxy};
+use rodario_core::testkit::server::free_port;
 use rodario_core::testkit::tls::Certificates;
 use rodario_core::testkit::{eventually, next_frame, no_frame, until_ok};
-use rodario_nats::testkit::{config_for, NatsServer};
+use rodario_nats::testkit::{config_for, varz, NatsServer};
 use rodario_nats::{NatsBackend, NatsConfig};
 
 fn actor(name: &str) -> Channel {
@@ -768,4 +769,62 @@ async fn a_disturbed_lease_keeps_its_time() {
         presence.keep_alive("o", ttl).await.unwrap(),
         LeaseRenewal::Lost
     );
+}
+
+/// A node subscribes once for all of its actors (`{prefix}.node.{node id}.*`), not once per
+/// actor: the server's count of subscriptions stays where the node's first actor left it
+/// while 49 more start, and each actor still gets its own calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_subscription_serves_all_of_a_nodes_actors() {
+    let monitor_port = free_port().unwrap();
+    let server = NatsServer::private(&["-m", &monitor_port.to_string()]);
+    let connect = || async { NatsBackend::connect(config_for(server.url(), "routes")).await };
+    let host = Node::new(connect().await.unwrap());
+    let caller = Node::new(connect().await.unwrap());
+    let subscriptions = || async {
+        let varz = varz(monitor_port).await;
+        varz["subscriptions"].as_u64().unwrap()
+    };
+    let start = |i: usize| {
+        let name = format!("c{i}");
+        host.spawn(Counter::named(&name)).uuid(&name).start()
+    };
+    let mut actors = vec![start(0).await.unwrap()];
+    let before = subscriptions().await;
+    for i in 1..50 {
+        actors.push(start(i).await.unwrap());
+    }
+    assert_eq!(subscriptions().await, before);
+    for i in [0, 17, 49] {
+        let proxy: CounterProxy = caller.registry().proxy(&format!("c{i}")).unwrap();
+        assert_eq!(proxy.name().await.unwrap().await.unwrap(), format!("c{i}"));
+    }
+}
+
+/// A caller keeps the node each actor it called runs on; when the actor moves to another
+/// node (stopped on one, started with the same UUID on another), the next call and the
+/// next one-way call still reach it: the old node answers that it does not run it, and the
+/// caller reads the registry again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_follow_an_actor_to_another_node() {
+    let fx = NatsServer::start().await;
+    let a = Node::new(fx.backend().await);
+    let b = Node::new(fx.backend().await);
+    let caller = Node::new(fx.backend().await);
+    let on_a = a.spawn(Counter::named("on a")).uuid("mover").start();
+    let on_a = on_a.await.unwrap();
+    let proxy: CounterProxy = caller.registry().proxy("mover").unwrap();
+    assert_eq!(proxy.name().await.unwrap().await.unwrap(), "on a");
+
+    on_a.stop().await;
+    let on_b = b.spawn(Counter::named("on b")).uuid("mover").start();
+    let on_b = on_b.await.unwrap();
+    assert_eq!(proxy.name().await.unwrap().await.unwrap(), "on b");
+
+    on_b.stop().await;
+    let on_a = a.spawn(Counter::named("on a again")).uuid("mover").start();
+    let _on_a = on_a.await.unwrap();
+    proxy.tell_add(5).await.unwrap();
+    assert_eq!(proxy.add(0).await.unwrap().await.unwrap(), 5);
+    assert_eq!(proxy.name().await.unwrap().await.unwrap(), "on a again");
 }

@@ -94,7 +94,7 @@ fn endpoint_of<'a>(
 ) -> &'a endpoint::Stats {
     endpoints
         .iter()
-        .find(|e| e.name == name && e.subject.ends_with(&format!(".actor.{actor}")))
+        .find(|e| e.name == name && e.subject.ends_with(&format!(".{actor}")))
         .unwrap_or_else(|| panic!("no endpoint {name} of {actor}"))
 }
 
@@ -166,7 +166,7 @@ async fn info_lists_the_actors_methods_and_stats_count_the_calls() {
                 .iter()
                 .filter(|e| e.metadata.get("actor").map(String::as_str) == Some(actor))
                 .map(|e| {
-                    assert_eq!(e.subject, format!("{}.actor.{actor}", fx.prefix()));
+                    assert_eq!(e.subject, format!("{}.node.{id}.{actor}", fx.prefix()));
                     assert_eq!(e.metadata["type"], "Counter");
                     assert_eq!(e.name, format!("Counter-{}", e.metadata["method"]));
                     e.metadata["method"].as_str()

@@ -14,7 +14,7 @@ use super::inbox::{ActorSink, Envelope};
 use super::worker::{run_worker, Worker};
 use super::Host;
 use crate::actor::Actor;
-use crate::backend::{Channel, Subscription};
+use crate::backend::Subscription;
 use crate::error::{Error, Result};
 use crate::name::{ActorId, ClusterName};
 use crate::observe::{ActorCounters, LocalActor};
@@ -65,7 +65,7 @@ impl ActorEntry {
         let subscribed = shared
             .backend
             .transport()
-            .subscribe(&Channel::Actor(id.clone()), sink)
+            .subscribe_actor(&id, &shared.id, sink)
             .await;
         let subscription = match subscribed {
             Ok(subscription) => subscription,

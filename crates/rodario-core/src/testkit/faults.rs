@@ -37,6 +37,7 @@ use crate::backend::{
     LockStore, Presence, Subscription, Transport,
 };
 use crate::error::{BackendError, BackendErrorKind};
+use crate::name::{ActorId, NodeId};
 
 /// What operations do while the connection is cut.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -266,6 +267,23 @@ impl Transport for FaultyConnection {
             state: self.state.clone(),
         });
         self.inner.transport().subscribe(channel, sink).await
+    }
+
+    async fn subscribe_actor(
+        &self,
+        actor: &ActorId,
+        node: &NodeId,
+        sink: Arc<dyn FrameSink>,
+    ) -> Result<Subscription, BackendError> {
+        self.gate(Operation::Subscribe).await?;
+        let sink = Arc::new(FaultySink {
+            inner: sink,
+            state: self.state.clone(),
+        });
+        self.inner
+            .transport()
+            .subscribe_actor(actor, node, sink)
+            .await
     }
 
     fn counts_receivers(&self) -> bool {
