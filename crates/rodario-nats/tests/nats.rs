@@ -823,8 +823,24 @@ async fn calls_follow_an_actor_to_another_node() {
 
     on_b.stop().await;
     let on_a = a.spawn(Counter::named("on a again")).uuid("mover").start();
-    let _on_a = on_a.await.unwrap();
+    let on_a = on_a.await.unwrap();
     proxy.tell_add(5).await.unwrap();
     assert_eq!(proxy.add(0).await.unwrap().await.unwrap(), 5);
     assert_eq!(proxy.name().await.unwrap().await.unwrap(), "on a again");
+
+    // Gone from every node: the node the caller knew says so, the registry names no other,
+    // nobody listens on the actor's own subject, and the call fails at once.
+    on_a.stop().await;
+    let started = Instant::now();
+    let call = async { proxy.name().await?.await };
+    let gone = call.await;
+    assert!(
+        matches!(gone, Err(rodario_core::Error::InvalidActor { ref uuid }) if uuid == "mover"),
+        "{gone:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 }
