@@ -84,17 +84,26 @@ impl ActorType {
         outcome: &'static str,
         elapsed: Option<Duration>,
     ) {
+        let index = self.methods.get(method).map(|(_, index)| *index);
+        self.count_handled_at(index, outcome, elapsed);
+    }
+
+    /// [`ActorType::count_handled`] for the method at `index` of [`ActorType::method`]
+    /// (`None`: not a method of this type), for a caller that looked it up already.
+    pub(crate) fn count_handled_at(
+        &self,
+        index: Option<usize>,
+        outcome: &'static str,
+        elapsed: Option<Duration>,
+    ) {
         #[cfg(feature = "metrics")]
         {
             let unknown = self.handled.len() - 1;
-            let index = self
-                .methods
-                .get(method)
-                .map_or(unknown, |(_, index)| *index);
-            telemetry::call_handled(&self.handled[index], outcome, elapsed);
+            let keys = &self.handled[index.unwrap_or(unknown)];
+            telemetry::call_handled(keys, outcome, elapsed);
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = (method, outcome, elapsed);
+        let _ = (index, outcome, elapsed);
     }
 
     /// Fresh counters for one actor of this type.

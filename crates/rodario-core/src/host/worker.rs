@@ -156,7 +156,7 @@ impl<A: Actor> Worker<A> {
             call.trace.as_deref(),
         );
         // Instrumenting moves the call's future: only when a subscriber records the span.
-        let outcome = if span.is_disabled() {
+        let (outcome, method) = if span.is_disabled() {
             self.run(call, reply_to, via).await
         } else {
             self.run(call, reply_to, via).instrument(span.clone()).await
@@ -164,8 +164,17 @@ impl<A: Actor> Worker<A> {
         let label = handler_outcome(&outcome);
         span.record("outcome", label);
         #[cfg(feature = "metrics")]
-        self.kind
-            .count_handled(&call.method, label, Some(started.elapsed()));
+        match method {
+            Some(index) => self
+                .kind
+                .count_handled_at(Some(index), label, Some(started.elapsed())),
+            // A cluster handler's call: counted under its method's name if the type has one.
+            None => self
+                .kind
+                .count_handled(&call.method, label, Some(started.elapsed())),
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = method;
         if call.one_way {
             return None;
         }
@@ -177,7 +186,9 @@ impl<A: Actor> Worker<A> {
     }
 
     /// Runs a call the way it came: through the cluster's handler, or as the actor's method.
-    async fn run(&mut self, call: &Call, caller: &NodeId, via: Via) -> Outcome {
+    /// Returns its outcome and, when it ran as one of the type's methods, the method's index
+    /// in [`ActorType::method`] (so that counting it needs no second lookup).
+    async fn run(&mut self, call: &Call, caller: &NodeId, via: Via) -> (Outcome, Option<usize>) {
         let cluster = match via {
             Via::Cluster(cluster) => {
                 let ViaCluster {
@@ -187,15 +198,18 @@ impl<A: Actor> Worker<A> {
                 } = *cluster;
                 if let Some(handler) = handler {
                     if call.kwargs.as_deref().is_some_and(names_arguments) {
-                        return Outcome::Err(RemoteError::new(
+                        let error = RemoteError::new(
                             RemoteErrorKind::BadArguments,
                             "a cluster handler takes its arguments by position only",
-                        ));
+                        );
+                        return (Outcome::Err(error), None);
                     }
-                    return match guarded("", handler.handle(&call.method, &call.args)).await {
+                    let outcome = match guarded("", handler.handle(&call.method, &call.args)).await
+                    {
                         Ok(value) => Outcome::Ok(value),
                         Err(error) => Outcome::Err(error),
                     };
+                    return (outcome, None);
                 }
                 Some((channel, singular_claimed))
             }
@@ -210,10 +224,11 @@ impl<A: Actor> Worker<A> {
             ..
         } = self;
         let Some((spec, method)) = kind.method(call.method.as_str()) else {
-            return Outcome::Err(RemoteError::new(
+            let error = RemoteError::new(
                 RemoteErrorKind::UnknownMethod,
                 format!("no method named {}", quote_name(&call.method)),
-            ));
+            );
+            return (Outcome::Err(error), None);
         };
         let merged;
         let args = match &call.kwargs {
@@ -223,7 +238,7 @@ impl<A: Actor> Worker<A> {
                     merged = args;
                     &merged
                 }
-                Err(error) => return Outcome::Err(error),
+                Err(error) => return (Outcome::Err(error), Some(method)),
             },
         };
         let context = CallContext {
@@ -248,6 +263,6 @@ impl<A: Actor> Worker<A> {
             _ => None,
         };
         counters.record(method, started.elapsed(), error);
-        outcome
+        (outcome, Some(method))
     }
 }
