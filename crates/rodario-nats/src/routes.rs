@@ -15,22 +15,22 @@
 //! subjects, and of taps).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_nats::{HeaderMap, Message, Subject};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use rodario_core::backend::{FrameSink, Subscription};
-use rodario_core::error::{BackendError, BackendErrorKind};
+use rodario_core::error::BackendError;
 use tokio::task::JoinHandle;
 
-use crate::error::error;
 use crate::names;
+use crate::transport::{locked, subscribe_subject};
 use crate::Inner;
 
 /// The header a checked publish to a node subject carries: the node answers [`HERE`] or
 /// [`NOT_HERE`] on its reply subject.
-pub(crate) const RECEIPT: &str = "Rodario-Receipt";
+const RECEIPT: &str = "Rodario-Receipt";
 
 /// A node's answer to a checked publish it delivered.
 pub(crate) const HERE: &[u8] = b"here";
@@ -41,13 +41,6 @@ pub(crate) const NOT_HERE: &[u8] = b"not here";
 /// The most actor-to-node mappings a connection keeps; past it, all are forgotten (and read
 /// again from the registry as calls need them).
 const MAX_OWNERS: usize = 4096;
-
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a single map operation: a poisoned map is still consistent.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The sinks of one node's actors, by UUID.
 type Sinks = Arc<Mutex<HashMap<Box<str>, Arc<dyn FrameSink>>>>;
@@ -72,9 +65,16 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
-    /// The node that ran `actor` when a call last reached it through this connection.
-    pub(crate) fn owner(&self, actor: &str) -> Option<Box<str>> {
-        locked(&self.owners).get(actor).cloned()
+    /// The subject of the node that ran `actor` when a call last reached it through this
+    /// connection, if one did.
+    pub(crate) fn known_subject(
+        &self,
+        prefix: &str,
+        actor: &str,
+    ) -> Option<Result<String, BackendError>> {
+        let owners = locked(&self.owners);
+        let owner = owners.get(actor)?;
+        Some(names::node_subject(prefix, owner, actor))
     }
 
     /// Remembers that `owner` runs `actor`.
@@ -126,23 +126,7 @@ pub(crate) async fn subscribe_actor(
         Some(route) => route.sinks.clone(),
         None => {
             let subject = names::node_wildcard(&inner.prefix, node)?;
-            let subscriber = inner
-                .while_connected("a subscription", async {
-                    inner
-                        .client
-                        .subscribe(subject.clone())
-                        .await
-                        .map_err(|err| {
-                            error(
-                                BackendErrorKind::Connection,
-                                format!("cannot subscribe to {subject}: {err}"),
-                            )
-                            .with_source(err)
-                        })
-                })
-                .await?;
-            // Active at the server once a round trip sent after the SUB has come back.
-            inner.round_trip(None).await?;
+            let subscriber = subscribe_subject(inner, &subject).await?;
             let sinks = Sinks::default();
             let reader = tokio::spawn(route(inner.client.clone(), subscriber, sinks.clone()));
             nodes.insert(

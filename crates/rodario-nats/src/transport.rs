@@ -22,7 +22,7 @@ use crate::error::{dropped, error, publish_error, timed_out};
 use crate::routes::{self, HERE, NOT_HERE};
 use crate::{names, Inner, NatsConnection};
 
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a single map operation: a poisoned map is still consistent.
     mutex
         .lock()
@@ -344,12 +344,11 @@ impl NatsConnection {
     /// Where calls to `actor` go: its node's subject, from an earlier call or its registry
     /// entry, else its own subject.
     async fn target(&self, actor: &ActorId) -> Result<Target, BackendError> {
-        let owner = match self.inner.routes.owner(actor.as_str()) {
-            Some(owner) => Some(owner),
-            None => self.find_owner(actor).await?,
-        };
         let prefix = &self.inner.prefix;
-        match owner {
+        if let Some(known) = self.inner.routes.known_subject(prefix, actor.as_str()) {
+            return known.map(Target::Node);
+        }
+        match self.find_owner(actor).await? {
             Some(owner) => Ok(Target::Node(names::node_subject(
                 prefix,
                 &owner,
@@ -363,12 +362,12 @@ impl NatsConnection {
     }
 
     /// Reads which node runs `actor` from the registry, and remembers it.
-    async fn find_owner(&self, actor: &ActorId) -> Result<Option<Box<str>>, BackendError> {
+    async fn find_owner(&self, actor: &ActorId) -> Result<Option<String>, BackendError> {
         let owner = self.owner_of(actor.as_str()).await?;
         if let Some(owner) = &owner {
             self.inner.routes.remember(actor.as_str(), owner);
         }
-        Ok(owner.map(Into::into))
+        Ok(owner)
     }
 
     /// Where to try next after nobody received a publish to `actor` on `tried`: the node
@@ -504,7 +503,7 @@ impl NatsConnection {
 }
 
 /// Subscribes to `subject`, active at the server when this returns.
-async fn subscribe_subject(
+pub(crate) async fn subscribe_subject(
     inner: &Inner,
     subject: &str,
 ) -> Result<async_nats::Subscriber, BackendError> {

@@ -224,6 +224,14 @@ impl FaultyConnection {
             }
         }
     }
+
+    /// `sink` behind this connection's faults.
+    fn faulty(&self, sink: Arc<dyn FrameSink>) -> Arc<dyn FrameSink> {
+        Arc::new(FaultySink {
+            inner: sink,
+            state: self.state.clone(),
+        })
+    }
 }
 
 /// Delivers to the wrapped sink unless the connection is cut or a frame is to be lost.
@@ -262,10 +270,7 @@ impl Transport for FaultyConnection {
         sink: Arc<dyn FrameSink>,
     ) -> Result<Subscription, BackendError> {
         self.gate(Operation::Subscribe).await?;
-        let sink = Arc::new(FaultySink {
-            inner: sink,
-            state: self.state.clone(),
-        });
+        let sink = self.faulty(sink);
         self.inner.transport().subscribe(channel, sink).await
     }
 
@@ -276,10 +281,7 @@ impl Transport for FaultyConnection {
         sink: Arc<dyn FrameSink>,
     ) -> Result<Subscription, BackendError> {
         self.gate(Operation::Subscribe).await?;
-        let sink = Arc::new(FaultySink {
-            inner: sink,
-            state: self.state.clone(),
-        });
+        let sink = self.faulty(sink);
         self.inner
             .transport()
             .subscribe_actor(actor, node, sink)
