@@ -473,6 +473,28 @@ impl NatsConnection {
         Ok(Delivery::AtLeastOne)
     }
 
+    /// After nobody received a call to `actor` on `tried`: publishes it where else the
+    /// actor may be ([`NatsConnection::retarget`]), up to [`MAX_TARGETS`] subjects in all;
+    /// returns when nobody received it anywhere, and never while it may have been.
+    async fn redeliver(&self, actor: &ActorId, tried: Target, frame: Bytes) {
+        let mut tried = tried;
+        for _ in 1..MAX_TARGETS {
+            let Some(next) = self.retarget(actor, &tried).await else {
+                return;
+            };
+            let subject = next.subject().to_owned();
+            let Ok((guard, report)) = self.watched_publish(subject, frame.clone()).await else {
+                // The connection dropped: the call fails with it.
+                return std::future::pending().await;
+            };
+            if report.await.is_err() {
+                return std::future::pending().await;
+            }
+            drop(guard);
+            tried = next;
+        }
+    }
+
     /// Publishes a call with a reply subject that tells this connection if nobody received
     /// it; returns the watch of that word.
     async fn watched_publish(
@@ -625,30 +647,17 @@ impl Transport for NatsConnection {
             inner: self.inner.clone(),
         };
         let actor = actor.clone();
-        let undelivered = Undelivered::new(async move {
-            let (mut target, mut watch) = (target, (guard, report));
-            for tried in 1..=MAX_TARGETS {
-                let (guard, report) = watch;
-                if report.await.is_err() {
-                    // The watch ended without a word (the connection dropped): none comes.
-                    return std::future::pending().await;
-                }
-                drop(guard);
-                let next = match tried < MAX_TARGETS {
-                    true => connection.retarget(&actor, &target).await,
-                    false => None,
-                };
-                let Some(next) = next else {
-                    return;
-                };
-                let subject = next.subject().to_owned();
-                match connection.watched_publish(subject, frame.clone()).await {
-                    Ok(next_watch) => (target, watch) = (next, next_watch),
-                    // The connection dropped: the call fails with it.
-                    Err(_) => return std::future::pending().await,
-                }
+        let undelivered = async move {
+            if report.await.is_err() {
+                // The watch ended without a word (the connection dropped): none comes.
+                return std::future::pending().await;
             }
-        });
+            drop(guard);
+            // Boxed only once nobody received the call: the watch lives as long as the call
+            // waits, and its largest state (reading the registry) is 7 KB.
+            Box::pin(connection.redeliver(&actor, target, frame)).await;
+        };
+        let undelivered = Undelivered::new(undelivered);
         Ok((Delivery::Unknown, Some(undelivered)))
     }
 
