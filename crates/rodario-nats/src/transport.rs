@@ -348,7 +348,9 @@ impl NatsConnection {
         if let Some(known) = self.inner.routes.known_subject(prefix, actor.as_str()) {
             return known.map(Target::Node);
         }
-        match self.find_owner(actor).await? {
+        // Boxed only when read: every publish's future would otherwise be the size of a KV
+        // read's (7 KB), and most find the node known.
+        match Box::pin(self.find_owner(actor)).await? {
             Some(owner) => Ok(Target::Node(names::node_subject(
                 prefix,
                 &owner,
