@@ -47,12 +47,15 @@
 //! A caller learns which node runs an actor from the actor's registry entry (`a.{uuid}` →
 //! `@{node id}`, one KV read at the first call to it) and keeps it (up to 4,096 actors per
 //! connection; past that, all are read again as they are called). When a call finds nobody
-//! there (`not here`, or "no responders" from a node that is gone), the caller forgets the
-//! node, reads the entry again and, if it names another node (the actor moved), publishes
-//! the call there; else it tries the actor's own subject `{prefix}.actor.{uuid}`, where an
+//! there (`not here`, or "no responders" from a node that is gone), the caller reads the
+//! entry again and, if it names another node (the actor moved), publishes the call there;
+//! else it tries the actor's own subject `{prefix}.actor.{uuid}`, where an
 //! actor of an older rodario, or a tap, listens. Only when that also finds nobody does the
 //! call fail with `InvalidActor` (`tests/nats.rs`, `calls_follow_an_actor_to_another_node`).
-//! A call to a UUID the registry does not know goes to its own subject at once.
+//! A call to a UUID the registry does not know goes to its own subject at once. While the
+//! registry cannot be read (a JetStream cluster electing a leader), the caller keeps the node
+//! it knew, so that calls reach the actor again as soon as its node is back, with core NATS
+//! (`tests/cluster.rs`, `losing_the_connected_server_keeps_registrations_and_leases`).
 //!
 //! A subscription to `Channel::Actor` itself (a tap: the CLI's `tail`) listens on the
 //! actor's own subject and on `{prefix}.node.*.{uuid}`, so it sees the calls whichever node

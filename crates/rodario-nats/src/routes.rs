@@ -86,7 +86,7 @@ impl Routes {
         owners.insert(actor.into(), owner.into());
     }
 
-    /// Forgets where `actor` runs (a call found nobody there).
+    /// Forgets where `actor` runs (the registry no longer names its node).
     pub(crate) fn forget(&self, actor: &str) {
         locked(&self.owners).remove(actor);
     }

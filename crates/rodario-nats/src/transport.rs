@@ -374,18 +374,30 @@ impl NatsConnection {
 
     /// Where to try next after nobody received a publish to `actor` on `tried`: the node
     /// the registry names now, if another, else the actor's own subject, if not tried yet.
+    /// The node known so far is kept unless the registry says otherwise: while JetStream
+    /// cannot answer (a cluster electing a leader), core NATS still carries calls, and the
+    /// actor's node, back from a reconnect, gets the next ones.
     async fn retarget(&self, actor: &ActorId, tried: &Target) -> Option<Target> {
-        self.inner.routes.forget(actor.as_str());
-        if let Target::Node(_) = tried {
-            match self.target(actor).await {
-                Ok(target @ Target::Node(_)) if target != *tried => return Some(target),
-                Ok(_) => {}
-                Err(err) => tracing::debug!(%err, %actor, "could not read where an actor runs"),
+        let Target::Node(_) = tried else {
+            return None;
+        };
+        let prefix = &self.inner.prefix;
+        // Boxed only when read, as in `target`.
+        match Box::pin(self.owner_of(actor.as_str())).await {
+            Ok(Some(owner)) => {
+                self.inner.routes.remember(actor.as_str(), &owner);
+                let node = names::node_subject(prefix, &owner, actor.as_str());
+                if let Ok(target) = node.map(Target::Node) {
+                    if target != *tried {
+                        return Some(target);
+                    }
+                }
             }
-            let own = names::subject(&self.inner.prefix, &Channel::Actor(actor.clone()));
-            return own.ok().map(Target::Own);
+            Ok(None) => self.inner.routes.forget(actor.as_str()),
+            Err(err) => tracing::debug!(%err, %actor, "could not read where an actor runs"),
         }
-        None
+        let own = names::subject(prefix, &Channel::Actor(actor.clone()));
+        own.ok().map(Target::Own)
     }
 
     /// A checked publish of `frame` to `target`: whether nobody received it.
