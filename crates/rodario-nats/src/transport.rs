@@ -383,9 +383,8 @@ impl NatsConnection {
         };
         let prefix = &self.inner.prefix;
         // Boxed only when read, as in `target`.
-        match Box::pin(self.owner_of(actor.as_str())).await {
+        match Box::pin(self.find_owner(actor)).await {
             Ok(Some(owner)) => {
-                self.inner.routes.remember(actor.as_str(), &owner);
                 let node = names::node_subject(prefix, &owner, actor.as_str());
                 if let Ok(target) = node.map(Target::Node) {
                     if target != *tried {
