@@ -8,10 +8,10 @@ use bytes::Bytes;
 use tokio::sync::{watch, OnceCell};
 use tokio::time::Instant;
 
-use super::calls::{sweep_deadlines, watch_targets, CallTable, PendingSlot, SlotGuard};
+use super::calls::{sweep_deadlines, watch_targets, Answer, CallTable, PendingSlot, SlotGuard};
 use crate::backend::{Channel, ConnectionState, Delivery, FrameSink, Subscription, Undelivered};
 use crate::error::{BackendError, BackendErrorKind, Error, Result};
-use crate::frame::{decode_frame, encode_call, TraceContext};
+use crate::frame::{decode_frame, encode_call, TraceContext, ValueReply};
 use crate::shared::{connection_change, Shared};
 use crate::sync::locked;
 use crate::telemetry;
@@ -224,7 +224,14 @@ impl FrameSink for ReplySink {
         let Some(client) = self.client.upgrade() else {
             return;
         };
-        match decode_frame(&bytes, client.shared.config.max_frame) {
+        let max_frame = client.shared.config.max_frame;
+        // A value (every successful call's reply) stays in its frame until its caller
+        // decodes it; the rest is decoded here.
+        let bytes = match ValueReply::read(bytes, max_frame) {
+            Ok(value) => return client.calls.answer(value.id(), Answer::Value(value)),
+            Err(bytes) => bytes,
+        };
+        match decode_frame(&bytes, max_frame) {
             Ok(frame) => client.calls.route(frame),
             Err(e) => {
                 telemetry::frame_dropped("malformed");

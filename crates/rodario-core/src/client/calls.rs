@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::backend::Group;
 use crate::error::Error;
-use crate::frame::{Expect, Frame, Reply};
+use crate::frame::{Expect, Frame, Reply, ValueReply};
 use crate::name::ActorId;
 use crate::shared::Shared;
 use crate::sync::{locked, LocalKeys};
@@ -19,8 +19,24 @@ use crate::telemetry;
 
 /// Where a reply to one of this node's calls goes.
 pub(crate) enum PendingSlot {
-    Single(oneshot::Sender<Result<Reply, Failure>>),
+    Single(oneshot::Sender<Result<Answer, Failure>>),
     Gather(mpsc::UnboundedSender<GatherEvent>),
+}
+
+/// A reply as a direct call receives it: a value still in its frame (every successful
+/// call's), or any reply decoded.
+pub(crate) enum Answer {
+    Value(ValueReply),
+    Reply(Reply),
+}
+
+impl Answer {
+    fn into_reply(self) -> Reply {
+        match self {
+            Answer::Value(value) => value.into_reply(),
+            Answer::Reply(reply) => reply,
+        }
+    }
 }
 
 /// Why a call ended without a reply.
@@ -116,30 +132,33 @@ impl CallTable {
 
     /// Hands a frame from the reply channel to the call waiting for it.
     pub(crate) fn route(&self, frame: Frame) {
-        let mut table = locked(&self.table);
-        let calls = &mut table.calls;
         match frame {
-            Frame::Reply(reply) => match calls.entry(reply.id) {
-                Entry::Occupied(waiting) => match &waiting.get().slot {
-                    PendingSlot::Single(_) => {
-                        if let PendingSlot::Single(tx) = waiting.remove().slot {
-                            let _ = tx.send(Ok(reply));
-                        }
-                    }
-                    PendingSlot::Gather(tx) => {
-                        let _ = tx.send(GatherEvent::Reply(reply));
-                    }
-                },
-                Entry::Vacant(_) => {
-                    tracing::debug!(call = reply.id, "reply for a call nobody awaits")
-                }
-            },
+            Frame::Reply(reply) => self.answer(reply.id, Answer::Reply(reply)),
             Frame::Expect(Expect { id, count }) => {
-                if let Some(PendingSlot::Gather(tx)) = calls.get(&id).map(|w| &w.slot) {
+                let table = locked(&self.table);
+                if let Some(PendingSlot::Gather(tx)) = table.calls.get(&id).map(|w| &w.slot) {
                     let _ = tx.send(GatherEvent::Expect(count));
                 }
             }
             Frame::Call(_) => tracing::warn!("dropped a call frame sent to a reply channel"),
+        }
+    }
+
+    /// Hands a reply to call `id` to the call waiting for it.
+    pub(crate) fn answer(&self, id: u64, answer: Answer) {
+        let mut table = locked(&self.table);
+        match table.calls.entry(id) {
+            Entry::Occupied(waiting) => match &waiting.get().slot {
+                PendingSlot::Single(_) => {
+                    if let PendingSlot::Single(tx) = waiting.remove().slot {
+                        let _ = tx.send(Ok(answer));
+                    }
+                }
+                PendingSlot::Gather(tx) => {
+                    let _ = tx.send(GatherEvent::Reply(answer.into_reply()));
+                }
+            },
+            Entry::Vacant(_) => tracing::debug!(call = id, "reply for a call nobody awaits"),
         }
     }
 

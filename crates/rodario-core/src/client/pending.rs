@@ -12,10 +12,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 use tracing::Span;
 
-use super::calls::{Failure, SlotGuard};
+use super::calls::{Answer, Failure, SlotGuard};
 use crate::backend::Undelivered;
 use crate::error::{Error, Result};
-use crate::frame::{decode_value, Outcome, Reply};
+use crate::frame::{decode_value, Outcome};
 use crate::name::ActorId;
 use crate::telemetry::{caller_outcome, ProxyMetrics, Stopwatch};
 
@@ -26,8 +26,8 @@ use crate::telemetry::{caller_outcome, ProxyMetrics, Stopwatch};
 /// resolve independently: await them in any order. Dropping one abandons the reply.
 #[must_use = "the reply is lost unless awaited"]
 pub struct Pending<T> {
-    reply: oneshot::Receiver<Result<Reply, Failure>>,
-    resolved: Option<Result<Reply, Failure>>,
+    reply: oneshot::Receiver<Result<Answer, Failure>>,
+    resolved: Option<Result<Answer, Failure>>,
     /// The broker's later word that nobody received the call, raced against the reply.
     undelivered: Option<Undelivered>,
     _slot: Option<SlotGuard>,
@@ -51,7 +51,7 @@ impl<T> fmt::Debug for Pending<T> {
 
 impl<T> Pending<T> {
     pub(crate) fn new(
-        reply: oneshot::Receiver<Result<Reply, Failure>>,
+        reply: oneshot::Receiver<Result<Answer, Failure>>,
         slot: Option<SlotGuard>,
         timeout: Duration,
         (method, target): (&str, ActorId),
@@ -96,7 +96,7 @@ impl<T> Pending<T> {
 
     /// A call whose reply came before its publish was acknowledged.
     pub(crate) fn answered(
-        reply: Reply,
+        reply: Answer,
         timeout: Duration,
         (method, target): (&str, ActorId),
         observer: Option<Box<CallObserver>>,
@@ -149,7 +149,7 @@ impl<T: DeserializeOwned> Pending<T> {
         }
     }
 
-    fn value(&self, reply: Result<Reply, Failure>) -> Result<T> {
+    fn value(&self, reply: Result<Answer, Failure>) -> Result<T> {
         let value = self.decode(reply);
         if let Some(observer) = &self.observer {
             observer.finish(&self.method, caller_outcome(&value));
@@ -157,9 +157,10 @@ impl<T: DeserializeOwned> Pending<T> {
         value
     }
 
-    fn decode(&self, reply: Result<Reply, Failure>) -> Result<T> {
+    fn decode(&self, reply: Result<Answer, Failure>) -> Result<T> {
         let reply = match reply {
-            Ok(reply) => reply,
+            Ok(Answer::Value(value)) => return Ok(decode_value(value.value(), "return value")?),
+            Ok(Answer::Reply(reply)) => reply,
             Err(Failure::TimedOut) => return Err(self.timeout_error(self.timeout)),
             Err(Failure::Lost(error)) => return Err(error),
         };

@@ -10,12 +10,12 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::caller::{Client, SentCall};
-use super::calls::{Failure, PendingSlot, SlotGuard};
+use super::calls::{Answer, Failure, PendingSlot, SlotGuard};
 use super::pending::CallObserver;
 use super::pending::Pending;
 use crate::backend::{Channel, Delivery, Group, Undelivered};
 use crate::error::{Error, Result};
-use crate::frame::{encode_value, Reply};
+use crate::frame::encode_value;
 use crate::name::{ActorId, NodeId};
 use crate::shared::{within, MAX_WAIT};
 use crate::telemetry::{
@@ -280,5 +280,5 @@ impl ActorProxy {
 /// through its slot first.
 enum Sent {
     Published((SlotGuard, Option<Undelivered>)),
-    Answered(std::result::Result<std::result::Result<Reply, Failure>, oneshot::error::RecvError>),
+    Answered(std::result::Result<std::result::Result<Answer, Failure>, oneshot::error::RecvError>),
 }

@@ -153,6 +153,24 @@ pub(super) fn read_frame(body: &[u8]) -> Option<Frame> {
     reader.0.is_empty().then_some(frame)
 }
 
+/// A reply carrying a value, as it lies in a frame's body.
+pub(super) struct ReplyOkRef<'a> {
+    pub(super) id: u64,
+    pub(super) from: &'a str,
+    pub(super) value: &'a [u8],
+}
+
+/// The reply in `body` if it is one carrying a value, borrowed; `None` for anything else,
+/// which [`read_frame`] and serde judge.
+pub(super) fn read_reply_ok(body: &[u8]) -> Option<ReplyOkRef<'_>> {
+    let mut reader = Reader(body);
+    if reader.byte()? != ONE_ENTRY_MAP || reader.str_bytes()? != b"Reply" {
+        return None;
+    }
+    let reply = reader.reply_ok_ref()?;
+    reader.0.is_empty().then_some(reply)
+}
+
 /// What is left of a body to read. Every read checks the length first: a short body ends
 /// the reading with `None`, never a panic.
 struct Reader<'a>(&'a [u8]);
@@ -287,20 +305,26 @@ impl<'a> Reader<'a> {
 
     /// `[id, from, {"Ok": value}]`; other outcomes are serde's.
     fn reply_ok(&mut self) -> Option<Reply> {
+        let ReplyOkRef { id, from, value } = self.reply_ok_ref()?;
+        Some(Reply {
+            id,
+            from: from.to_owned(),
+            outcome: Outcome::Ok(value.to_vec()),
+        })
+    }
+
+    /// [`Reader::reply_ok`], borrowed from the body.
+    fn reply_ok_ref(&mut self) -> Option<ReplyOkRef<'a>> {
         if self.array()? != 3 {
             return None;
         }
         let id = self.uint()?;
-        let from = self.str()?.to_owned();
+        let from = self.str()?;
         if self.byte()? != ONE_ENTRY_MAP || self.str_bytes()? != b"Ok" {
             return None;
         }
-        let value = self.bin()?.to_vec();
-        Some(Reply {
-            id,
-            from,
-            outcome: Outcome::Ok(value),
-        })
+        let value = self.bin()?;
+        Some(ReplyOkRef { id, from, value })
     }
 
     /// `[id, count]`.

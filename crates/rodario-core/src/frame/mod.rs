@@ -28,6 +28,8 @@
 //! kwargs)` and `(call_id, value)` tuples: decoding is safe on any input (it never panics
 //! and never runs code), and frames over the size limit are refused before decoding.
 
+use std::ops::Range;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -374,6 +376,15 @@ fn frame_payload_len(frame: &Frame) -> usize {
 /// The frames of every call (a call, an `Ok` reply, an `Expect`) are read directly; the
 /// rest, and anything the direct reader does not take, by serde.
 pub fn decode_frame(bytes: &[u8], limit: usize) -> Result<Frame, FrameError> {
+    let (Codec::MessagePack, body) = frame_body(bytes, limit)?;
+    match direct::read_frame(body) {
+        Some(frame) => Ok(frame),
+        None => rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string())),
+    }
+}
+
+/// A frame's codec and body, once its size and header are checked.
+fn frame_body(bytes: &[u8], limit: usize) -> Result<(Codec, &[u8]), FrameError> {
     if bytes.len() > limit {
         return Err(FrameError::TooLarge {
             size: bytes.len(),
@@ -389,17 +400,68 @@ pub fn decode_frame(bytes: &[u8], limit: usize) -> Result<Frame, FrameError> {
             supported: FRAME_VERSION,
         });
     }
-    match Codec::from_tag(bytes[1])? {
-        Codec::MessagePack => {
-            let body = &bytes[HEADER..];
-            match direct::read_frame(body) {
-                Some(frame) => Ok(frame),
-                None => {
-                    rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
-                }
-            }
+    Ok((Codec::from_tag(bytes[1])?, &bytes[HEADER..]))
+}
+
+/// A reply carrying a value, kept as the frame it came in: a call's reply reaches its
+/// caller without the value or the replier's name copied out of the frame.
+pub(crate) struct ValueReply {
+    frame: Bytes,
+    id: u64,
+    from: Range<usize>,
+    value: Range<usize>,
+}
+
+impl ValueReply {
+    /// Reads `frame` if it is a reply carrying a value within `limit` bytes, as
+    /// [`decode_frame`] would read it; gives the frame back otherwise.
+    pub(crate) fn read(frame: Bytes, limit: usize) -> Result<Self, Bytes> {
+        let read = match frame_body(&frame, limit) {
+            Ok((Codec::MessagePack, body)) => direct::read_reply_ok(body).map(|reply| {
+                (
+                    reply.id,
+                    span(&frame, reply.from.as_bytes()),
+                    span(&frame, reply.value),
+                )
+            }),
+            Err(_) => None,
+        };
+        match read {
+            Some((id, from, value)) => Ok(ValueReply {
+                frame,
+                id,
+                from,
+                value,
+            }),
+            None => Err(frame),
         }
     }
+
+    /// The call's id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The encoded return value.
+    pub(crate) fn value(&self) -> &[u8] {
+        &self.frame[self.value.clone()]
+    }
+
+    /// The reply as [`decode_frame`] gives it.
+    pub(crate) fn into_reply(self) -> Reply {
+        Reply {
+            id: self.id,
+            // Read as UTF-8 already: nothing is replaced.
+            from: String::from_utf8_lossy(&self.frame[self.from.clone()]).into_owned(),
+            outcome: Outcome::Ok(self.value().to_vec()),
+        }
+    }
+}
+
+/// Where `part`, a slice of `whole`, lies in it.
+fn span(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
 }
 
 /// Encodes a value (an argument tuple or a return value) with MessagePack, structs as maps.
@@ -623,6 +685,59 @@ mod tests {
         }
         // Damage inside a name or a value leaves a frame the direct reader still takes.
         assert!(taken > 100, "the direct reader took {taken} damaged frames");
+    }
+
+    /// A reply carrying a value is kept in its frame only when `decode_frame` reads the same
+    /// reply from it, damaged frames included; every such reply rodario writes is kept.
+    #[test]
+    fn value_replies_read_as_decode_frame_reads_them() {
+        let mut frames: Vec<Frame> = marker_size_replies()
+            .into_iter()
+            .map(Frame::Reply)
+            .collect();
+        frames.extend(sample_frames());
+        let encoded: Vec<Bytes> = frames
+            .iter()
+            .map(|frame| encode_frame(frame, usize::MAX).unwrap())
+            .collect();
+        for (frame, bytes) in frames.iter().zip(&encoded) {
+            match ValueReply::read(bytes.clone(), usize::MAX) {
+                Ok(value) => assert_eq!(&Frame::Reply(value.into_reply()), frame),
+                Err(back) => {
+                    assert_eq!(&back, bytes);
+                    assert!(
+                        !matches!(
+                            frame,
+                            Frame::Reply(Reply {
+                                outcome: Outcome::Ok(_),
+                                ..
+                            })
+                        ),
+                        "a value reply left to decode_frame: {frame:?}"
+                    );
+                }
+            }
+        }
+        assert!(ValueReply::read(encoded[0].clone(), encoded[0].len() - 1).is_err());
+        let mut next = xorshift(0x5851_F42D_4C95_7F2D);
+        let mut taken = 0;
+        for _ in 0..20_000 {
+            let mut bytes = encoded[(next() as usize) % encoded.len()].to_vec();
+            bytes.truncate(bytes.len().min(4096));
+            let damages = 1 + next() % 3;
+            damage(&mut bytes, damages, &mut next);
+            let bytes = Bytes::from(bytes);
+            if let Ok(value) = ValueReply::read(bytes.clone(), DEFAULT_MAX_FRAME) {
+                taken += 1;
+                let decoded = decode_frame(&bytes, DEFAULT_MAX_FRAME);
+                assert_eq!(
+                    decoded.ok(),
+                    Some(Frame::Reply(value.into_reply())),
+                    "{bytes:02x?}"
+                );
+            }
+        }
+        assert!(taken > 100, "kept {taken} damaged replies");
     }
 
     /// A call with named arguments round-trips; the same call without them encodes as
