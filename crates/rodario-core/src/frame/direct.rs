@@ -153,6 +153,42 @@ pub(super) fn read_frame(body: &[u8]) -> Option<Frame> {
     reader.0.is_empty().then_some(frame)
 }
 
+/// A call's fields as they lie in a frame's body.
+pub(crate) struct CallView<'a> {
+    pub(crate) id: u64,
+    pub(crate) reply_to: &'a str,
+    pub(crate) method: &'a str,
+    pub(crate) args: &'a [u8],
+    pub(crate) deadline_ms: u64,
+    pub(crate) kwargs: Option<&'a [u8]>,
+    /// `traceparent` and `tracestate`.
+    pub(crate) trace: Option<(&'a str, &'a str)>,
+    pub(crate) one_way: bool,
+}
+
+impl CallView<'_> {
+    /// The trace context, owned.
+    pub(crate) fn trace(&self) -> Option<Box<TraceContext>> {
+        self.trace.map(|(traceparent, tracestate)| {
+            Box::new(TraceContext {
+                traceparent: traceparent.to_owned(),
+                tracestate: tracestate.to_owned(),
+            })
+        })
+    }
+}
+
+/// The call in `body`, borrowed; `None` for anything else, which [`read_frame`] and serde
+/// judge.
+pub(super) fn read_call(body: &[u8]) -> Option<CallView<'_>> {
+    let mut reader = Reader(body);
+    if reader.byte()? != ONE_ENTRY_MAP || reader.str_bytes()? != b"Call" {
+        return None;
+    }
+    let call = reader.call_view()?;
+    reader.0.is_empty().then_some(call)
+}
+
 /// A reply carrying a value, as it lies in a frame's body.
 pub(super) struct ReplyOkRef<'a> {
     pub(super) id: u64,
@@ -260,19 +296,34 @@ impl<'a> Reader<'a> {
 
     /// `[id, reply_to, method, args, deadline_ms, kwargs?, trace?, one_way?]`.
     fn call(&mut self) -> Option<Call> {
+        let view = self.call_view()?;
+        Some(Call {
+            id: view.id,
+            reply_to: view.reply_to.to_owned(),
+            method: view.method.to_owned(),
+            args: view.args.to_vec(),
+            deadline_ms: view.deadline_ms,
+            kwargs: view.kwargs.map(<[u8]>::to_vec),
+            trace: view.trace(),
+            one_way: view.one_way,
+        })
+    }
+
+    /// [`Reader::call`], borrowed from the body.
+    fn call_view(&mut self) -> Option<CallView<'a>> {
         let fields = self.array()?;
         if !(5..=8).contains(&fields) {
             return None;
         }
         let id = self.uint()?;
-        let reply_to = self.str()?.to_owned();
-        let method = self.str()?.to_owned();
-        let args = self.bin()?.to_vec();
+        let reply_to = self.str()?;
+        let method = self.str()?;
+        let args = self.bin()?;
         let deadline_ms = self.uint()?;
         let kwargs = if fields < 6 || self.nil() {
             None
         } else {
-            Some(self.bin()?.to_vec())
+            Some(self.bin()?)
         };
         let trace = if fields < 7 || self.nil() {
             None
@@ -280,10 +331,7 @@ impl<'a> Reader<'a> {
             if self.array()? != 2 {
                 return None;
             }
-            Some(Box::new(TraceContext {
-                traceparent: self.str()?.to_owned(),
-                tracestate: self.str()?.to_owned(),
-            }))
+            Some((self.str()?, self.str()?))
         };
         let one_way = fields == 8
             && match self.byte()? {
@@ -291,7 +339,7 @@ impl<'a> Reader<'a> {
                 FALSE => false,
                 _ => return None,
             };
-        Some(Call {
+        Some(CallView {
             id,
             reply_to,
             method,

@@ -38,6 +38,8 @@ use crate::error::{CodecError, FrameError, RemoteError};
 
 mod direct;
 
+pub(crate) use direct::CallView;
+
 use direct::{bin_size, put_bin, put_str, put_uint, str_size, uint_size, NIL, TRUE};
 
 /// The frame layout version this build writes and reads.
@@ -403,6 +405,22 @@ fn frame_body(bytes: &[u8], limit: usize) -> Result<(Codec, &[u8]), FrameError> 
     Ok((Codec::from_tag(bytes[1])?, &bytes[HEADER..]))
 }
 
+/// A frame that should be a call, as a host reads it: borrowed where the direct reader
+/// takes it, else decoded (and then perhaps not a call).
+pub(crate) enum CallFrame<'a> {
+    View(CallView<'a>),
+    Decoded(Frame),
+}
+
+/// Reads `bytes` as [`decode_frame`] does, a call borrowed from them.
+pub(crate) fn read_call(bytes: &[u8], limit: usize) -> Result<CallFrame<'_>, FrameError> {
+    let (Codec::MessagePack, body) = frame_body(bytes, limit)?;
+    if let Some(view) = direct::read_call(body) {
+        return Ok(CallFrame::View(view));
+    }
+    decode_frame(bytes, limit).map(CallFrame::Decoded)
+}
+
 /// A reply carrying a value, kept as the frame it came in: a call's reply reaches its
 /// caller without the value or the replier's name copied out of the frame.
 pub(crate) struct ValueReply {
@@ -459,7 +477,7 @@ impl ValueReply {
 }
 
 /// Where `part`, a slice of `whole`, lies in it.
-fn span(whole: &[u8], part: &[u8]) -> Range<usize> {
+pub(crate) fn span(whole: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - whole.as_ptr() as usize;
     start..start + part.len()
 }

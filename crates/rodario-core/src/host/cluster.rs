@@ -11,13 +11,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::handler::ClusterHandler;
-use super::inbox::{decode_call, Envelope, Incoming, Via, ViaCluster};
+use super::inbox::{decode_call, Envelope, Incoming, IncomingCall, Via, ViaCluster};
 use super::liveness::Liveness;
 use super::outbox::Outbox;
 use crate::actor::{ChannelMember, MEMBERS_METHOD};
 use crate::backend::{Channel, FrameSink, Subscription};
 use crate::error::{Error, RemoteError, RemoteErrorKind, Result};
-use crate::frame::{encode_value, Call, Expect, Frame, Outcome};
+use crate::frame::{encode_value, Expect, Frame, Outcome};
 use crate::hooks::Singular;
 use crate::locks::Locks;
 use crate::name::{ActorId, ClusterName, NodeId};
@@ -194,7 +194,7 @@ async fn fan_out(
             break;
         };
         let max_frame = shared.config.max_frame;
-        let Some((call, reply_to)) = decode_call(max_frame, &bytes, &channel, &mut last_caller)
+        let Some((call, reply_to)) = decode_call(max_frame, bytes, &channel, &mut last_caller)
         else {
             continue;
         };
@@ -289,7 +289,7 @@ async fn fan_out(
 /// Hands a one-way cluster call to the members that run it: no count, no declines and no
 /// errors go back to its caller.
 async fn fan_out_one_way(
-    call: Call,
+    call: IncomingCall,
     reply_to: &NodeId,
     channel: &ClusterName,
     locks: &Locks,
@@ -341,7 +341,7 @@ enum Decision {
 /// with other calls so never hold up the caller: those that do not run it decline at once.
 async fn decide_singular(
     locks: &Locks,
-    call: &Call,
+    call: &IncomingCall,
     caller: &NodeId,
     members: &[ClusterMember],
 ) -> Decision {

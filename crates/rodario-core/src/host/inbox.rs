@@ -1,6 +1,7 @@
 //! Calls coming in: decoding them, and queueing an actor's direct calls in its mailbox.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -11,8 +12,8 @@ use super::handler::ClusterHandler;
 use super::outbox::reply;
 use crate::actor::METHODS_METHOD;
 use crate::backend::FrameSink;
-use crate::error::{RemoteError, RemoteErrorKind};
-use crate::frame::{decode_frame, Call, Frame, Outcome};
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::frame::{read_call, span, Call, CallFrame, CallView, Frame, Outcome, TraceContext};
 use crate::name::{ActorId, ClusterName, NodeId};
 use crate::shared::Shared;
 use crate::sync::locked;
@@ -28,8 +29,64 @@ pub(crate) struct Envelope {
 /// A decoded call and the node its reply goes to: one for all the members a cluster call
 /// reaches on a node.
 pub(crate) struct Incoming {
-    pub(crate) call: Call,
+    pub(crate) call: IncomingCall,
     pub(crate) reply_to: NodeId,
+}
+
+/// A call as a host keeps it: its arguments still in the frame they came in (neither
+/// copied out nor its caller's name, which [`Incoming::reply_to`] holds).
+pub(crate) struct IncomingCall {
+    pub(crate) id: u64,
+    pub(crate) method: String,
+    /// The frame (or, for a call decoded by serde, the arguments alone) and where the
+    /// arguments lie in it.
+    frame: Bytes,
+    args: Range<usize>,
+    pub(crate) deadline_ms: u64,
+    pub(crate) kwargs: Option<Vec<u8>>,
+    pub(crate) trace: Option<Box<TraceContext>>,
+    pub(crate) one_way: bool,
+}
+
+impl IncomingCall {
+    /// The encoded argument tuple.
+    pub(crate) fn args(&self) -> &[u8] {
+        &self.frame[self.args.clone()]
+    }
+
+    /// The call in `view`, read from `frame`, which [`IncomingCall::in_frame`] then hands
+    /// over (once `view` no longer borrows it).
+    fn viewed(view: CallView<'_>, frame: &[u8]) -> Self {
+        IncomingCall {
+            id: view.id,
+            method: view.method.to_owned(),
+            frame: Bytes::new(),
+            args: span(frame, view.args),
+            deadline_ms: view.deadline_ms,
+            kwargs: view.kwargs.map(<[u8]>::to_vec),
+            trace: view.trace(),
+            one_way: view.one_way,
+        }
+    }
+
+    fn in_frame(mut self, frame: Bytes) -> Self {
+        self.frame = frame;
+        self
+    }
+
+    fn decoded(call: Call) -> Self {
+        let args = 0..call.args.len();
+        IncomingCall {
+            id: call.id,
+            method: call.method,
+            frame: Bytes::from(call.args),
+            args,
+            deadline_ms: call.deadline_ms,
+            kwargs: call.kwargs,
+            trace: call.trace,
+            one_way: call.one_way,
+        }
+    }
 }
 
 /// How a call reached the actor. (A cluster call's details are boxed: an envelope stays
@@ -52,37 +109,50 @@ pub(crate) struct ViaCluster {
 /// the same few nodes, so this skips re-validating and re-allocating it.
 pub(crate) fn decode_call(
     max_frame: usize,
-    bytes: &[u8],
+    frame: Bytes,
     channel: &dyn fmt::Display,
     last_caller: &mut Option<NodeId>,
-) -> Option<(Call, NodeId)> {
-    match decode_frame(bytes, max_frame) {
-        Ok(Frame::Call(call)) => match last_caller {
-            Some(caller) if caller.as_str() == call.reply_to => {
-                let caller = caller.clone();
-                Some((call, caller))
-            }
-            _ => match NodeId::new(&call.reply_to) {
-                Ok(reply_to) => {
-                    *last_caller = Some(reply_to.clone());
-                    Some((call, reply_to))
-                }
-                Err(e) => {
-                    telemetry::frame_dropped("no_caller");
-                    tracing::warn!(%channel, error = %e, "dropped a call with an invalid reply channel");
-                    None
-                }
-            },
-        },
-        Ok(other) => {
+) -> Option<(IncomingCall, NodeId)> {
+    let read = read_call(&frame, max_frame);
+    let (call, caller) = match read {
+        Ok(CallFrame::View(view)) => {
+            let caller = known_caller(view.reply_to, last_caller);
+            let call = IncomingCall::viewed(view, &frame);
+            (call.in_frame(frame), caller)
+        }
+        Ok(CallFrame::Decoded(Frame::Call(call))) => {
+            let caller = known_caller(&call.reply_to, last_caller);
+            (IncomingCall::decoded(call), caller)
+        }
+        Ok(CallFrame::Decoded(other)) => {
             telemetry::frame_dropped("not_a_call");
             tracing::warn!(%channel, kind = other.kind(), "dropped a frame that is not a call");
-            None
+            return None;
         }
         Err(e) => {
             telemetry::frame_dropped("malformed");
             tracing::warn!(%channel, error = %e, "dropped a malformed frame");
+            return None;
+        }
+    };
+    match caller {
+        Ok(caller) => Some((call, caller)),
+        Err(e) => {
+            telemetry::frame_dropped("no_caller");
+            tracing::warn!(%channel, error = %e, "dropped a call with an invalid reply channel");
             None
+        }
+    }
+}
+
+/// The node named `reply_to`, the last caller's id again when it is the same.
+fn known_caller(reply_to: &str, last_caller: &mut Option<NodeId>) -> Result<NodeId, Error> {
+    match last_caller {
+        Some(caller) if caller.as_str() == reply_to => Ok(caller.clone()),
+        _ => {
+            let caller = NodeId::new(reply_to)?;
+            *last_caller = Some(caller.clone());
+            Ok(caller)
         }
     }
 }
@@ -137,7 +207,7 @@ impl FrameSink for ActorSink {
             return;
         };
         let max_frame = shared.config.max_frame;
-        let decoded = decode_call(max_frame, &bytes, &self.id, &mut locked(&self.last_caller));
+        let decoded = decode_call(max_frame, bytes, &self.id, &mut locked(&self.last_caller));
         let Some((call, reply_to)) = decoded else {
             return;
         };
@@ -166,6 +236,43 @@ impl FrameSink for ActorSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call reads the same whether the direct reader takes its frame or serde does (a
+    /// call written as a map, as another MessagePack writer might): its arguments from the
+    /// frame, its caller's id kept for the next call from the same node.
+    #[test]
+    fn calls_read_the_same_by_either_reader() {
+        use crate::frame::{encode_frame, encode_value, DEFAULT_MAX_FRAME, FRAME_VERSION};
+
+        let call = Call {
+            id: 42,
+            reply_to: "caller-node".into(),
+            method: "greet".into(),
+            args: encode_value(&("Ann", 3), "args").unwrap(),
+            deadline_ms: 1_700_000_000_000,
+            kwargs: Some(encode_value(&[("n", 1)], "kwargs").unwrap()),
+            trace: None,
+            one_way: true,
+        };
+        let direct = encode_frame(&Frame::Call(call.clone()), DEFAULT_MAX_FRAME).unwrap();
+        let mut as_map = vec![FRAME_VERSION, 1];
+        as_map.extend(rmp_serde::to_vec_named(&Frame::Call(call.clone())).unwrap());
+        let mut last_caller = None;
+        for frame in [direct, Bytes::from(as_map)] {
+            let (read, caller) =
+                decode_call(DEFAULT_MAX_FRAME, frame, &"test", &mut last_caller).unwrap();
+            assert_eq!(caller.as_str(), "caller-node");
+            assert_eq!(
+                (read.id, read.method.as_str(), read.args(), read.deadline_ms),
+                (call.id, "greet", &call.args[..], call.deadline_ms)
+            );
+            assert_eq!((&read.kwargs, read.one_way), (&call.kwargs, true));
+        }
+        assert_eq!(
+            last_caller.map(|c| c.to_string()).as_deref(),
+            Some("caller-node")
+        );
+    }
 
     /// Every mailbox allocates room for 32 envelopes when it is made, so an envelope's size
     /// is part of every idle actor's memory (`benches/idle.rs`).

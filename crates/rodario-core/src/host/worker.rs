@@ -7,12 +7,12 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::actor_type::ActorType;
-use super::inbox::{Envelope, Incoming, Via, ViaCluster};
+use super::inbox::{Envelope, Incoming, IncomingCall, Via, ViaCluster};
 use super::outbox::Outbox;
 use crate::actor::Actor;
 use crate::error::quote_name;
 use crate::error::{RemoteError, RemoteErrorKind};
-use crate::frame::{Call, Outcome};
+use crate::frame::Outcome;
 use crate::hooks::{guarded, CallContext};
 use crate::locks::Locks;
 use crate::name::{ActorId, NodeId};
@@ -188,7 +188,12 @@ impl<A: Actor> Worker<A> {
     /// Runs a call the way it came: through the cluster's handler, or as the actor's method.
     /// Returns its outcome and, when it ran as one of the type's methods, the method's index
     /// in [`ActorType::method`] (so that counting it needs no second lookup).
-    async fn run(&mut self, call: &Call, caller: &NodeId, via: Via) -> (Outcome, Option<usize>) {
+    async fn run(
+        &mut self,
+        call: &IncomingCall,
+        caller: &NodeId,
+        via: Via,
+    ) -> (Outcome, Option<usize>) {
         let cluster = match via {
             Via::Cluster(cluster) => {
                 let ViaCluster {
@@ -204,7 +209,7 @@ impl<A: Actor> Worker<A> {
                         );
                         return (Outcome::Err(error), None);
                     }
-                    let outcome = match guarded("", handler.handle(&call.method, &call.args)).await
+                    let outcome = match guarded("", handler.handle(&call.method, call.args())).await
                     {
                         Ok(value) => Outcome::Ok(value),
                         Err(error) => Outcome::Err(error),
@@ -232,8 +237,8 @@ impl<A: Actor> Worker<A> {
         };
         let merged;
         let args = match &call.kwargs {
-            None => &call.args,
-            Some(kwargs) => match merge_named(&call.args, kwargs, spec.params()) {
+            None => call.args(),
+            Some(kwargs) => match merge_named(call.args(), kwargs, spec.params()) {
                 Ok(args) => {
                     merged = args;
                     &merged
