@@ -16,12 +16,33 @@ use crate::sync::LocalKeys;
 #[cfg(feature = "metrics")]
 use crate::telemetry::{self, HandledKeys};
 
+/// The method a call names.
+pub(crate) enum MethodName {
+    /// One of the receiving actor type's methods: its name as the type declares it, and its
+    /// index in [`ActorType::method`].
+    Listed { name: &'static str, index: usize },
+    /// As the frame gave it (a cluster call, which actors of several types may receive, or
+    /// a method the type lacks).
+    Given(String),
+}
+
+impl MethodName {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            MethodName::Listed { name, .. } => name,
+            MethodName::Given(name) => name,
+        }
+    }
+}
+
 /// One actor type's methods, shared by its actors on a node.
 pub(crate) struct ActorType {
     /// [`Actor::type_name`], computed once: it may search the type's path.
     pub(crate) type_name: &'static str,
-    /// Each public method's spec and its index in `infos` (and in an actor's counters).
-    methods: HashMap<&'static str, (MethodSpec, usize), LocalKeys>,
+    /// Each public method's index in `specs` (and in `infos` and an actor's counters).
+    methods: HashMap<&'static str, usize, LocalKeys>,
+    /// The methods' specs, sorted by name.
+    specs: Vec<MethodSpec>,
     /// The methods' descriptions, sorted by name.
     infos: Vec<MethodInfo>,
     /// The `singular` methods, which a node decides on for their actors in cluster calls.
@@ -54,13 +75,14 @@ impl ActorType {
             .map(|method| HandledKeys::new(type_name, method))
             .collect();
         let methods = specs
-            .into_iter()
+            .iter()
             .enumerate()
-            .map(|(index, spec)| (spec.name(), (spec, index)))
+            .map(|(index, spec)| (spec.name(), index))
             .collect();
         Ok(ActorType {
             type_name,
             methods,
+            specs,
             infos,
             singular: Arc::new(singular),
             description: description.into(),
@@ -71,8 +93,28 @@ impl ActorType {
 
     /// The spec of `method` and its index among the descriptions (and an actor's counters).
     pub(crate) fn method(&self, method: &str) -> Option<(&MethodSpec, usize)> {
-        let (spec, index) = self.methods.get(method)?;
-        Some((spec, *index))
+        let index = *self.methods.get(method)?;
+        Some((&self.specs[index], index))
+    }
+
+    /// The spec and index of the method a call names: looked up unless the call's reader
+    /// found it among this type's methods already.
+    pub(crate) fn method_of(&self, method: &MethodName) -> Option<(&MethodSpec, usize)> {
+        match method {
+            MethodName::Listed { index, .. } => Some((self.specs.get(*index)?, *index)),
+            MethodName::Given(name) => self.method(name),
+        }
+    }
+
+    /// `name` as a call's method: this type's own name for it, when it has the method.
+    pub(crate) fn method_name(&self, name: &str) -> MethodName {
+        match self.method(name) {
+            Some((spec, index)) => MethodName::Listed {
+                name: spec.name(),
+                index,
+            },
+            None => MethodName::Given(name.to_owned()),
+        }
     }
 
     /// Counts a call to `method` that an actor of this type answered with `outcome` (one of
@@ -84,7 +126,7 @@ impl ActorType {
         outcome: &'static str,
         elapsed: Option<Duration>,
     ) {
-        let index = self.methods.get(method).map(|(_, index)| *index);
+        let index = self.methods.get(method).copied();
         self.count_handled_at(index, outcome, elapsed);
     }
 

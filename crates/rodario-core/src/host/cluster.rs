@@ -194,7 +194,8 @@ async fn fan_out(
             break;
         };
         let max_frame = shared.config.max_frame;
-        let Some((call, reply_to)) = decode_call(max_frame, bytes, &channel, &mut last_caller)
+        let Some((call, reply_to)) =
+            decode_call(max_frame, bytes, (&channel, None), &mut last_caller)
         else {
             continue;
         };
@@ -225,7 +226,7 @@ async fn fan_out(
             }
             Err(e) => tracing::warn!(error = %e, "could not encode an expect frame"),
         }
-        if call.method == MEMBERS_METHOD {
+        if call.method.as_str() == MEMBERS_METHOD {
             // Listing answered by the node: no member's mailbox is entered.
             for member in members {
                 let listed = ChannelMember {
@@ -257,7 +258,9 @@ async fn fan_out(
                 Decision::Only(_) | Decision::Nobody => Some(Outcome::Declined),
                 Decision::Failed(error) => Some(Outcome::Err(error.clone())),
             };
-            if let Some(outcome) = answer.filter(|_| member.singular(&call.method).is_some()) {
+            if let Some(outcome) =
+                answer.filter(|_| member.singular(call.method.as_str()).is_some())
+            {
                 outbox.reply(&shared, reply_to.clone(), call.id, member.actor, outcome);
                 outbox.make_room().await;
                 continue;
@@ -304,7 +307,7 @@ async fn fan_out_one_way(
     for (index, member) in members.into_iter().enumerate() {
         let chosen = matches!(decided, Decision::Only(chosen) if chosen == index);
         let declines = !matches!(decided, Decision::Everyone) && !chosen;
-        if declines && member.singular(&call.method).is_some() {
+        if declines && member.singular(call.method.as_str()).is_some() {
             continue;
         }
         let envelope = Envelope {
@@ -316,7 +319,7 @@ async fn fan_out_one_way(
             })),
         };
         if member.mailbox.try_send(envelope).is_err() {
-            tracing::debug!(actor = %member.actor, method = %call.method, "shed a one-way cluster call");
+            tracing::debug!(actor = %member.actor, method = call.method.as_str(), "shed a one-way cluster call");
         }
     }
 }
@@ -345,7 +348,10 @@ async fn decide_singular(
     caller: &NodeId,
     members: &[ClusterMember],
 ) -> Decision {
-    let Some(singular) = members.iter().find_map(|m| m.singular(&call.method)) else {
+    let Some(singular) = members
+        .iter()
+        .find_map(|m| m.singular(call.method.as_str()))
+    else {
         return Decision::Everyone;
     };
     let remaining = Duration::from_millis(
@@ -353,7 +359,7 @@ async fn decide_singular(
             .saturating_sub(unix_ms(std::time::SystemTime::now())),
     );
     match singular
-        .claim(locks, &call.method, caller, call.id, remaining)
+        .claim(locks, call.method.as_str(), caller, call.id, remaining)
         .await
     {
         Ok(true) => {
@@ -361,7 +367,7 @@ async fn decide_singular(
                 members
                     .iter()
                     .enumerate()
-                    .filter(|(_, m)| m.singular(&call.method).is_some())
+                    .filter(|(_, m)| m.singular(call.method.as_str()).is_some())
             };
             let idle = serving().find(|(_, m)| !m.busy.load(Ordering::Acquire));
             let chosen = idle.or_else(|| serving().next()).map_or(0, |(i, _)| i);

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::actor_type::ActorType;
+use super::actor_type::{ActorType, MethodName};
 use super::handler::ClusterHandler;
 use super::outbox::reply;
 use crate::actor::METHODS_METHOD;
@@ -37,7 +37,7 @@ pub(crate) struct Incoming {
 /// copied out nor its caller's name, which [`Incoming::reply_to`] holds).
 pub(crate) struct IncomingCall {
     pub(crate) id: u64,
-    pub(crate) method: String,
+    pub(crate) method: MethodName,
     /// The frame (or, for a call decoded by serde, the arguments alone) and where the
     /// arguments lie in it.
     frame: Bytes,
@@ -56,10 +56,10 @@ impl IncomingCall {
 
     /// The call in `view`, read from `frame`, which [`IncomingCall::in_frame`] then hands
     /// over (once `view` no longer borrows it).
-    fn viewed(view: CallView<'_>, frame: &[u8]) -> Self {
+    fn viewed(view: CallView<'_>, frame: &[u8], kind: Option<&ActorType>) -> Self {
         IncomingCall {
             id: view.id,
-            method: view.method.to_owned(),
+            method: given(view.method, kind),
             frame: Bytes::new(),
             args: span(frame, view.args),
             deadline_ms: view.deadline_ms,
@@ -74,11 +74,15 @@ impl IncomingCall {
         self
     }
 
-    fn decoded(call: Call) -> Self {
+    fn decoded(call: Call, kind: Option<&ActorType>) -> Self {
         let args = 0..call.args.len();
+        let method = match kind {
+            Some(kind) => kind.method_name(&call.method),
+            None => MethodName::Given(call.method),
+        };
         IncomingCall {
             id: call.id,
-            method: call.method,
+            method,
             frame: Bytes::from(call.args),
             args,
             deadline_ms: call.deadline_ms,
@@ -104,25 +108,34 @@ pub(crate) struct ViaCluster {
     pub(crate) singular_claimed: bool,
 }
 
+/// A call's method as `kind` names it, when the call is to an actor of that type.
+fn given(method: &str, kind: Option<&ActorType>) -> MethodName {
+    match kind {
+        Some(kind) => kind.method_name(method),
+        None => MethodName::Given(method.to_owned()),
+    }
+}
+
 /// Decodes a frame that must be a call, logging (not failing) on anything else.
 /// `last_caller` keeps the previous caller's validated id: most calls on a channel come from
-/// the same few nodes, so this skips re-validating and re-allocating it.
+/// the same few nodes, so this skips re-validating and re-allocating it. `kind` is the type
+/// of the actor the call is to, for a call to one actor: its method is found here, once.
 pub(crate) fn decode_call(
     max_frame: usize,
     frame: Bytes,
-    channel: &dyn fmt::Display,
+    (channel, kind): (&dyn fmt::Display, Option<&ActorType>),
     last_caller: &mut Option<NodeId>,
 ) -> Option<(IncomingCall, NodeId)> {
     let read = read_call(&frame, max_frame);
     let (call, caller) = match read {
         Ok(CallFrame::View(view)) => {
             let caller = known_caller(view.reply_to, last_caller);
-            let call = IncomingCall::viewed(view, &frame);
+            let call = IncomingCall::viewed(view, &frame, kind);
             (call.in_frame(frame), caller)
         }
         Ok(CallFrame::Decoded(Frame::Call(call))) => {
             let caller = known_caller(&call.reply_to, last_caller);
-            (IncomingCall::decoded(call), caller)
+            (IncomingCall::decoded(call, kind), caller)
         }
         Ok(CallFrame::Decoded(other)) => {
             telemetry::frame_dropped("not_a_call");
@@ -207,11 +220,12 @@ impl FrameSink for ActorSink {
             return;
         };
         let max_frame = shared.config.max_frame;
-        let decoded = decode_call(max_frame, bytes, &self.id, &mut locked(&self.last_caller));
+        let read_as = (&self.id as &dyn fmt::Display, Some(&*self.kind));
+        let decoded = decode_call(max_frame, bytes, read_as, &mut locked(&self.last_caller));
         let Some((call, reply_to)) = decoded else {
             return;
         };
-        if call.method == METHODS_METHOD && !call.one_way {
+        if call.method.as_str() == METHODS_METHOD && !call.one_way {
             let description = Outcome::Ok(self.kind.description.to_vec());
             self.reply_from_task(shared, reply_to, call.id, description);
             return;
@@ -223,7 +237,7 @@ impl FrameSink for ActorSink {
         if let Err(mpsc::error::TrySendError::Full(envelope)) = self.mailbox.try_send(envelope) {
             tracing::warn!(actor = %self.id, "mailbox full: shedding a call");
             let Incoming { call, reply_to } = &*envelope.incoming;
-            self.kind.count_handled(&call.method, "shed", None);
+            self.kind.count_handled(call.method.as_str(), "shed", None);
             if call.one_way {
                 return;
             }
@@ -260,7 +274,7 @@ mod tests {
         let mut last_caller = None;
         for frame in [direct, Bytes::from(as_map)] {
             let (read, caller) =
-                decode_call(DEFAULT_MAX_FRAME, frame, &"test", &mut last_caller).unwrap();
+                decode_call(DEFAULT_MAX_FRAME, frame, (&"test", None), &mut last_caller).unwrap();
             assert_eq!(caller.as_str(), "caller-node");
             assert_eq!(
                 (read.id, read.method.as_str(), read.args(), read.deadline_ms),

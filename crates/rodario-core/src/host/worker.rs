@@ -150,7 +150,7 @@ impl<A: Actor> Worker<A> {
         let started = Instant::now();
         let span = handler_span(
             self.kind.type_name,
-            &call.method,
+            call.method.as_str(),
             &self.id,
             self.shared.backend.name(),
             call.trace.as_deref(),
@@ -171,7 +171,7 @@ impl<A: Actor> Worker<A> {
             // A cluster handler's call: counted under its method's name if the type has one.
             None => self
                 .kind
-                .count_handled(&call.method, label, Some(started.elapsed())),
+                .count_handled(call.method.as_str(), label, Some(started.elapsed())),
         }
         #[cfg(not(feature = "metrics"))]
         let _ = method;
@@ -194,32 +194,35 @@ impl<A: Actor> Worker<A> {
         caller: &NodeId,
         via: Via,
     ) -> (Outcome, Option<usize>) {
-        let cluster = match via {
-            Via::Cluster(cluster) => {
-                let ViaCluster {
-                    channel,
-                    handler,
-                    singular_claimed,
-                } = *cluster;
-                if let Some(handler) = handler {
-                    if call.kwargs.as_deref().is_some_and(names_arguments) {
-                        let error = RemoteError::new(
-                            RemoteErrorKind::BadArguments,
-                            "a cluster handler takes its arguments by position only",
-                        );
-                        return (Outcome::Err(error), None);
+        let cluster =
+            match via {
+                Via::Cluster(cluster) => {
+                    let ViaCluster {
+                        channel,
+                        handler,
+                        singular_claimed,
+                    } = *cluster;
+                    if let Some(handler) = handler {
+                        if call.kwargs.as_deref().is_some_and(names_arguments) {
+                            let error = RemoteError::new(
+                                RemoteErrorKind::BadArguments,
+                                "a cluster handler takes its arguments by position only",
+                            );
+                            return (Outcome::Err(error), None);
+                        }
+                        let outcome =
+                            match guarded("", handler.handle(call.method.as_str(), call.args()))
+                                .await
+                            {
+                                Ok(value) => Outcome::Ok(value),
+                                Err(error) => Outcome::Err(error),
+                            };
+                        return (outcome, None);
                     }
-                    let outcome = match guarded("", handler.handle(&call.method, call.args())).await
-                    {
-                        Ok(value) => Outcome::Ok(value),
-                        Err(error) => Outcome::Err(error),
-                    };
-                    return (outcome, None);
+                    Some((channel, singular_claimed))
                 }
-                Some((channel, singular_claimed))
-            }
-            Via::Direct => None,
-        };
+                Via::Direct => None,
+            };
         let Worker {
             actor,
             id,
@@ -228,10 +231,10 @@ impl<A: Actor> Worker<A> {
             locks,
             ..
         } = self;
-        let Some((spec, method)) = kind.method(call.method.as_str()) else {
+        let Some((spec, method)) = kind.method_of(&call.method) else {
             let error = RemoteError::new(
                 RemoteErrorKind::UnknownMethod,
-                format!("no method named {}", quote_name(&call.method)),
+                format!("no method named {}", quote_name(call.method.as_str())),
             );
             return (Outcome::Err(error), None);
         };
@@ -248,7 +251,7 @@ impl<A: Actor> Worker<A> {
         };
         let context = CallContext {
             actor: id,
-            method: &call.method,
+            method: call.method.as_str(),
             tags: spec.tags(),
             args,
             call_id: call.id,
@@ -261,7 +264,7 @@ impl<A: Actor> Worker<A> {
         let started = Instant::now();
         let outcome = spec
             .chain()
-            .run(&context, actor.dispatch(&call.method, args))
+            .run(&context, actor.dispatch(call.method.as_str(), args))
             .await;
         let error = match &outcome {
             Outcome::Err(error) => Some(error.message.as_str()),
