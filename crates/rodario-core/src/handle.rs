@@ -98,11 +98,10 @@ impl<A: Actor> ActorHandle<A> {
     /// A typed proxy to this actor; no round trip, the methods are known here.
     pub fn proxy(&self) -> A::Proxy {
         let names = A::methods().iter().map(|m| m.name().to_owned()).collect();
-        A::Proxy::from_proxy(ActorProxy::new(
-            self.client.clone(),
-            self.entry.id.clone(),
-            names,
-        ))
+        A::Proxy::from_proxy(
+            ActorProxy::new(self.client.clone(), self.entry.id.clone(), names)
+                .declared_by::<A::Proxy>(),
+        )
     }
 
     /// Joins the cluster `channel`: its calls are dispatched to this actor's methods.

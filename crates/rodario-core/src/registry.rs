@@ -97,11 +97,9 @@ impl ActorRegistry {
     pub fn proxy<P: TypedProxy>(&self, uuid: &str) -> Result<P> {
         let id = ActorId::new(uuid)?;
         let methods = P::METHODS.iter().map(|m| (*m).to_owned()).collect();
-        Ok(P::from_proxy(ActorProxy::new(
-            self.client.clone(),
-            id,
-            methods,
-        )))
+        Ok(P::from_proxy(
+            ActorProxy::new(self.client.clone(), id, methods).declared_by::<P>(),
+        ))
     }
 
     /// Resolves when the actor `uuid` is gone: stopped, or its process died and its
@@ -209,6 +207,7 @@ impl ActorRegistry {
             });
         }
         let proxy = ActorProxy::new(self.client.clone(), id, names)
+            .declared_by::<P>()
             .with_timeout(self.timeout)
             .of_type(&info.type_name);
         Ok(P::from_proxy(proxy))

@@ -1,5 +1,6 @@
 //! The reply to one call: [`Pending`], the Python library's `Future`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -32,7 +33,9 @@ pub struct Pending<T> {
     undelivered: Option<Undelivered>,
     _slot: Option<SlotGuard>,
     timeout: Duration,
-    method: Box<str>,
+    /// The method's name: borrowed where the proxy's type declares it, so most calls copy
+    /// no name.
+    method: Cow<'static, str>,
     target: ActorId,
     /// The call's span and metric labels until it ends, if anything records them.
     observer: Option<Box<CallObserver>>,
@@ -54,7 +57,7 @@ impl<T> Pending<T> {
         reply: oneshot::Receiver<Result<Answer, Failure>>,
         slot: Option<SlotGuard>,
         timeout: Duration,
-        (method, target): (&str, ActorId),
+        (method, target): (Cow<'static, str>, ActorId),
         observer: Option<Box<CallObserver>>,
     ) -> Self {
         Pending {
@@ -63,7 +66,7 @@ impl<T> Pending<T> {
             undelivered: None,
             _slot: slot,
             timeout,
-            method: method.into(),
+            method,
             target,
             observer,
             _value: PhantomData,
@@ -98,7 +101,7 @@ impl<T> Pending<T> {
     pub(crate) fn answered(
         reply: Answer,
         timeout: Duration,
-        (method, target): (&str, ActorId),
+        (method, target): (Cow<'static, str>, ActorId),
         observer: Option<Box<CallObserver>>,
     ) -> Self {
         let (_, closed) = oneshot::channel();

@@ -1,5 +1,6 @@
 //! Proxies to one actor.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,9 @@ pub struct ActorProxy {
     client: Arc<Client>,
     target: ActorId,
     methods: Arc<[String]>,
+    /// The methods the typed proxy wrapping this one calls ([`TypedProxy::METHODS`]): a
+    /// call to one of them names it without a copy.
+    declared: &'static [&'static str],
     timeout: Duration,
     /// Labelled with the actor's type name, when the proxy was made knowing it.
     metrics: Arc<ProxyMetrics>,
@@ -81,9 +85,16 @@ impl ActorProxy {
             client,
             target,
             methods: methods.into(),
+            declared: &[],
             timeout,
             metrics: ProxyMetrics::new("unknown"),
         }
+    }
+
+    /// Names the methods `P` calls, as the untyped proxy inside a `P`.
+    pub(crate) fn declared_by<P: TypedProxy>(mut self) -> Self {
+        self.declared = P::METHODS;
+        self
     }
 
     /// Labels this proxy's calls with the actor's type name.
@@ -251,7 +262,11 @@ impl ActorProxy {
             }
         };
         let observer = CallObserver::new(span, started, &self.metrics);
-        let called = (method, self.target.clone());
+        let name = match self.declared.iter().find(|declared| **declared == method) {
+            Some(declared) => Cow::Borrowed(*declared),
+            None => Cow::Owned(method.to_owned()),
+        };
+        let called = (name, self.target.clone());
         let error = match sent {
             Ok(Sent::Published((slot, undelivered))) => {
                 return Ok(
