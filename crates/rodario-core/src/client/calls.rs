@@ -23,20 +23,11 @@ pub(crate) enum PendingSlot {
     Gather(mpsc::UnboundedSender<GatherEvent>),
 }
 
-/// A reply as a direct call receives it: a value still in its frame (every successful
-/// call's), or any reply decoded.
+/// A reply as a call receives it: a value still in its frame (every successful call's), or
+/// any reply decoded.
 pub(crate) enum Answer {
     Value(ValueReply),
     Reply(Reply),
-}
-
-impl Answer {
-    fn into_reply(self) -> Reply {
-        match self {
-            Answer::Value(value) => value.into_reply(),
-            Answer::Reply(reply) => reply,
-        }
-    }
 }
 
 /// Why a call ended without a reply.
@@ -51,7 +42,7 @@ pub(crate) enum Failure {
 pub(crate) enum GatherEvent {
     TimedOut,
     Expect(u32),
-    Reply(Reply),
+    Reply(Answer),
     Failed(Error),
 }
 
@@ -155,7 +146,7 @@ impl CallTable {
                     }
                 }
                 PendingSlot::Gather(tx) => {
-                    let _ = tx.send(GatherEvent::Reply(answer.into_reply()));
+                    let _ = tx.send(GatherEvent::Reply(answer));
                 }
             },
             Entry::Vacant(_) => tracing::debug!(call = id, "reply for a call nobody awaits"),

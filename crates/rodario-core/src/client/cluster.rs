@@ -16,10 +16,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::caller::{Client, SentCall};
-use super::calls::{GatherEvent, PendingSlot, SlotGuard};
+use super::calls::{Answer, GatherEvent, PendingSlot, SlotGuard};
 use crate::backend::{Channel, Delivery, Group};
 use crate::error::{Error, Result};
-use crate::frame::{decode_value, encode_value, Outcome, Reply};
+use crate::frame::{decode_value, encode_value, Outcome};
 use crate::name::ClusterName;
 use crate::shared::{within, MAX_WAIT};
 use crate::telemetry::{call_sent, caller_outcome, caller_span, trace_context};
@@ -236,7 +236,7 @@ pub struct Gather<T> {
     expected: usize,
     answered: usize,
     declined: usize,
-    early: VecDeque<Reply>,
+    early: VecDeque<Answer>,
     timeout: Duration,
     finished: bool,
     method: Box<str>,
@@ -327,8 +327,14 @@ impl<T: DeserializeOwned + Send + 'static> Gather<T> {
     }
 
     /// Counts a reply; `None` for a decline, which is not yielded.
-    fn take(&mut self, reply: Reply) -> Option<Result<T>> {
+    fn take(&mut self, reply: Answer) -> Option<Result<T>> {
         self.answered += 1;
+        let reply = match reply {
+            Answer::Value(value) => {
+                return Some(decode_value(value.value(), "return value").map_err(Error::from))
+            }
+            Answer::Reply(reply) => reply,
+        };
         match reply.outcome {
             Outcome::Ok(bytes) => Some(decode_value(&bytes, "return value").map_err(Error::from)),
             Outcome::Err(error) => Some(Err(error.into_error(&self.method, &reply.from))),
