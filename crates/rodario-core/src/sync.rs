@@ -58,7 +58,9 @@ impl Hasher for LocalHasher {
         let tail = chunks.remainder();
         if !tail.is_empty() {
             // The tail's length too, in its top byte: "a" and "a\0" differ.
-            let word = tail.iter().fold(0, |word, &byte| (word << 8) | u64::from(byte));
+            let word = tail
+                .iter()
+                .fold(0, |word, &byte| (word << 8) | u64::from(byte));
             self.add(word ^ ((tail.len() as u64) << 56));
         }
     }

@@ -198,13 +198,14 @@ impl ActorProxy {
     ) -> Result<Pending<R>> {
         let client = &self.client;
         let timeout = self.timeout.min(MAX_WAIT);
-        let deadline = Instant::now() + timeout;
+        let now = Instant::now();
+        let deadline = now + timeout;
         if client.reply_channel_ready() {
             client.shared().check_connected()?;
         } else {
             within(method, timeout, deadline, client.prepare()).await?;
         }
-        let started = Stopwatch::start();
+        let started = Stopwatch::at(now);
         let span = caller_span(method, &self.target, client.shared().backend.name());
         let trace = trace_context(&span);
         let (tx, mut rx) = oneshot::channel();

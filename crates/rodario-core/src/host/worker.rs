@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -146,7 +146,6 @@ impl<A: Actor> Worker<A> {
             tracing::debug!(actor = %self.id, call = call.id, "skipped a call whose caller gave up");
             return None;
         }
-        #[cfg(feature = "metrics")]
         let started = Instant::now();
         let span = handler_span(
             self.kind.type_name,
@@ -157,17 +156,19 @@ impl<A: Actor> Worker<A> {
         );
         // Instrumenting moves the call's future: only when a subscriber records the span.
         let (outcome, method) = if span.is_disabled() {
-            self.run(call, reply_to, via).await
+            self.run(call, reply_to, via, started).await
         } else {
-            self.run(call, reply_to, via).instrument(span.clone()).await
+            self.run(call, reply_to, via, started)
+                .instrument(span.clone())
+                .await
         };
         let label = handler_outcome(&outcome);
         span.record("outcome", label);
         #[cfg(feature = "metrics")]
         match method {
-            Some(index) => self
+            Some((index, elapsed)) => self
                 .kind
-                .count_handled_at(Some(index), label, Some(started.elapsed())),
+                .count_handled_at(Some(index), label, Some(elapsed)),
             // A cluster handler's call: counted under its method's name if the type has one.
             None => self
                 .kind
@@ -187,13 +188,15 @@ impl<A: Actor> Worker<A> {
 
     /// Runs a call the way it came: through the cluster's handler, or as the actor's method.
     /// Returns its outcome and, when it ran as one of the type's methods, the method's index
-    /// in [`ActorType::method`] (so that counting it needs no second lookup).
+    /// in [`ActorType::method`] and how long since `started` it took (so that counting it
+    /// needs no second lookup and no second clock read).
     async fn run(
         &mut self,
         call: &IncomingCall,
         caller: &NodeId,
         via: Via,
-    ) -> (Outcome, Option<usize>) {
+        started: Instant,
+    ) -> (Outcome, Option<(usize, Duration)>) {
         let cluster =
             match via {
                 Via::Cluster(cluster) => {
@@ -246,7 +249,7 @@ impl<A: Actor> Worker<A> {
                     merged = args;
                     &merged
                 }
-                Err(error) => return (Outcome::Err(error), Some(method)),
+                Err(error) => return (Outcome::Err(error), Some((method, started.elapsed()))),
             },
         };
         let context = CallContext {
@@ -261,7 +264,6 @@ impl<A: Actor> Worker<A> {
             locks,
             singular_claimed: cluster.as_ref().is_some_and(|(_, claimed)| *claimed),
         };
-        let started = Instant::now();
         let outcome = spec
             .chain()
             .run(&context, actor.dispatch(call.method.as_str(), args))
@@ -270,7 +272,8 @@ impl<A: Actor> Worker<A> {
             Outcome::Err(error) => Some(error.message.as_str()),
             _ => None,
         };
-        counters.record(method, started.elapsed(), error);
-        (outcome, Some(method))
+        let elapsed = started.elapsed();
+        counters.record(method, elapsed, error);
+        (outcome, Some((method, elapsed)))
     }
 }
