@@ -432,7 +432,9 @@ pub(crate) struct ValueReply {
 
 impl ValueReply {
     /// Reads `frame` if it is a reply carrying a value within `limit` bytes, as
-    /// [`decode_frame`] would read it; gives the frame back otherwise.
+    /// [`decode_frame`] would read it; gives the frame back otherwise. The value is copied
+    /// out of a frame whose memory something else shares (a connection's read buffer,
+    /// which a pending reply would otherwise hold until it is awaited).
     pub(crate) fn read(frame: Bytes, limit: usize) -> Result<Self, Bytes> {
         let read = match frame_body(&frame, limit) {
             Ok((Codec::MessagePack, body)) => {
@@ -441,7 +443,12 @@ impl ValueReply {
             Err(_) => None,
         };
         match read {
-            Some((id, value)) => Ok(ValueReply { frame, id, value }),
+            Some((id, value)) if frame.is_unique() => Ok(ValueReply { frame, id, value }),
+            Some((id, value)) => {
+                let frame = Bytes::copy_from_slice(&frame[value]);
+                let value = 0..frame.len();
+                Ok(ValueReply { frame, id, value })
+            }
             None => Err(frame),
         }
     }
@@ -746,6 +753,10 @@ mod tests {
             }
         }
         assert!(taken > 100, "kept {taken} damaged replies");
+        let frame = Bytes::from(encoded[0].to_vec());
+        let value = ValueReply::read(frame.clone(), usize::MAX).ok().unwrap();
+        assert_eq!(Some((value.id(), value.value())), id_and_value(&frames[0]));
+        assert!(frame.is_unique(), "a value reply holds a frame it shares");
     }
 
     /// A call with named arguments round-trips; the same call without them encodes as

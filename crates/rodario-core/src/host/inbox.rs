@@ -69,20 +69,24 @@ impl IncomingCall {
         }
     }
 
+    /// Keeps `frame` for the arguments, unless something else shares its memory: a frame
+    /// cut from a connection's read buffer (NATS) would hold the whole buffer while the
+    /// call waits in a mailbox, so the arguments are copied out of such a frame instead.
     fn in_frame(mut self, frame: Bytes) -> Self {
-        self.frame = frame;
+        if frame.is_unique() {
+            self.frame = frame;
+        } else {
+            self.frame = Bytes::copy_from_slice(&frame[self.args.clone()]);
+            self.args = 0..self.frame.len();
+        }
         self
     }
 
     fn decoded(call: Call, kind: Option<&ActorType>) -> Self {
         let args = 0..call.args.len();
-        let method = match kind {
-            Some(kind) => kind.method_name(&call.method),
-            None => MethodName::Given(call.method),
-        };
         IncomingCall {
             id: call.id,
-            method,
+            method: given(&call.method, kind),
             frame: Bytes::from(call.args),
             args,
             deadline_ms: call.deadline_ms,
@@ -285,6 +289,45 @@ mod tests {
         assert_eq!(
             last_caller.map(|c| c.to_string()).as_deref(),
             Some("caller-node")
+        );
+    }
+
+    /// A call keeps the frame it came in only when nothing else shares the frame's memory,
+    /// as a connection's read buffer would.
+    #[test]
+    fn calls_do_not_hold_shared_frames() {
+        use crate::frame::{encode_frame, encode_value, DEFAULT_MAX_FRAME};
+
+        let args = encode_value(&("Ann",), "args").unwrap();
+        let frame = encode_frame(
+            &Frame::Call(Call {
+                id: 1,
+                reply_to: "caller-node".into(),
+                method: "greet".into(),
+                args: args.clone(),
+                deadline_ms: u64::MAX,
+                kwargs: None,
+                trace: None,
+                one_way: false,
+            }),
+            DEFAULT_MAX_FRAME,
+        )
+        .unwrap();
+        let read = |frame: Bytes| {
+            let (call, _) =
+                decode_call(DEFAULT_MAX_FRAME, frame, (&"test", None), &mut None).expect("a call");
+            call
+        };
+        let shared = frame.clone();
+        let call = read(frame);
+        assert_eq!(call.args(), &args[..]);
+        assert!(shared.is_unique(), "the call holds a frame it shares");
+        let unique = Bytes::from(shared.to_vec());
+        let call = read(unique);
+        assert_eq!(call.args(), &args[..]);
+        assert!(
+            call.frame.len() > args.len(),
+            "a frame of its own is kept whole"
         );
     }
 
