@@ -21,8 +21,8 @@ pub struct MemoryBroker {
 #[derive(Default)]
 pub(crate) struct BrokerState {
     pub(crate) next_connection: AtomicU64,
-    /// Hashed with FNV-1a: a publish hashes its channel's name, and every name comes from
-    /// the process itself.
+    /// Hashed with `LocalKeys`: a publish hashes its channel's name, and every name comes
+    /// from the process itself.
     pub(crate) channels: Mutex<HashMap<ChannelKey, Arc<Subscribers>, LocalKeys>>,
     pub(crate) registry: Mutex<Registry>,
     pub(crate) locks: Mutex<Leases>,

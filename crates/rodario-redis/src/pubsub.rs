@@ -68,7 +68,7 @@ pub(crate) enum Reap {
 struct Table {
     /// Local subscriptions per channel name (prefix included). A channel is in this map
     /// exactly while this connection is subscribed to it at the server. Every message looks
-    /// its channel up here, and only this process's subscriptions insert: FNV-1a.
+    /// its channel up here, and only this process's subscriptions insert: `LocalKeys`.
     channels: HashMap<String, Vec<Local>, LocalKeys>,
     /// Channels waiting for the reaper, so that a burst of stray frames asks once.
     pending: HashMap<String, Reap>,
