@@ -181,12 +181,22 @@ impl CallView<'_> {
 /// The call in `body`, borrowed; `None` for anything else, which [`read_frame`] and serde
 /// judge.
 pub(super) fn read_call(body: &[u8]) -> Option<CallView<'_>> {
+    read_kind(body, b"Call", Reader::call_view)
+}
+
+/// The frame of kind `kind` in `body`, as `read` reads the kind's fields; `None` for any
+/// other kind, and for bytes after the frame (serde's to judge).
+fn read_kind<'a, T>(
+    body: &'a [u8],
+    kind: &[u8],
+    read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
+) -> Option<T> {
     let mut reader = Reader(body);
-    if reader.byte()? != ONE_ENTRY_MAP || reader.str_bytes()? != b"Call" {
+    if reader.byte()? != ONE_ENTRY_MAP || reader.str_bytes()? != kind {
         return None;
     }
-    let call = reader.call_view()?;
-    reader.0.is_empty().then_some(call)
+    let frame = read(&mut reader)?;
+    reader.0.is_empty().then_some(frame)
 }
 
 /// A reply carrying a value, as it lies in a frame's body.
@@ -199,12 +209,7 @@ pub(super) struct ReplyOkRef<'a> {
 /// The reply in `body` if it is one carrying a value, borrowed; `None` for anything else,
 /// which [`read_frame`] and serde judge.
 pub(super) fn read_reply_ok(body: &[u8]) -> Option<ReplyOkRef<'_>> {
-    let mut reader = Reader(body);
-    if reader.byte()? != ONE_ENTRY_MAP || reader.str_bytes()? != b"Reply" {
-        return None;
-    }
-    let reply = reader.reply_ok_ref()?;
-    reader.0.is_empty().then_some(reply)
+    read_kind(body, b"Reply", Reader::reply_ok_ref)
 }
 
 /// What is left of a body to read. Every read checks the length first: a short body ends
