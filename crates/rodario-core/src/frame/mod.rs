@@ -379,6 +379,11 @@ fn frame_payload_len(frame: &Frame) -> usize {
 /// rest, and anything the direct reader does not take, by serde.
 pub fn decode_frame(bytes: &[u8], limit: usize) -> Result<Frame, FrameError> {
     let (Codec::MessagePack, body) = frame_body(bytes, limit)?;
+    decode_body(body)
+}
+
+/// A MessagePack body read directly where the direct reader takes it, else by serde.
+fn decode_body(body: &[u8]) -> Result<Frame, FrameError> {
     match direct::read_frame(body) {
         Some(frame) => Ok(frame),
         None => rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string())),
@@ -418,23 +423,56 @@ pub(crate) fn read_call(bytes: &[u8], limit: usize) -> Result<CallFrame<'_>, Fra
     if let Some(view) = direct::read_call(body) {
         return Ok(CallFrame::View(view));
     }
-    decode_frame(bytes, limit).map(CallFrame::Decoded)
+    decode_body(body).map(CallFrame::Decoded)
 }
 
-/// A reply carrying a value, kept as the frame it came in: a call's reply reaches its
-/// caller without the value (or the replier's name, which a value's reader has no use for)
-/// copied out of the frame.
-pub(crate) struct ValueReply {
+/// A part of a frame (a call's arguments, a reply's value), kept in the frame it came in
+/// unless something else shares the frame's memory: a frame cut from a connection's read
+/// buffer (NATS) would hold the whole buffer while a call waits in a mailbox or a reply
+/// waits to be awaited, so the part is copied out of such a frame instead.
+pub(crate) struct FramePart {
     frame: Bytes,
+    part: Range<usize>,
+}
+
+impl FramePart {
+    /// `part` of `frame` (a range [`span`] found).
+    pub(crate) fn new(frame: Bytes, part: Range<usize>) -> Self {
+        if frame.is_unique() {
+            FramePart { frame, part }
+        } else {
+            Self::from(frame[part].to_vec())
+        }
+    }
+
+    /// The part's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.frame[self.part.clone()]
+    }
+}
+
+impl From<Vec<u8>> for FramePart {
+    /// Bytes of their own (decoded by serde, or copied out of a shared frame).
+    fn from(bytes: Vec<u8>) -> Self {
+        let part = 0..bytes.len();
+        FramePart {
+            frame: Bytes::from(bytes),
+            part,
+        }
+    }
+}
+
+/// A reply carrying a value, kept as the frame it came in (a [`FramePart`]): a call's reply
+/// reaches its caller without the value (or the replier's name, which a value's reader has
+/// no use for) copied out of the frame.
+pub(crate) struct ValueReply {
     id: u64,
-    value: Range<usize>,
+    value: FramePart,
 }
 
 impl ValueReply {
     /// Reads `frame` if it is a reply carrying a value within `limit` bytes, as
-    /// [`decode_frame`] would read it; gives the frame back otherwise. The value is copied
-    /// out of a frame whose memory something else shares (a connection's read buffer,
-    /// which a pending reply would otherwise hold until it is awaited).
+    /// [`decode_frame`] would read it; gives the frame back otherwise.
     pub(crate) fn read(frame: Bytes, limit: usize) -> Result<Self, Bytes> {
         let read = match frame_body(&frame, limit) {
             Ok((Codec::MessagePack, body)) => {
@@ -443,12 +481,10 @@ impl ValueReply {
             Err(_) => None,
         };
         match read {
-            Some((id, value)) if frame.is_unique() => Ok(ValueReply { frame, id, value }),
-            Some((id, value)) => {
-                let frame = Bytes::copy_from_slice(&frame[value]);
-                let value = 0..frame.len();
-                Ok(ValueReply { frame, id, value })
-            }
+            Some((id, value)) => Ok(ValueReply {
+                id,
+                value: FramePart::new(frame, value),
+            }),
             None => Err(frame),
         }
     }
@@ -460,7 +496,7 @@ impl ValueReply {
 
     /// The encoded return value.
     pub(crate) fn value(&self) -> &[u8] {
-        &self.frame[self.value.clone()]
+        self.value.bytes()
     }
 }
 

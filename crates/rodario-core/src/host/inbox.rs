@@ -1,7 +1,6 @@
 //! Calls coming in: decoding them, and queueing an actor's direct calls in its mailbox.
 
 use std::fmt;
-use std::ops::Range;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -13,7 +12,9 @@ use super::outbox::reply;
 use crate::actor::METHODS_METHOD;
 use crate::backend::FrameSink;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
-use crate::frame::{read_call, span, Call, CallFrame, CallView, Frame, Outcome, TraceContext};
+use crate::frame::{
+    read_call, span, Call, CallFrame, CallView, Frame, FramePart, Outcome, TraceContext,
+};
 use crate::name::{ActorId, ClusterName, NodeId};
 use crate::shared::Shared;
 use crate::sync::locked;
@@ -38,10 +39,8 @@ pub(crate) struct Incoming {
 pub(crate) struct IncomingCall {
     pub(crate) id: u64,
     pub(crate) method: MethodName,
-    /// The frame (or, for a call decoded by serde, the arguments alone) and where the
-    /// arguments lie in it.
-    frame: Bytes,
-    args: Range<usize>,
+    /// The encoded argument tuple.
+    args: FramePart,
     pub(crate) deadline_ms: u64,
     pub(crate) kwargs: Option<Vec<u8>>,
     pub(crate) trace: Option<Box<TraceContext>>,
@@ -51,44 +50,31 @@ pub(crate) struct IncomingCall {
 impl IncomingCall {
     /// The encoded argument tuple.
     pub(crate) fn args(&self) -> &[u8] {
-        &self.frame[self.args.clone()]
+        self.args.bytes()
     }
 
-    /// The call in `view`, read from `frame`, which [`IncomingCall::in_frame`] then hands
-    /// over (once `view` no longer borrows it).
-    fn viewed(view: CallView<'_>, frame: &[u8], kind: Option<&ActorType>) -> Self {
-        IncomingCall {
-            id: view.id,
-            method: given(view.method, kind),
-            frame: Bytes::new(),
-            args: span(frame, view.args),
-            deadline_ms: view.deadline_ms,
-            kwargs: view.kwargs.map(<[u8]>::to_vec),
-            trace: view.trace(),
-            one_way: view.one_way,
+    /// The call in `view` but for its arguments, which it takes once `view` no longer
+    /// borrows their frame.
+    fn viewed(view: CallView<'_>, kind: Option<&ActorType>) -> impl FnOnce(FramePart) -> Self {
+        let (id, method) = (view.id, given(view.method, kind));
+        let (deadline_ms, one_way) = (view.deadline_ms, view.one_way);
+        let (kwargs, trace) = (view.kwargs.map(<[u8]>::to_vec), view.trace());
+        move |args| IncomingCall {
+            id,
+            method,
+            args,
+            deadline_ms,
+            kwargs,
+            trace,
+            one_way,
         }
-    }
-
-    /// Keeps `frame` for the arguments, unless something else shares its memory: a frame
-    /// cut from a connection's read buffer (NATS) would hold the whole buffer while the
-    /// call waits in a mailbox, so the arguments are copied out of such a frame instead.
-    fn in_frame(mut self, frame: Bytes) -> Self {
-        if frame.is_unique() {
-            self.frame = frame;
-        } else {
-            self.frame = Bytes::copy_from_slice(&frame[self.args.clone()]);
-            self.args = 0..self.frame.len();
-        }
-        self
     }
 
     fn decoded(call: Call, kind: Option<&ActorType>) -> Self {
-        let args = 0..call.args.len();
         IncomingCall {
             id: call.id,
             method: given(&call.method, kind),
-            frame: Bytes::from(call.args),
-            args,
+            args: FramePart::from(call.args),
             deadline_ms: call.deadline_ms,
             kwargs: call.kwargs,
             trace: call.trace,
@@ -134,8 +120,9 @@ pub(crate) fn decode_call(
     let (call, caller) = match read {
         Ok(CallFrame::View(view)) => {
             let caller = known_caller(view.reply_to, last_caller);
-            let call = IncomingCall::viewed(view, &frame, kind);
-            (call.in_frame(frame), caller)
+            let args = span(&frame, view.args);
+            let call = IncomingCall::viewed(view, kind);
+            (call(FramePart::new(frame, args)), caller)
         }
         Ok(CallFrame::Decoded(Frame::Call(call))) => {
             let caller = known_caller(&call.reply_to, last_caller);
@@ -323,10 +310,11 @@ mod tests {
         assert_eq!(call.args(), &args[..]);
         assert!(shared.is_unique(), "the call holds a frame it shares");
         let unique = Bytes::from(shared.to_vec());
+        let memory = unique.as_ptr_range();
         let call = read(unique);
         assert_eq!(call.args(), &args[..]);
         assert!(
-            call.frame.len() > args.len(),
+            memory.contains(&call.args().as_ptr()),
             "a frame of its own is kept whole"
         );
     }
