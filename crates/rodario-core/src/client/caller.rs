@@ -97,10 +97,7 @@ impl Client {
             .add(id, slot, (deadline - timeout, deadline), target);
         // Registered before publishing: a reply can arrive before `publish` returns, and a
         // failed (or abandoned) publish removes the slot again when this is dropped.
-        let slot = SlotGuard {
-            calls: self.calls.clone(),
-            id,
-        };
+        let slot = SlotGuard::new(self.calls.clone(), id);
         let (delivery, undelivered) = match channel {
             Channel::Actor(_) => self.shared.publish_call(channel, frame).await?,
             _ => (self.shared.publish(channel, frame).await?, None),

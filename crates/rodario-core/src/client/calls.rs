@@ -97,7 +97,6 @@ impl CallTable {
         (since, deadline): (Instant, Instant),
         target: Option<ActorId>,
     ) {
-        let mut table = locked(&self.table);
         let waiting = Waiting {
             slot,
             deadline,
@@ -105,9 +104,16 @@ impl CallTable {
             since,
             _counted: PendingCount::new(),
         };
-        table.calls.insert(id, waiting);
-        if table.sweep_at.is_none_or(|at| deadline < at) {
-            table.sweep_at = Some(deadline);
+        let earliest = {
+            let mut table = locked(&self.table);
+            table.calls.insert(id, waiting);
+            let earliest = table.sweep_at.is_none_or(|at| deadline < at);
+            if earliest {
+                table.sweep_at = Some(deadline);
+            }
+            earliest
+        };
+        if earliest {
             self.sweeper.notify_one();
         }
     }
@@ -126,9 +132,8 @@ impl CallTable {
         match frame {
             Frame::Reply(reply) => self.answer(reply.id, Answer::Reply(reply)),
             Frame::Expect(Expect { id, count }) => {
-                let table = locked(&self.table);
-                if let Some(PendingSlot::Gather(tx)) = table.calls.get(&id).map(|w| &w.slot) {
-                    let _ = tx.send(GatherEvent::Expect(count));
+                if let Some(gather) = self.gather(id) {
+                    let _ = gather.send(GatherEvent::Expect(count));
                 }
             }
             Frame::Call(_) => tracing::warn!("dropped a call frame sent to a reply channel"),
@@ -136,20 +141,39 @@ impl CallTable {
     }
 
     /// Hands a reply to call `id` to the call waiting for it.
+    ///
+    /// The waiter is woken after the table's lock is released: a waiter on another thread
+    /// wakes at once and drops its pending reply, and finding the lock still held (waking
+    /// a thread takes a system call) would cost it a sleep and its waker another wake.
     pub(crate) fn answer(&self, id: u64, answer: Answer) {
-        let mut table = locked(&self.table);
-        match table.calls.entry(id) {
-            Entry::Occupied(waiting) => match &waiting.get().slot {
-                PendingSlot::Single(_) => {
-                    if let PendingSlot::Single(tx) = waiting.remove().slot {
-                        let _ = tx.send(Ok(answer));
+        let waiting = {
+            let mut table = locked(&self.table);
+            match table.calls.entry(id) {
+                Entry::Occupied(waiting) => match &waiting.get().slot {
+                    PendingSlot::Single(_) => waiting.remove(),
+                    PendingSlot::Gather(gather) => {
+                        let gather = gather.clone();
+                        drop(table);
+                        let _ = gather.send(GatherEvent::Reply(answer));
+                        return;
                     }
+                },
+                Entry::Vacant(_) => {
+                    tracing::debug!(call = id, "reply for a call nobody awaits");
+                    return;
                 }
-                PendingSlot::Gather(tx) => {
-                    let _ = tx.send(GatherEvent::Reply(answer));
-                }
-            },
-            Entry::Vacant(_) => tracing::debug!(call = id, "reply for a call nobody awaits"),
+            }
+        };
+        if let PendingSlot::Single(tx) = waiting.slot {
+            let _ = tx.send(Ok(answer));
+        }
+    }
+
+    /// The gather waiting for the replies to cluster call `id`, if any.
+    fn gather(&self, id: u64) -> Option<mpsc::UnboundedSender<GatherEvent>> {
+        match &locked(&self.table).calls.get(&id)?.slot {
+            PendingSlot::Gather(gather) => Some(gather.clone()),
+            PendingSlot::Single(_) => None,
         }
     }
 
@@ -317,12 +341,143 @@ async fn sleep_until_or_forever(at: Option<Instant>) {
 /// Removes a call's slot when what waits on it (a pending reply, a gather, or a send that
 /// was abandoned) is dropped.
 pub(crate) struct SlotGuard {
-    pub(crate) calls: Arc<CallTable>,
-    pub(crate) id: u64,
+    /// `None` once the slot is known to be gone.
+    calls: Option<Arc<CallTable>>,
+    id: u64,
+}
+
+impl SlotGuard {
+    /// Guards the slot of call `id` in `calls`.
+    pub(crate) fn new(calls: Arc<CallTable>, id: u64) -> Self {
+        SlotGuard {
+            calls: Some(calls),
+            id,
+        }
+    }
+
+    /// Forgets the slot without looking it up: whoever answered a single call (a reply, the
+    /// deadline, a lost connection) removed its slot to do so.
+    pub(crate) fn answered(&mut self) {
+        self.calls = None;
+    }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.calls.remove(self.id);
+        if let Some(calls) = &self.calls {
+            calls.remove(self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Wake, Waker};
+
+    use super::*;
+    use crate::frame::Outcome;
+
+    /// A waker that notes whether the call table's lock was free when it was woken.
+    struct LockProbe {
+        calls: Arc<CallTable>,
+        woken: AtomicBool,
+        lock_was_free: AtomicBool,
+    }
+
+    impl Wake for LockProbe {
+        fn wake(self: Arc<Self>) {
+            let free = self.calls.table.try_lock().is_ok();
+            self.lock_was_free.store(free, Ordering::SeqCst);
+            self.woken.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn probe(calls: &Arc<CallTable>) -> (Arc<LockProbe>, Waker) {
+        let probe = Arc::new(LockProbe {
+            calls: calls.clone(),
+            woken: AtomicBool::new(false),
+            lock_was_free: AtomicBool::new(false),
+        });
+        (probe.clone(), Waker::from(probe))
+    }
+
+    fn reply(id: u64) -> Answer {
+        Answer::Reply(Reply {
+            id,
+            from: "actor".into(),
+            outcome: Outcome::Ok(vec![0xc0]),
+        })
+    }
+
+    fn times() -> (Instant, Instant) {
+        let now = Instant::now();
+        (now, now + Duration::from_secs(60))
+    }
+
+    /// A caller on another thread wakes as soon as its reply is sent and drops its pending
+    /// reply, which takes the table's lock: it must not find the lock still held.
+    #[tokio::test]
+    async fn a_reply_wakes_its_caller_after_releasing_the_table() {
+        let calls = Arc::new(CallTable::default());
+        let (tx, mut rx) = oneshot::channel();
+        calls.add(7, PendingSlot::Single(tx), times(), None);
+        let (probe, waker) = probe(&calls);
+        assert!(Pin::new(&mut rx)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+
+        calls.answer(7, reply(7));
+
+        assert!(
+            probe.woken.load(Ordering::SeqCst),
+            "the caller was not woken"
+        );
+        assert!(
+            probe.lock_was_free.load(Ordering::SeqCst),
+            "the caller was woken with the table locked"
+        );
+        assert!(matches!(rx.await, Ok(Ok(Answer::Reply(r))) if r.id == 7));
+        assert!(locked(&calls.table).calls.is_empty(), "the slot stayed");
+    }
+
+    #[tokio::test]
+    async fn a_member_reply_wakes_its_gather_after_releasing_the_table() {
+        let calls = Arc::new(CallTable::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        calls.add(8, PendingSlot::Gather(tx), times(), None);
+        let (probe, waker) = probe(&calls);
+        assert!(rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+
+        calls.answer(8, reply(8));
+
+        assert!(
+            probe.woken.load(Ordering::SeqCst),
+            "the gather was not woken"
+        );
+        assert!(
+            probe.lock_was_free.load(Ordering::SeqCst),
+            "the gather was woken with the table locked"
+        );
+        assert!(matches!(rx.recv().await, Some(GatherEvent::Reply(_))));
+        assert_eq!(
+            locked(&calls.table).calls.len(),
+            1,
+            "a gather keeps its slot"
+        );
+    }
+
+    /// A call abandoned before its reply (its pending reply dropped) leaves no slot behind,
+    /// and its late reply finds nobody.
+    #[test]
+    fn an_abandoned_call_leaves_no_slot() {
+        let calls = Arc::new(CallTable::default());
+        let (tx, rx) = oneshot::channel();
+        calls.add(9, PendingSlot::Single(tx), times(), None);
+        drop((rx, SlotGuard::new(calls.clone(), 9)));
+        assert!(locked(&calls.table).calls.is_empty(), "the slot stayed");
+        calls.answer(9, reply(9));
     }
 }

@@ -31,7 +31,7 @@ pub struct Pending<T> {
     resolved: Option<Result<Answer, Failure>>,
     /// The broker's later word that nobody received the call, raced against the reply.
     undelivered: Option<Undelivered>,
-    _slot: Option<SlotGuard>,
+    slot: Option<SlotGuard>,
     timeout: Duration,
     /// The method's name: borrowed where the proxy's type declares it, so most calls copy
     /// no name.
@@ -64,7 +64,7 @@ impl<T> Pending<T> {
             reply,
             resolved: None,
             undelivered: None,
-            _slot: slot,
+            slot,
             timeout,
             method,
             target,
@@ -89,6 +89,13 @@ impl<T> Pending<T> {
         }
         self.undelivered = None;
         true
+    }
+
+    /// The reply channel gave its one answer (or closed): the call's slot is gone already.
+    fn settled(&mut self) {
+        if let Some(slot) = &mut self.slot {
+            slot.answered();
+        }
     }
 
     fn invalid_actor(&self) -> Failure {
@@ -118,7 +125,10 @@ impl<T: DeserializeOwned> Pending<T> {
             return true;
         }
         match self.reply.try_recv() {
-            Ok(reply) => self.resolved = Some(reply),
+            Ok(reply) => {
+                self.settled();
+                self.resolved = Some(reply);
+            }
             Err(oneshot::error::TryRecvError::Empty) => {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 if !self.poll_undelivered(&mut cx) {
@@ -127,6 +137,7 @@ impl<T: DeserializeOwned> Pending<T> {
                 self.resolved = Some(Err(self.invalid_actor()));
             }
             Err(oneshot::error::TryRecvError::Closed) => {
+                self.settled();
                 self.resolved = Some(Err(Failure::Lost(Error::Closed("the node was shut down"))));
             }
         }
@@ -222,8 +233,14 @@ impl<T: DeserializeOwned> Future for Pending<T> {
         }
         // The node's deadline sweeper answers `TimedOut` when the deadline passes.
         match Pin::new(&mut this.reply).poll(cx) {
-            Poll::Ready(Ok(reply)) => Poll::Ready(this.value(reply)),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(Error::Closed("the node was shut down"))),
+            Poll::Ready(Ok(reply)) => {
+                this.settled();
+                Poll::Ready(this.value(reply))
+            }
+            Poll::Ready(Err(_)) => {
+                this.settled();
+                Poll::Ready(Err(Error::Closed("the node was shut down")))
+            }
             Poll::Pending if this.poll_undelivered(cx) => {
                 let failure = this.invalid_actor();
                 Poll::Ready(this.value(Err(failure)))
