@@ -36,7 +36,7 @@ struct Waiter {
     /// The round trip ends with the receiving node's answer (a publish to a node subject)
     /// instead of its marker's echo.
     receipt: bool,
-    done: Option<oneshot::Sender<bool>>,
+    done: oneshot::Sender<bool>,
 }
 
 /// Round trips in flight, and calls watched for a "no responders" status, shared with the
@@ -120,7 +120,8 @@ impl Probes {
         let nobody = status == Some(StatusCode::NO_RESPONDERS) || payload == NOT_HERE;
         match kind {
             "c" if nobody => {
-                if let Some(told) = locked(&self.calls).remove(&n) {
+                let told = locked(&self.calls).remove(&n);
+                if let Some(told) = told {
                     let _ = told.send(());
                 }
                 return;
@@ -132,28 +133,28 @@ impl Probes {
             "c" | "t" => return,
             _ => {}
         }
-        let mut waiters = locked(&self.waiters);
-        match kind {
-            "r" => {
-                let Some(waiter) = waiters.get_mut(&n) else {
-                    return;
-                };
-                waiter.no_responders |= nobody;
-                if waiter.receipt && (nobody || payload == HERE) {
-                    if let Some(done) = waiter.done.take() {
-                        let _ = done.send(waiter.no_responders);
-                    }
-                    waiters.remove(&n);
-                }
-            }
-            "b" => {
-                if let Some(mut waiter) = waiters.remove(&n) {
-                    if let Some(done) = waiter.done.take() {
-                        let _ = done.send(waiter.no_responders);
+        // The waiter is woken once the lock is released: it removes its entry when it
+        // wakes, and would otherwise find the lock held.
+        let answered = {
+            let mut waiters = locked(&self.waiters);
+            match kind {
+                "r" => {
+                    let Some(waiter) = waiters.get_mut(&n) else {
+                        return;
+                    };
+                    waiter.no_responders |= nobody;
+                    if waiter.receipt && (nobody || payload == HERE) {
+                        waiters.remove(&n)
+                    } else {
+                        None
                     }
                 }
+                "b" => waiters.remove(&n),
+                _ => None,
             }
-            _ => {}
+        };
+        if let Some(waiter) = answered {
+            let _ = waiter.done.send(waiter.no_responders);
         }
     }
 }
@@ -235,7 +236,7 @@ impl Inner {
             Waiter {
                 no_responders: false,
                 receipt,
-                done: Some(done),
+                done,
             },
         );
         let _guard = WaiterGuard {
