@@ -374,7 +374,7 @@ impl Drop for SlotGuard {
 mod tests {
     use std::future::Future;
     use std::pin::Pin;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
     use std::task::{Context, Wake, Waker};
 
     use super::*;
@@ -383,25 +383,31 @@ mod tests {
     /// A waker that notes whether the call table's lock was free when it was woken.
     struct LockProbe {
         calls: Arc<CallTable>,
-        woken: AtomicBool,
-        lock_was_free: AtomicBool,
+        lock_was_free: OnceLock<bool>,
     }
 
     impl Wake for LockProbe {
         fn wake(self: Arc<Self>) {
-            let free = self.calls.table.try_lock().is_ok();
-            self.lock_was_free.store(free, Ordering::SeqCst);
-            self.woken.store(true, Ordering::SeqCst);
+            let _ = self.lock_was_free.set(self.calls.table.try_lock().is_ok());
         }
     }
 
-    fn probe(calls: &Arc<CallTable>) -> (Arc<LockProbe>, Waker) {
-        let probe = Arc::new(LockProbe {
-            calls: calls.clone(),
-            woken: AtomicBool::new(false),
-            lock_was_free: AtomicBool::new(false),
-        });
-        (probe.clone(), Waker::from(probe))
+    impl LockProbe {
+        fn new(calls: &Arc<CallTable>) -> (Arc<Self>, Waker) {
+            let probe = Arc::new(LockProbe {
+                calls: calls.clone(),
+                lock_was_free: OnceLock::new(),
+            });
+            (probe.clone(), Waker::from(probe))
+        }
+
+        /// Fails unless the waiter (a `who`) was woken, with the table unlocked.
+        fn assert_woken_unlocked(&self, who: &str) {
+            match self.lock_was_free.get() {
+                None => panic!("the {who} was not woken"),
+                Some(free) => assert!(free, "the {who} was woken with the table locked"),
+            }
+        }
     }
 
     fn reply(id: u64) -> Answer {
@@ -424,21 +430,14 @@ mod tests {
         let calls = Arc::new(CallTable::default());
         let (tx, mut rx) = oneshot::channel();
         calls.add(7, PendingSlot::Single(tx), times(), None);
-        let (probe, waker) = probe(&calls);
+        let (probe, waker) = LockProbe::new(&calls);
         assert!(Pin::new(&mut rx)
             .poll(&mut Context::from_waker(&waker))
             .is_pending());
 
         calls.answer(7, reply(7));
 
-        assert!(
-            probe.woken.load(Ordering::SeqCst),
-            "the caller was not woken"
-        );
-        assert!(
-            probe.lock_was_free.load(Ordering::SeqCst),
-            "the caller was woken with the table locked"
-        );
+        probe.assert_woken_unlocked("caller");
         assert!(matches!(rx.await, Ok(Ok(Answer::Reply(r))) if r.id == 7));
         assert!(locked(&calls.table).calls.is_empty(), "the slot stayed");
     }
@@ -448,19 +447,12 @@ mod tests {
         let calls = Arc::new(CallTable::default());
         let (tx, mut rx) = mpsc::unbounded_channel();
         calls.add(8, PendingSlot::Gather(tx), times(), None);
-        let (probe, waker) = probe(&calls);
+        let (probe, waker) = LockProbe::new(&calls);
         assert!(rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
 
         calls.answer(8, reply(8));
 
-        assert!(
-            probe.woken.load(Ordering::SeqCst),
-            "the gather was not woken"
-        );
-        assert!(
-            probe.lock_was_free.load(Ordering::SeqCst),
-            "the gather was woken with the table locked"
-        );
+        probe.assert_woken_unlocked("gather");
         assert!(matches!(rx.recv().await, Some(GatherEvent::Reply(_))));
         assert_eq!(
             locked(&calls.table).calls.len(),
