@@ -49,9 +49,13 @@ impl ClusterMember {
     }
 }
 
+/// A channel's local members, replaced whole when one joins or parts (copy on write): a
+/// cluster call takes the list with one reference count, not a copy of every member.
+type Members = Arc<Mutex<Arc<[ClusterMember]>>>;
+
 /// One cluster channel this node subscribed to, and its local members.
 struct ClusterEntry {
-    members: Arc<Mutex<Vec<ClusterMember>>>,
+    members: Members,
     subscription: Subscription,
     fan_out: JoinHandle<()>,
 }
@@ -84,8 +88,13 @@ impl Clusters {
         let mut entries = self.entries.lock().await;
         if let Some(entry) = entries.get(channel) {
             let mut members = locked(&entry.members);
-            members.retain(|m| m.actor != member.actor);
-            members.push(member);
+            let mut joined: Vec<ClusterMember> = members
+                .iter()
+                .filter(|m| m.actor != member.actor)
+                .cloned()
+                .collect();
+            joined.push(member);
+            *members = joined.into();
             return Ok(());
         }
         self.liveness.join(channel).await?;
@@ -100,7 +109,7 @@ impl Clusters {
             .transport()
             .subscribe(&Channel::Cluster(channel.clone()), sink)
             .await?;
-        let members = Arc::new(Mutex::new(vec![member]));
+        let members: Members = Arc::new(Mutex::new(Arc::from([member])));
         let fan_out = tokio::spawn(fan_out(
             Arc::downgrade(&self.shared),
             self.locks.clone(),
@@ -129,7 +138,11 @@ impl Clusters {
         let (was_member, now_empty) = {
             let mut members = locked(&entry.members);
             let before = members.len();
-            members.retain(|m| &m.actor != actor);
+            *members = members
+                .iter()
+                .filter(|m| &m.actor != actor)
+                .cloned()
+                .collect();
             (members.len() != before, members.is_empty())
         };
         if now_empty {
@@ -177,7 +190,7 @@ async fn fan_out(
     locks: Locks,
     channel: ClusterName,
     mut queued: mpsc::Receiver<Bytes>,
-    members: Arc<Mutex<Vec<ClusterMember>>>,
+    members: Members,
 ) {
     let mut last_caller = None;
     let mut outbox = Outbox::new();
@@ -206,9 +219,9 @@ async fn fan_out(
             );
             continue;
         }
-        let members: Vec<ClusterMember> = locked(&members).clone();
+        let members: Arc<[ClusterMember]> = locked(&members).clone();
         if call.one_way {
-            fan_out_one_way(call, &reply_to, &channel, &locks, members).await;
+            fan_out_one_way(call, &reply_to, &channel, &locks, &members).await;
             continue;
         }
         let expect = Frame::Expect(Expect {
@@ -228,7 +241,7 @@ async fn fan_out(
         }
         if call.method.as_str() == MEMBERS_METHOD {
             // Listing answered by the node: no member's mailbox is entered.
-            for member in members {
+            for member in members.iter() {
                 let listed = ChannelMember {
                     uuid: member.actor.to_string(),
                     type_name: member.type_name.to_owned(),
@@ -239,7 +252,8 @@ async fn fan_out(
                         Outcome::Err(RemoteError::new(RemoteErrorKind::Handler, e.to_string()))
                     }
                 };
-                outbox.reply(&shared, reply_to.clone(), call.id, member.actor, outcome);
+                let from = member.actor.clone();
+                outbox.reply(&shared, reply_to.clone(), call.id, from, outcome);
                 outbox.make_room().await;
             }
             continue;
@@ -250,7 +264,7 @@ async fn fan_out(
         });
         let call = &incoming.call;
         let decided = decide_singular(&locks, call, &reply_to, &members).await;
-        for (index, member) in members.into_iter().enumerate() {
+        for (index, member) in members.iter().enumerate() {
             // Members that serve the method as singular and were not chosen answer here.
             let answer = match &decided {
                 Decision::Everyone => None,
@@ -261,7 +275,8 @@ async fn fan_out(
             if let Some(outcome) =
                 answer.filter(|_| member.singular(call.method.as_str()).is_some())
             {
-                outbox.reply(&shared, reply_to.clone(), call.id, member.actor, outcome);
+                let from = member.actor.clone();
+                outbox.reply(&shared, reply_to.clone(), call.id, from, outcome);
                 outbox.make_room().await;
                 continue;
             }
@@ -281,7 +296,8 @@ async fn fan_out(
                 };
                 let error = RemoteError::new(kind, "the call was not queued");
                 let outcome = Outcome::Err(error);
-                outbox.reply(&shared, reply_to.clone(), call.id, member.actor, outcome);
+                let from = member.actor.clone();
+                outbox.reply(&shared, reply_to.clone(), call.id, from, outcome);
                 outbox.make_room().await;
             }
         }
@@ -296,15 +312,15 @@ async fn fan_out_one_way(
     reply_to: &NodeId,
     channel: &ClusterName,
     locks: &Locks,
-    members: Vec<ClusterMember>,
+    members: &[ClusterMember],
 ) {
     let incoming = Arc::new(Incoming {
         call,
         reply_to: reply_to.clone(),
     });
     let call = &incoming.call;
-    let decided = decide_singular(locks, call, reply_to, &members).await;
-    for (index, member) in members.into_iter().enumerate() {
+    let decided = decide_singular(locks, call, reply_to, members).await;
+    for (index, member) in members.iter().enumerate() {
         let chosen = matches!(decided, Decision::Only(chosen) if chosen == index);
         let declines = !matches!(decided, Decision::Everyone) && !chosen;
         if declines && member.singular(call.method.as_str()).is_some() {
