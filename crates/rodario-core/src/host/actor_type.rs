@@ -16,6 +16,10 @@ use crate::sync::LocalKeys;
 #[cfg(feature = "metrics")]
 use crate::telemetry::{self, HandledKeys};
 
+/// An actor type's `singular` methods by name, looked up (by a name read off the wire) for
+/// every cluster call its actors receive.
+pub(crate) type SingularMethods = HashMap<&'static str, Singular, LocalKeys>;
+
 /// The method a call names.
 pub(crate) enum MethodName {
     /// One of the receiving actor type's methods: its name as the type declares it, and its
@@ -46,7 +50,7 @@ pub(crate) struct ActorType {
     /// The methods' descriptions, sorted by name.
     infos: Vec<MethodInfo>,
     /// The `singular` methods, which a node decides on for their actors in cluster calls.
-    pub(crate) singular: Arc<HashMap<&'static str, Singular>>,
+    pub(crate) singular: Arc<SingularMethods>,
     /// The encoded [`ActorInfo`] discovery answers with.
     pub(crate) description: Arc<[u8]>,
     /// The metric keys of each method's calls, by index, and of calls to methods the type

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::actor_type::SingularMethods;
 use super::handler::ClusterHandler;
 use super::inbox::{decode_call, Envelope, Incoming, IncomingCall, Via, ViaCluster};
 use super::liveness::Liveness;
@@ -35,7 +36,7 @@ pub(crate) struct ClusterMember {
     pub(crate) busy: Arc<AtomicBool>,
     pub(crate) type_name: &'static str,
     /// The actor's `singular` methods.
-    pub(crate) singular: Arc<HashMap<&'static str, Singular>>,
+    pub(crate) singular: Arc<SingularMethods>,
 }
 
 impl ClusterMember {
@@ -354,6 +355,22 @@ enum Decision {
     Failed(RemoteError),
 }
 
+/// The `singular` settings of the first member that runs `method` as a singular method.
+/// Members of one actor type share its table, which is looked up once for all of them.
+fn first_singular<'a>(members: &'a [ClusterMember], method: &str) -> Option<&'a Singular> {
+    let mut looked_up: Option<&Arc<SingularMethods>> = None;
+    members.iter().find_map(|member| {
+        if member.handler.is_some() {
+            return None;
+        }
+        if looked_up.is_some_and(|table| Arc::ptr_eq(table, &member.singular)) {
+            return None;
+        }
+        looked_up = Some(&member.singular);
+        member.singular.get(method)
+    })
+}
+
 /// Decides a cluster call of a `singular` method once for all the node's members, as soon
 /// as it arrives: takes its lease (asking the broker no longer than the caller waits) and,
 /// if won, picks an idle member to run it (a busy one only if none is idle). Members busy
@@ -364,10 +381,7 @@ async fn decide_singular(
     caller: &NodeId,
     members: &[ClusterMember],
 ) -> Decision {
-    let Some(singular) = members
-        .iter()
-        .find_map(|m| m.singular(call.method.as_str()))
-    else {
+    let Some(singular) = first_singular(members, call.method.as_str()) else {
         return Decision::Everyone;
     };
     let remaining = Duration::from_millis(
@@ -391,5 +405,59 @@ async fn decide_singular(
         }
         Ok(false) => Decision::Nobody,
         Err(error) => Decision::Failed(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+
+    #[async_trait::async_trait]
+    impl ClusterHandler for Echo {
+        async fn handle(&self, _: &str, args: &[u8]) -> Result<Vec<u8>, RemoteError> {
+            Ok(args.to_vec())
+        }
+    }
+
+    fn member(
+        singular: &Arc<SingularMethods>,
+        handler: Option<Arc<dyn ClusterHandler>>,
+    ) -> ClusterMember {
+        ClusterMember {
+            actor: ActorId::generate(),
+            mailbox: mpsc::channel(1).0,
+            handler,
+            busy: Arc::new(AtomicBool::new(false)),
+            type_name: "Test",
+            singular: singular.clone(),
+        }
+    }
+
+    /// Members of one type share a table looked up once; a member of another type, later
+    /// in the list, is still looked up, and one with a custom handler never is.
+    #[test]
+    fn the_first_member_running_a_method_as_singular_is_found_across_types() {
+        let plain = Arc::new(SingularMethods::default());
+        let mut with_pick = SingularMethods::default();
+        with_pick.insert("pick", Singular::default());
+        let with_pick = Arc::new(with_pick);
+        let handled = Some(Arc::new(Echo) as Arc<dyn ClusterHandler>);
+
+        let only_plain = [member(&plain, None), member(&plain, None)];
+        assert!(first_singular(&only_plain, "pick").is_none());
+
+        let mixed = [
+            member(&plain, None),
+            member(&plain, None),
+            member(&with_pick, handled),
+            member(&with_pick, None),
+        ];
+        assert!(first_singular(&mixed, "pick").is_some());
+        assert!(first_singular(&mixed, "other").is_none());
+
+        let only_handled = [member(&with_pick, Some(Arc::new(Echo)))];
+        assert!(first_singular(&only_handled, "pick").is_none());
     }
 }
