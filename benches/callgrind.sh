@@ -9,18 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v valgrind >/dev/null 2>&1; then
-    echo "benches/callgrind.sh: valgrind is not installed (apt-get install valgrind)" >&2
-    exit 1
-fi
-bin=$(cargo bench --no-run --bench callcost "$@" --message-format=json |
-    python3 -c '
-import json, sys
-for line in sys.stdin:
-    message = json.loads(line)
-    if message.get("target", {}).get("name") == "callcost" and message.get("executable"):
-        print(message["executable"])
-')
+source benches/callcost-bin.sh
+require_tool valgrind
+bin=$(callcost_bin "$@")
 instructions() {
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" 2>&1 |
         sed -n 's/.*Collected : *//p'

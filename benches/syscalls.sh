@@ -10,18 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v strace >/dev/null 2>&1; then
-    echo "benches/syscalls.sh: strace is not installed (apt-get install strace)" >&2
-    exit 1
-fi
-bin=$(cargo bench --no-run --bench callcost "$@" --message-format=json |
-    python3 -c '
-import json, sys
-for line in sys.stdin:
-    message = json.loads(line)
-    if message.get("target", {}).get("name") == "callcost" and message.get("executable"):
-        print(message["executable"])
-')
+source benches/callcost-bin.sh
+require_tool strace
+bin=$(callcost_bin "$@")
 counts=$(mktemp)
 trap 'rm -f "$counts"' EXIT
 # Prints "futex epoll_wait write" for `calls` calls of the given kind.
