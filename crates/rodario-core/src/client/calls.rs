@@ -122,9 +122,12 @@ impl CallTable {
         locked(&self.table).calls.remove(&id);
     }
 
-    /// Forgets every call (their waiters see the node closed).
+    /// Forgets every call (their waiters see the node closed). The slots are dropped, and
+    /// so their waiters woken, after the table's lock is released, as [`CallTable::answer`]
+    /// does.
     pub(crate) fn clear(&self) {
-        locked(&self.table).calls.clear();
+        let forgotten = std::mem::take(&mut locked(&self.table).calls);
+        drop(forgotten);
     }
 
     /// Hands a frame from the reply channel to the call waiting for it.
@@ -459,6 +462,23 @@ mod tests {
             1,
             "a gather keeps its slot"
         );
+    }
+
+    /// A node shutting down closes its calls' reply channels, also after releasing the table.
+    #[tokio::test]
+    async fn a_shutdown_wakes_its_callers_after_releasing_the_table() {
+        let calls = Arc::new(CallTable::default());
+        let (tx, mut rx) = oneshot::channel();
+        calls.add(10, PendingSlot::Single(tx), times(), None);
+        let (probe, waker) = LockProbe::new(&calls);
+        assert!(Pin::new(&mut rx)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+
+        calls.clear();
+
+        probe.assert_woken_unlocked("caller");
+        assert!(rx.await.is_err(), "the reply channel stayed open");
     }
 
     /// A call abandoned before its reply (its pending reply dropped) leaves no slot behind,
