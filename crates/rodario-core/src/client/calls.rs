@@ -426,17 +426,26 @@ mod tests {
         (now, now + Duration::from_secs(60))
     }
 
+    /// Call `id` in `calls`, its reply awaited (polled once) with a probe for a waker.
+    fn awaited_call(
+        calls: &Arc<CallTable>,
+        id: u64,
+    ) -> (oneshot::Receiver<Result<Answer, Failure>>, Arc<LockProbe>) {
+        let (tx, mut rx) = oneshot::channel();
+        calls.add(id, PendingSlot::Single(tx), times(), None);
+        let (probe, waker) = LockProbe::new(calls);
+        assert!(Pin::new(&mut rx)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        (rx, probe)
+    }
+
     /// A caller on another thread wakes as soon as its reply is sent and drops its pending
     /// reply, which takes the table's lock: it must not find the lock still held.
     #[tokio::test]
     async fn a_reply_wakes_its_caller_after_releasing_the_table() {
         let calls = Arc::new(CallTable::default());
-        let (tx, mut rx) = oneshot::channel();
-        calls.add(7, PendingSlot::Single(tx), times(), None);
-        let (probe, waker) = LockProbe::new(&calls);
-        assert!(Pin::new(&mut rx)
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending());
+        let (rx, probe) = awaited_call(&calls, 7);
 
         calls.answer(7, reply(7));
 
@@ -468,12 +477,7 @@ mod tests {
     #[tokio::test]
     async fn a_shutdown_wakes_its_callers_after_releasing_the_table() {
         let calls = Arc::new(CallTable::default());
-        let (tx, mut rx) = oneshot::channel();
-        calls.add(10, PendingSlot::Single(tx), times(), None);
-        let (probe, waker) = LockProbe::new(&calls);
-        assert!(Pin::new(&mut rx)
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending());
+        let (rx, probe) = awaited_call(&calls, 10);
 
         calls.clear();
 

@@ -43,10 +43,24 @@ impl ClusterMember {
     /// The `singular` settings under which this member would run `method`, if it would run
     /// it through a singular method (not through a custom handler).
     fn singular(&self, method: &str) -> Option<&Singular> {
+        self.singular_methods()?.get(method)
+    }
+
+    /// The member's type's `singular` methods, unless a custom handler takes its calls.
+    fn singular_methods(&self) -> Option<&Arc<SingularMethods>> {
         match self.handler {
             Some(_) => None,
-            None => self.singular.get(method),
+            None => Some(&self.singular),
         }
+    }
+
+    /// `members` without `actor`'s entry: the start of a new list when one joins or parts.
+    fn others(members: &[ClusterMember], actor: &ActorId) -> Vec<ClusterMember> {
+        members
+            .iter()
+            .filter(|member| &member.actor != actor)
+            .cloned()
+            .collect()
     }
 }
 
@@ -89,11 +103,7 @@ impl Clusters {
         let mut entries = self.entries.lock().await;
         if let Some(entry) = entries.get(channel) {
             let mut members = locked(&entry.members);
-            let mut joined: Vec<ClusterMember> = members
-                .iter()
-                .filter(|m| m.actor != member.actor)
-                .cloned()
-                .collect();
+            let mut joined = ClusterMember::others(&members, &member.actor);
             joined.push(member);
             *members = joined.into();
             return Ok(());
@@ -139,11 +149,7 @@ impl Clusters {
         let (was_member, now_empty) = {
             let mut members = locked(&entry.members);
             let before = members.len();
-            *members = members
-                .iter()
-                .filter(|m| &m.actor != actor)
-                .cloned()
-                .collect();
+            *members = ClusterMember::others(&members, actor).into();
             (members.len() != before, members.is_empty())
         };
         if now_empty {
@@ -360,14 +366,12 @@ enum Decision {
 fn first_singular<'a>(members: &'a [ClusterMember], method: &str) -> Option<&'a Singular> {
     let mut looked_up: Option<&Arc<SingularMethods>> = None;
     members.iter().find_map(|member| {
-        if member.handler.is_some() {
+        let table = member.singular_methods()?;
+        if looked_up.is_some_and(|last| Arc::ptr_eq(last, table)) {
             return None;
         }
-        if looked_up.is_some_and(|table| Arc::ptr_eq(table, &member.singular)) {
-            return None;
-        }
-        looked_up = Some(&member.singular);
-        member.singular.get(method)
+        looked_up = Some(table);
+        table.get(method)
     })
 }
 
