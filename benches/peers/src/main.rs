@@ -1,12 +1,14 @@
 //! rodario beside its peers, in one run on one machine:
 //!
-//! - a call to an actor in another process: ractor_cluster (two nodes over TCP) and rodario
-//!   over Redis (a private `redis-server` on a free port), each on a 2-worker runtime;
+//! - a call to an actor in another process: ractor_cluster (two nodes over TCP), rodario
+//!   over Redis (a private `redis-server` on a free port), and the same request and reply
+//!   written by hand with redis-rs alone over the same Redis (the raw baseline of rodario's
+//!   `benches/redis.rs`), each on a 2-worker runtime;
 //! - an ask to an actor in the same process: kameo, ractor, rodario's memory backend and the
 //!   tokio channels under them, on a current-thread runtime.
 //!
 //! Each is timed one call after another (median time per call) and with 64 calls in
-//! flight (calls/s); the two remote contenders' samples are interleaved, so that both see
+//! flight (calls/s); the three remote contenders' samples are interleaved, so that all see
 //! the same load on a shared machine. Run from the repository's root:
 //!
 //! ```text
@@ -67,6 +69,7 @@ fn main() {
         // The child processes of the remote rows.
         ["ractor-host", port] => remote::ractor_host(port.parse().expect("a port number")),
         ["rodario-host", url, prefix] => remote::rodario_host(url, prefix),
+        ["raw-redis-host", url, prefix] => remote::raw_redis_host(url, prefix),
         options => match parse(options) {
             Some((settings, runs)) => run(settings, runs),
             None => {
@@ -99,24 +102,40 @@ struct Row {
     figures: Figures,
 }
 
-/// rodario over Redis against ractor_cluster: (time per sequential call, calls/s with
-/// [`IN_FLIGHT`] in flight).
-type RemoteRatio = (f64, f64);
+/// The remote rows against ractor_cluster, as (time per sequential call, calls/s with
+/// [`IN_FLIGHT`] in flight): rodario over Redis, and the raw Redis request/reply under it.
+struct RemoteRatios {
+    rodario: (f64, f64),
+    raw_redis: (f64, f64),
+}
 
-fn measure_once(settings: Settings, redis_url: &str, run: usize) -> (Vec<Row>, RemoteRatio) {
-    eprintln!("remote calls (2-worker runtime, the actor in a second process)...");
+fn measure_once(settings: Settings, redis_url: &str, run: usize) -> (Vec<Row>, RemoteRatios) {
+    eprintln!("remote calls (2-worker runtime, the callee in a second process)...");
     let rt = runtime();
+    let prefix = format!("peers-{run}");
     let ractor = remote::RactorRemote::start(&rt);
-    let rodario = remote::RodarioRemote::start(&rt, redis_url, &format!("peers-{run}"));
-    let (ractor_cluster, rodario_redis) =
-        measure::compare(&rt, settings, || ractor.call(), || rodario.call());
+    let rodario = remote::RodarioRemote::start(&rt, redis_url, &prefix);
+    let raw_redis = remote::RawRedisRemote::start(&rt, redis_url, &prefix);
+    let mut figures = measure::compare(&rt, settings, &[&ractor, &rodario, &raw_redis]).into_iter();
+    let (Some(ractor_cluster), Some(rodario_redis), Some(raw_redis_figures)) =
+        (figures.next(), figures.next(), figures.next())
+    else {
+        unreachable!("compare measures each contender it is given");
+    };
     ractor.stop();
     rodario.stop(&rt);
+    drop(raw_redis);
     drop(rt);
-    let ratio = (
-        rodario_redis.sequential.as_secs_f64() / ractor_cluster.sequential.as_secs_f64(),
-        rodario_redis.in_flight_per_s / ractor_cluster.in_flight_per_s,
-    );
+    let against_ractor = |figures: &Figures| {
+        (
+            figures.sequential.as_secs_f64() / ractor_cluster.sequential.as_secs_f64(),
+            figures.in_flight_per_s / ractor_cluster.in_flight_per_s,
+        )
+    };
+    let ratios = RemoteRatios {
+        rodario: against_ractor(&rodario_redis),
+        raw_redis: against_ractor(&raw_redis_figures),
+    };
     let mut rows = vec![
         Row {
             name: "ractor_cluster 0.16, remote call",
@@ -127,6 +146,11 @@ fn measure_once(settings: Settings, redis_url: &str, run: usize) -> (Vec<Row>, R
             name: "rodario, remote call",
             transport: "Redis pub/sub (a broker hop)",
             figures: rodario_redis,
+        },
+        Row {
+            name: "redis-rs alone, PUBLISH/SUBSCRIBE request and reply",
+            transport: "Redis pub/sub (a broker hop)",
+            figures: raw_redis_figures,
         },
     ];
 
@@ -146,7 +170,7 @@ fn measure_once(settings: Settings, redis_url: &str, run: usize) -> (Vec<Row>, R
             figures: measure(&rt, settings),
         });
     }
-    (rows, ratio)
+    (rows, ratios)
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
@@ -157,7 +181,7 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 
 fn run(settings: Settings, runs: usize) {
     let redis = RedisServer::private(&[]);
-    let results: Vec<(Vec<Row>, RemoteRatio)> = (1..=runs)
+    let results: Vec<(Vec<Row>, RemoteRatios)> = (1..=runs)
         .map(|n| {
             eprintln!("run {n} of {runs}");
             measure_once(settings, redis.url(), n)
@@ -181,24 +205,34 @@ fn run(settings: Settings, runs: usize) {
         );
     }
     println!();
-    println!("rodario over Redis / ractor_cluster (time per sequential call; calls/s, {IN_FLIGHT} in flight):");
-    for (n, (_, (time, rate))) in results.iter().enumerate() {
+    println!(
+        "Against ractor_cluster (time per sequential call; calls/s, {IN_FLIGHT} in flight), \
+         rodario over Redis and the raw Redis request/reply:"
+    );
+    for (n, (_, ratios)) in results.iter().enumerate() {
+        let (time, rate) = ratios.rodario;
+        let (raw_time, raw_rate) = ratios.raw_redis;
         println!(
-            "- run {}: {time:.2}× the time; {rate:.2}× the calls/s",
+            "- run {}: rodario {time:.2}× the time, {rate:.2}× the calls/s; \
+             raw Redis {raw_time:.2}× the time, {raw_rate:.2}× the calls/s",
             n + 1
         );
     }
     if runs > 1 {
-        let spread = |values: Vec<f64>| {
+        let spread = |ratio: fn(&RemoteRatios) -> f64| {
+            let values: Vec<f64> = results.iter().map(|(_, ratios)| ratio(ratios)).collect();
             let (min, max) = values
                 .iter()
                 .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
             format!("{:.2}× ({min:.2}–{max:.2})", median(values.into_iter()))
         };
         println!(
-            "- median (min–max): {} the time; {} the calls/s",
-            spread(results.iter().map(|(_, r)| r.0).collect()),
-            spread(results.iter().map(|(_, r)| r.1).collect()),
+            "- median (min–max): rodario {} the time, {} the calls/s; \
+             raw Redis {} the time, {} the calls/s",
+            spread(|r| r.rodario.0),
+            spread(|r| r.rodario.1),
+            spread(|r| r.raw_redis.0),
+            spread(|r| r.raw_redis.1),
         );
     }
 }

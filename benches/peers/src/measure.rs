@@ -4,7 +4,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
+use futures_util::future::{join_all, LocalBoxFuture};
+use futures_util::FutureExt;
 use tokio::runtime::Runtime;
 
 /// Calls in flight at once in the throughput figures, as in rodario's `call_inflight64`.
@@ -63,28 +64,46 @@ where
     }
 }
 
-/// [`figures`] of two contenders, their samples interleaved (a, b, then b, a, ...): on a
-/// shared machine the load drifts within seconds, and measuring one after the other would
-/// give one the quiet period and the other the busy one.
-pub fn compare<A, FA, B, FB>(rt: &Runtime, settings: Settings, a: A, b: B) -> (Figures, Figures)
-where
-    A: Fn() -> FA,
-    FA: Future<Output = ()>,
-    B: Fn() -> FB,
-    FB: Future<Output = ()>,
-{
-    let (seq_a, seq_b) = rt.block_on(median_times(settings, &a, &b));
-    let (batch_a, batch_b) = rt.block_on(median_times(
-        settings,
-        || join_all((0..IN_FLIGHT).map(|_| a())),
-        || join_all((0..IN_FLIGHT).map(|_| b())),
-    ));
-    let figures = |sequential, batch: Duration| Figures {
-        sequential,
-        in_flight_per_s: IN_FLIGHT as f64 / batch.as_secs_f64(),
-    };
-    (figures(seq_a, batch_a), figures(seq_b, batch_b))
+/// A contender of the remote rows: one call, and [`IN_FLIGHT`] calls at once.
+pub trait Contender {
+    /// One call, answered.
+    fn call(&self) -> LocalBoxFuture<'_, ()>;
+
+    /// [`IN_FLIGHT`] calls started at once, all answered: by default that many [`call`]s
+    /// joined.
+    ///
+    /// [`call`]: Contender::call
+    fn batch(&self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(join_all((0..IN_FLIGHT).map(|_| self.call())).map(drop))
+    }
 }
+
+/// [`figures`] of several contenders, their samples interleaved (each goes first in turn):
+/// on a shared machine the load drifts within seconds, and measuring one after the other
+/// would give one the quiet period and another the busy one.
+pub fn compare(rt: &Runtime, settings: Settings, contenders: &[&dyn Contender]) -> Vec<Figures> {
+    let calls: Vec<Op<'_>> = contenders
+        .iter()
+        .map(|contender| Box::new(move || contender.call()) as Op<'_>)
+        .collect();
+    let batches: Vec<Op<'_>> = contenders
+        .iter()
+        .map(|contender| Box::new(move || contender.batch()) as Op<'_>)
+        .collect();
+    let sequential = rt.block_on(median_times(settings, &calls));
+    let batch = rt.block_on(median_times(settings, &batches));
+    sequential
+        .into_iter()
+        .zip(batch)
+        .map(|(sequential, batch)| Figures {
+            sequential,
+            in_flight_per_s: IN_FLIGHT as f64 / batch.as_secs_f64(),
+        })
+        .collect()
+}
+
+/// One contender's operation, timed by [`median_times`].
+type Op<'a> = Box<dyn Fn() -> LocalBoxFuture<'a, ()> + 'a>;
 
 /// How many back-to-back `op`s fill one sample, from a warm-up of `settings.warm_up`.
 async fn warm_up<F, Fut>(settings: Settings, op: F) -> u32
@@ -134,27 +153,19 @@ where
     median(samples)
 }
 
-/// [`median_time`] of two ops, their samples interleaved.
-async fn median_times<A, FA, B, FB>(settings: Settings, a: A, b: B) -> (Duration, Duration)
-where
-    A: Fn() -> FA,
-    FA: Future,
-    B: Fn() -> FB,
-    FB: Future,
-{
-    let ops_a = warm_up(settings, &a).await;
-    let ops_b = warm_up(settings, &b).await;
-    let mut samples_a = Vec::with_capacity(settings.samples);
-    let mut samples_b = Vec::with_capacity(settings.samples);
+/// [`median_time`] of each op, their samples interleaved.
+async fn median_times(settings: Settings, ops: &[Op<'_>]) -> Vec<Duration> {
+    let mut counts = Vec::with_capacity(ops.len());
+    for op in ops {
+        counts.push(warm_up(settings, op).await);
+    }
+    let mut samples = vec![Vec::with_capacity(settings.samples); ops.len()];
     for i in 0..settings.samples {
-        // Each goes first in turn: neither always follows the other's burst of work.
-        if i % 2 == 0 {
-            samples_a.push(sample(ops_a, &a).await);
-            samples_b.push(sample(ops_b, &b).await);
-        } else {
-            samples_b.push(sample(ops_b, &b).await);
-            samples_a.push(sample(ops_a, &a).await);
+        // Each goes first in turn: none always follows another's burst of work.
+        for k in 0..ops.len() {
+            let j = (i + k) % ops.len();
+            samples[j].push(sample(counts[j], &ops[j]).await);
         }
     }
-    (median(samples_a), median(samples_b))
+    samples.into_iter().map(median).collect()
 }

@@ -1,19 +1,27 @@
 //! Calls to an actor in another process: ractor_cluster over its own TCP connection between
-//! two nodes, and rodario through Redis. Either way the actor lives in a child process (this
-//! same binary, started with a `*-host` argument) and the caller in this one, each on a
-//! 2-worker tokio runtime.
+//! two nodes, rodario through Redis, and a request and reply written by hand over
+//! Redis pub/sub with redis-rs alone (what a broker hop costs without a framework). Each time the callee lives in a child
+//! process (this same binary, started with a `*-host` argument) and the caller in this one,
+//! each on a 2-worker tokio runtime.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::future::{join_all, LocalBoxFuture};
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, RactorClusterMessage};
+use redis::aio::{MultiplexedConnection, PubSubStream};
+use redis::AsyncCommands;
 use rodario::prelude::*;
 use rodario::redis::RedisConfig;
 use tokio::runtime::Runtime;
 
+use crate::measure::{Contender, IN_FLIGHT};
 use crate::{Counter, CounterProxy};
 
 /// The cookie both ractor_cluster nodes authenticate with.
@@ -194,10 +202,6 @@ impl RactorRemote {
         })
     }
 
-    pub async fn call(&self) {
-        ractor::call!(self.counter, RemoteAdd::Add, 1).expect("ractor_cluster's call failed");
-    }
-
     pub fn stop(self) {
         self.server.stop(None);
     }
@@ -256,16 +260,189 @@ impl RodarioRemote {
         })
     }
 
-    pub async fn call(&self) {
-        self.proxy
-            .add(1)
-            .await
-            .expect("rodario's call was not sent")
-            .await
-            .expect("rodario's call failed");
-    }
-
     pub fn stop(self, rt: &Runtime) {
         rt.block_on(self.node.shutdown());
+    }
+}
+
+impl Contender for RactorRemote {
+    fn call(&self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(async {
+            ractor::call!(self.counter, RemoteAdd::Add, 1).expect("ractor_cluster's call failed");
+        })
+    }
+}
+
+impl Contender for RodarioRemote {
+    fn call(&self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(async {
+            self.proxy
+                .add(1)
+                .await
+                .expect("rodario's call was not sent")
+                .await
+                .expect("rodario's call failed");
+        })
+    }
+}
+
+/// The channels of the raw Redis request/reply under `prefix`: requests, replies.
+fn raw_channels(prefix: &str) -> (String, String) {
+    (
+        format!("{prefix}:raw:requests"),
+        format!("{prefix}:raw:replies"),
+    )
+}
+
+/// `[id, value]` as 16 little-endian bytes, the raw request's and reply's payload.
+fn id_and_value(id: u64, value: u64) -> [u8; 16] {
+    let mut bytes = [0; 16];
+    bytes[..8].copy_from_slice(&id.to_le_bytes());
+    bytes[8..].copy_from_slice(&value.to_le_bytes());
+    bytes
+}
+
+/// The two halves of a 16-byte `[id, value]` payload; `None` for any other payload.
+fn split_id_and_value(payload: &[u8]) -> Option<(u64, u64)> {
+    let id = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+    let value = u64::from_le_bytes(payload.get(8..16)?.try_into().ok()?);
+    Some((id, value))
+}
+
+/// The host process of the raw Redis request/reply: reads `[id, n]` requests from a pub/sub
+/// connection, adds `n` to its total and publishes `[id, total]` from a multiplexed
+/// connection, without waiting for one reply's `PUBLISH` before reading the next request.
+pub fn raw_redis_host(url: &str, prefix: &str) {
+    crate::runtime().block_on(async {
+        let client = redis::Client::open(url).expect("not a Redis URL");
+        let (requests_channel, replies_channel) = raw_channels(prefix);
+        let mut requests = client
+            .get_async_pubsub()
+            .await
+            .expect("the host could not connect to Redis");
+        requests
+            .subscribe(&requests_channel)
+            .await
+            .expect("the host could not subscribe");
+        let publisher = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the host could not connect to Redis");
+        let mut requests = requests.into_on_message();
+        let echo = async {
+            let mut total = 0u64;
+            let mut publishing = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    request = requests.next() => {
+                        let Some(request) = request else { break };
+                        let Some((id, n)) = split_id_and_value(request.get_payload_bytes()) else {
+                            continue;
+                        };
+                        total += n;
+                        let mut publisher = publisher.clone();
+                        let reply = id_and_value(id, total);
+                        let channel = &replies_channel;
+                        publishing.push(async move {
+                            let _: u64 = publisher
+                                .publish(channel, &reply[..])
+                                .await
+                                .expect("the host could not publish a reply");
+                        });
+                    }
+                    Some(()) = publishing.next(), if !publishing.is_empty() => {}
+                }
+            }
+        };
+        tokio::select! {
+            () = echo => {}
+            () = serve_until_stdin_closes() => {}
+        }
+    });
+}
+
+/// The caller's side of the raw Redis request/reply, the baseline of rodario's remote call:
+/// it `PUBLISH`es `[id, 1]` from a multiplexed connection and reads the replies from a
+/// pub/sub connection itself (no task between the socket and the caller), matching them to
+/// its requests by id, as `benches/redis.rs`'s raw baseline does.
+pub struct RawRedisRemote {
+    _host: Host,
+    requests_channel: String,
+    publisher: MultiplexedConnection,
+    /// One caller reads the replies at a time: calls are sequential or one batch.
+    replies: tokio::sync::Mutex<PubSubStream>,
+    next_id: AtomicU64,
+}
+
+impl RawRedisRemote {
+    pub fn start(rt: &Runtime, url: &str, prefix: &str) -> Self {
+        let host = Host::start(&["raw-redis-host", url, prefix]);
+        rt.block_on(async {
+            let client = redis::Client::open(url).expect("not a Redis URL");
+            let (requests_channel, replies_channel) = raw_channels(prefix);
+            let mut replies = client
+                .get_async_pubsub()
+                .await
+                .expect("the caller could not connect to Redis");
+            replies
+                .subscribe(&replies_channel)
+                .await
+                .expect("the caller could not subscribe");
+            RawRedisRemote {
+                _host: host,
+                requests_channel,
+                publisher: client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("the caller could not connect to Redis"),
+                replies: tokio::sync::Mutex::new(replies.into_on_message()),
+                next_id: AtomicU64::new(1),
+            }
+        })
+    }
+
+    /// Publishes the request `[id, 1]`; the host's subscription must have received it.
+    async fn request(&self, id: u64) {
+        let receivers: u64 = self
+            .publisher
+            .clone()
+            .publish(&self.requests_channel, &id_and_value(id, 1)[..])
+            .await
+            .expect("the caller could not publish");
+        assert_eq!(receivers, 1, "the raw host is not subscribed");
+    }
+
+    /// Reads replies until those to ids `first..first + count` have all come.
+    async fn replies(&self, first: u64, count: u64) {
+        let mut replies = self.replies.lock().await;
+        let mut missing = count;
+        while missing > 0 {
+            let reply = replies.next().await.expect("the reply subscription ended");
+            let answered = split_id_and_value(reply.get_payload_bytes())
+                .is_some_and(|(id, _)| (first..first + count).contains(&id));
+            if answered {
+                missing -= 1;
+            }
+        }
+    }
+}
+
+impl Contender for RawRedisRemote {
+    fn call(&self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(async {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            self.request(id).await;
+            self.replies(id, 1).await;
+        })
+    }
+
+    /// Publishes [`IN_FLIGHT`] requests at once while reading their replies.
+    fn batch(&self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(async {
+            let count = IN_FLIGHT as u64;
+            let first = self.next_id.fetch_add(count, Ordering::Relaxed);
+            let requests = join_all((first..first + count).map(|id| self.request(id)));
+            tokio::join!(requests, self.replies(first, count));
+        })
     }
 }
