@@ -9,8 +9,9 @@
 //!
 //! The raw request/reply: the caller PUBLISHes `[id, argument]` on a request channel from a
 //! multiplexed connection and reads `[id, result]` from a second channel on a pub/sub
-//! connection of its own, itself (no task between the socket and the caller), matching
-//! replies to requests by id; an echo task (a pub/sub connection reading the requests, a
+//! connection of its own, itself (no task of its own between redis-rs's pub/sub stream,
+//! which hands each message through a channel, and the caller), matching replies to
+//! requests by id; an echo task (a pub/sub connection reading the requests, a
 //! multiplexed one publishing the replies) answers each request without waiting for the
 //! previous reply's PUBLISH to complete. Separate pub/sub connections are the client's
 //! plain way to subscribe; a rodario node on one server also keeps its subscriptions and

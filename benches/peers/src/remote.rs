@@ -309,6 +309,19 @@ fn split_id_and_value(payload: &[u8]) -> Option<(u64, u64)> {
     Some((id, value))
 }
 
+/// The messages of `channel`, on a pub/sub connection of their own.
+async fn subscription(client: &redis::Client, channel: &str) -> PubSubStream {
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .expect("could not connect to Redis");
+    pubsub
+        .subscribe(channel)
+        .await
+        .expect("could not subscribe");
+    pubsub.into_on_message()
+}
+
 /// The host process of the raw Redis request/reply: reads `[id, n]` requests from a pub/sub
 /// connection, adds `n` to its total and publishes `[id, total]` from a multiplexed
 /// connection, without waiting for one reply's `PUBLISH` before reading the next request.
@@ -316,19 +329,11 @@ pub fn raw_redis_host(url: &str, prefix: &str) {
     crate::runtime().block_on(async {
         let client = redis::Client::open(url).expect("not a Redis URL");
         let (requests_channel, replies_channel) = raw_channels(prefix);
-        let mut requests = client
-            .get_async_pubsub()
-            .await
-            .expect("the host could not connect to Redis");
-        requests
-            .subscribe(&requests_channel)
-            .await
-            .expect("the host could not subscribe");
+        let mut requests = subscription(&client, &requests_channel).await;
         let publisher = client
             .get_multiplexed_async_connection()
             .await
             .expect("the host could not connect to Redis");
-        let mut requests = requests.into_on_message();
         let echo = async {
             let mut total = 0u64;
             let mut publishing = FuturesUnordered::new();
@@ -363,8 +368,8 @@ pub fn raw_redis_host(url: &str, prefix: &str) {
 
 /// The caller's side of the raw Redis request/reply, the baseline of rodario's remote call:
 /// it `PUBLISH`es `[id, 1]` from a multiplexed connection and reads the replies from a
-/// pub/sub connection itself (no task between the socket and the caller), matching them to
-/// its requests by id, as `benches/redis.rs`'s raw baseline does.
+/// pub/sub connection itself (no task of its own between redis-rs's pub/sub stream and the
+/// caller), matching them to its requests by id, as `benches/redis.rs`'s raw baseline does.
 pub struct RawRedisRemote {
     _host: Host,
     requests_channel: String,
@@ -380,14 +385,7 @@ impl RawRedisRemote {
         rt.block_on(async {
             let client = redis::Client::open(url).expect("not a Redis URL");
             let (requests_channel, replies_channel) = raw_channels(prefix);
-            let mut replies = client
-                .get_async_pubsub()
-                .await
-                .expect("the caller could not connect to Redis");
-            replies
-                .subscribe(&replies_channel)
-                .await
-                .expect("the caller could not subscribe");
+            let replies = subscription(&client, &replies_channel).await;
             RawRedisRemote {
                 _host: host,
                 requests_channel,
@@ -395,7 +393,7 @@ impl RawRedisRemote {
                     .get_multiplexed_async_connection()
                     .await
                     .expect("the caller could not connect to Redis"),
-                replies: tokio::sync::Mutex::new(replies.into_on_message()),
+                replies: tokio::sync::Mutex::new(replies),
                 next_id: AtomicU64::new(1),
             }
         })
