@@ -103,7 +103,7 @@ struct Row {
 }
 
 /// The remote rows against ractor_cluster, as (time per sequential call, calls/s with
-/// [`IN_FLIGHT`] in flight): rodario over Redis, and the raw Redis request/reply under it.
+/// [`IN_FLIGHT`] in flight): rodario over Redis, and the raw Redis request/reply beside it.
 struct RemoteRatios {
     rodario: (f64, f64),
     raw_redis: (f64, f64),
