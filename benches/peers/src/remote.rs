@@ -1,8 +1,8 @@
 //! Calls to an actor in another process: ractor_cluster over its own TCP connection between
-//! two nodes, rodario through Redis, and a request and reply written by hand over
-//! Redis pub/sub with redis-rs alone (what a broker hop costs without a framework). Each time the callee lives in a child
-//! process (this same binary, started with a `*-host` argument) and the caller in this one,
-//! each on a 2-worker tokio runtime.
+//! two nodes, rodario through Redis, and a request and reply written by hand over Redis
+//! pub/sub with redis-rs alone (what a broker hop costs without a framework). Each time the
+//! callee lives in a child process (this same binary, started with a `*-host` argument) and
+//! the caller in this one, each on a 2-worker tokio runtime.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
